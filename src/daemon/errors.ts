@@ -1,0 +1,59 @@
+// One error class per failure of the local store daemon client and builders.
+
+export class DaemonError extends Error {
+  override name = 'DaemonError'
+}
+
+/** A forced builder kind (`--builder nix`) whose tools or daemon are not usable here. */
+export class BuilderUnavailableError extends DaemonError {
+  override name = 'BuilderUnavailableError'
+}
+
+/** A store command exited non-zero where success was expected. */
+export class StoreCommandError extends DaemonError {
+  override name = 'StoreCommandError'
+  constructor (message: string, readonly command: string, readonly exitCode: number | null, readonly stderr: string) {
+    super(message)
+  }
+}
+
+/** A command could not be started at all (ENOENT, EACCES…). */
+export class SpawnFailedError extends DaemonError {
+  override name = 'SpawnFailedError'
+}
+
+/** A `.drv` file that is not a well-formed ATerm derivation. */
+export class DerivationParseError extends DaemonError {
+  override name = 'DerivationParseError'
+  constructor (message: string, readonly offset: number) {
+    super(`${message} at offset ${offset}`)
+  }
+}
+
+/** A string that is not an absolute path in the store directory. */
+export class NotAStorePathError extends DaemonError {
+  override name = 'NotAStorePathError'
+}
+
+/** The store path is not valid (not present) in this store. */
+export class PathNotValidError extends DaemonError {
+  override name = 'PathNotValidError'
+}
+
+/** importPath: a reference of the path to import is not valid yet (import in closure order). */
+export class MissingReferencesError extends DaemonError {
+  override name = 'MissingReferencesError'
+  constructor (message: string, readonly missing: string[]) {
+    super(message)
+  }
+}
+
+/** importPath: the NAR bytes do not hash to the announced narHash, or have another size. */
+export class NarHashMismatchError extends DaemonError {
+  override name = 'NarHashMismatchError'
+}
+
+/** Output of a store command that does not have the expected shape. */
+export class UnexpectedOutputError extends DaemonError {
+  override name = 'UnexpectedOutputError'
+}
