@@ -4,3 +4,5 @@ export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from '.
 export * from './errors.js'
 export { NodeProcessRunner, defaultRunner, runToEnd } from './runner.js'
 export type { ProcessRunner, RunningProcess, StartOptions, Exit, Completed } from './runner.js'
+export { parseDerivation, printDerivation, derivationOutputPaths } from './derivation.js'
+export type { Derivation, DerivationOutput } from './derivation.js'
