@@ -97,6 +97,35 @@ class ToolStream extends Duplex {
   }
 }
 
+/** gunzip whose failures (corrupt or truncated input) are DecompressionError. */
+class GunzipStream extends Duplex {
+  private readonly z = createGunzip({ chunkSize: 1 << 16 })
+
+  constructor () {
+    super()
+    this.z.on('data', (b: Buffer) => { if (!this.push(b)) this.z.pause() })
+    this.z.on('end', () => this.push(null))
+    this.z.on('error', (err) => this.destroy(new DecompressionError(`gzip: ${err.message}`)))
+  }
+
+  override _read (): void { this.z.resume() }
+
+  override _write (chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.z.write(chunk)) cb()
+    else this.z.once('drain', () => cb())
+  }
+
+  override _final (cb: (err?: Error | null) => void): void {
+    this.z.end()
+    cb()
+  }
+
+  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
+    this.z.destroy()
+    cb(err)
+  }
+}
+
 /** A Duplex: write NAR bytes, read compressed bytes. */
 export function compressStream (c: Compression, opts: CompressOptions = {}): Duplex {
   switch (c) {
@@ -113,13 +142,7 @@ export function compressStream (c: Compression, opts: CompressOptions = {}): Dup
 export function decompressStream (c: Compression): Duplex {
   switch (c) {
     case 'none': return new PassThrough()
-    case 'gzip': {
-      const z = createGunzip({ chunkSize: 1 << 16 })
-      // Re-badge zlib's errors so callers can branch on one name.
-      const out = new PassThrough()
-      z.on('error', (err) => out.destroy(new DecompressionError(`gzip: ${err.message}`)))
-      return Duplex.from({ writable: z, readable: z.pipe(out) })
-    }
+    case 'gzip': return new GunzipStream()
     default: {
       const [tool, args] = toolArgs(c, true, {})
       return new ToolStream(tool, args)
