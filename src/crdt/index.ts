@@ -1,0 +1,12 @@
+export * from './errors.js'
+export { Hlc, compareStamp, type Stamp } from './hlc.js'
+export {
+  signOp, decodeOp, verifyOp, buildIdOf, isDerivationPath, assertDerivationPath, OP_TYPES, OP_VERSION, DEFAULT_MAX_OP_BYTES,
+  type Op, type OpDraft, type OpType, type OpOfType, type PayloadByType, type SubmitPayload, type PriorityPayload,
+  type CancelPayload, type ClaimPayload, type RenewPayload, type ReleasePayload, type ResultPayload, type NarOutput, type LogRef
+} from './op.js'
+export {
+  QueueState, computeRecord, nextAttempt, stateAt, reasonOf, isFinished, BUILD_STATES,
+  type BuildRecord, type BuildState, type Phase, type Attempt, type AttemptResult, type Claimable, type SeenOp, type ChangeListener
+} from './state.js'
+export { QueueReplica, DEFAULT_REPLICA_CONFIG, type ReplicaConfig, type ReplicaStats, type VersionVector, type IngestResult, type IngestOptions } from './replica.js'

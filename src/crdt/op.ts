@@ -1,0 +1,259 @@
+// Queue ops: the versioned dag-cbor encoding, signing with the author's libp2p key, and the
+// strict decoder every remote op passes before it may touch the state.
+import { createHash } from 'node:crypto'
+import * as dagCbor from '@ipld/dag-cbor'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { CID } from 'multiformats/cid'
+import { create as createDigest } from 'multiformats/hashes/digest'
+import { base32 } from 'multiformats/bases/base32'
+import type { PrivateKey, PublicKey } from '@libp2p/interface'
+import type { Stamp } from './hlc.js'
+import {
+  BadDerivationPathError, OpAuthorMismatchError, OpBadSignatureError, OpMalformedError,
+  OpOversizedError, OpUnknownTypeError
+} from './errors.js'
+
+export const OP_VERSION = 1
+/** Ops are small control messages; anything bigger is hostile or a bug. */
+export const DEFAULT_MAX_OP_BYTES = 16 * 1024
+const SIGN_DOMAIN = new TextEncoder().encode('guix-swarm/queue-op/1\n')
+const SHA2_256 = 0x12
+
+export interface NarOutput { path: string, narHash: string, narSize: number }
+export interface LogRef { peerId: string, name: string }
+
+export interface SubmitPayload {
+  drv: string
+  system: string
+  priority: number
+  tags: Record<string, string>
+  /** 1 + retry limit; carried in the op so every replica applies the same limit. */
+  maxAttempts: number
+  /** ms since epoch before which the build is not claimable. */
+  deferUntil?: number
+}
+export interface PriorityPayload { build: string, priority: number }
+export interface CancelPayload { build: string }
+export interface ClaimPayload { build: string, attempt: number, leaseMs: number }
+export interface RenewPayload { build: string, attempt: number, leaseMs: number }
+export interface ReleasePayload { build: string, attempt: number }
+export type ResultPayload =
+  | { build: string, attempt: number, outcome: 'success', outputs: Record<string, NarOutput> }
+  | { build: string, attempt: number, outcome: 'failure', log: LogRef }
+  | { build: string, attempt: number, outcome: 'missing-inputs', missing: string[] }
+  | { build: string, attempt: number, outcome: 'canceled' }
+
+export interface PayloadByType {
+  submit: SubmitPayload
+  priority: PriorityPayload
+  cancel: CancelPayload
+  claim: ClaimPayload
+  renew: RenewPayload
+  release: ReleasePayload
+  result: ResultPayload
+}
+export type OpType = keyof PayloadByType
+export const OP_TYPES: readonly OpType[] = ['submit', 'priority', 'cancel', 'claim', 'renew', 'release', 'result']
+
+interface OpFields<T extends OpType> {
+  author: string
+  seq: number
+  hlc: Stamp
+  type: T
+  payload: PayloadByType[T]
+}
+export type OpDraft = { [T in OpType]: Omit<OpFields<T>, 'author' | 'seq' | 'hlc'> }[OpType]
+
+/** A decoded, shape-checked op plus its identity. */
+export type Op = { [T in OpType]: OpFields<T> & {
+  sig: Uint8Array
+  /** The signed encoding, exactly as it travels and is stored. */
+  bytes: Uint8Array
+  /** CID (dag-cbor, sha2-256) of `bytes`. */
+  id: string
+  digest: Uint8Array
+} }[OpType]
+
+export type OpOfType<T extends OpType> = Extract<Op, { type: T }>
+
+function sha256 (bytes: Uint8Array): Uint8Array {
+  return createHash('sha256').update(bytes).digest()
+}
+
+function bodyOf (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown): Record<string, unknown> {
+  return { v: OP_VERSION, a: author, s: seq, h: [hlc[0], hlc[1]], t: type, p: payload }
+}
+
+function signingInput (body: Record<string, unknown>): Uint8Array {
+  const enc = dagCbor.encode(body)
+  const out = new Uint8Array(SIGN_DOMAIN.length + enc.length)
+  out.set(SIGN_DOMAIN)
+  out.set(enc, SIGN_DOMAIN.length)
+  return out
+}
+
+function identify (bytes: Uint8Array): { id: string, digest: Uint8Array } {
+  const digest = sha256(bytes)
+  const cid = CID.createV1(dagCbor.code, createDigest(SHA2_256, digest))
+  return { id: cid.toString(), digest }
+}
+
+/** Sign a draft as `author` (whose key is `key`). */
+export function signOp (key: PrivateKey, author: string, seq: number, hlc: Stamp, draft: OpDraft): Op {
+  const payload = stripUndefined(draft.payload)
+  const body = bodyOf(author, seq, hlc, draft.type, payload)
+  const sig = key.sign(signingInput(body))
+  if (!(sig instanceof Uint8Array)) throw new TypeError('expected a synchronous Ed25519 signature')
+  const bytes = dagCbor.encode({ ...body, sig })
+  return { author, seq, hlc, type: draft.type, payload, sig, bytes, ...identify(bytes) } as Op
+}
+
+/** Build ids: short base32 of the submit op's hash (a replay is the same build, a second submit is not). */
+export function buildIdOf (submit: Op): string {
+  return base32.baseEncode(submit.digest.subarray(0, 10))
+}
+
+// dag-cbor refuses `undefined`; optional fields are simply left out.
+function stripUndefined<T> (value: T): T {
+  if (Array.isArray(value)) return value.map(stripUndefined) as T
+  if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = stripUndefined(v)
+    return out as T
+  }
+  return value
+}
+
+// ---- strict decoding -------------------------------------------------------------------
+
+type Rec = Record<string, unknown>
+const isRec = (v: unknown): v is Rec => v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array)
+function str (v: unknown, what: string, max: number): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new OpMalformedError(`${what} must be a string of 1..${max} chars`)
+  return v
+}
+function int (v: unknown, what: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw new OpMalformedError(`${what} must be an integer in [${min}, ${max}]`)
+  return v
+}
+function keys (r: Rec, allowed: string[], what: string): void {
+  for (const k of Object.keys(r)) if (!allowed.includes(k)) throw new OpMalformedError(`unexpected field ${k.slice(0, 40)} in ${what}`)
+}
+
+export const MAX_PRIORITY = 1_000_000
+export const MAX_ATTEMPT = 1000
+const BUILD_ID = /^[a-z2-7]{16}$/
+
+// Nix/Guix store path of a derivation: <store>/<32 nix-base32 chars>-<name>.drv
+const DRV_PATH = /^(\/[^/\0]+)+\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*\.drv$/
+export function isDerivationPath (p: string): boolean {
+  return p.length <= 400 && DRV_PATH.test(p)
+}
+export function assertDerivationPath (p: string): void {
+  if (!isDerivationPath(p)) throw new BadDerivationPathError(p)
+}
+
+function buildRef (v: unknown): string {
+  if (typeof v !== 'string' || !BUILD_ID.test(v)) throw new OpMalformedError('build must be a build id')
+  return v
+}
+
+function checkPayload (type: string, p: unknown): unknown {
+  if (!isRec(p)) throw new OpMalformedError('payload must be a map')
+  switch (type) {
+    case 'submit': {
+      keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil'], 'submit')
+      const drv = str(p.drv, 'drv', 400)
+      if (!isDerivationPath(drv)) throw new OpMalformedError('drv is not a store path of a .drv')
+      str(p.system, 'system', 64)
+      int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
+      int(p.maxAttempts, 'maxAttempts', 1, 100)
+      if (p.deferUntil !== undefined) int(p.deferUntil, 'deferUntil', 0, Number.MAX_SAFE_INTEGER)
+      if (!isRec(p.tags) || Object.keys(p.tags).length > 32) throw new OpMalformedError('tags must be a map of at most 32 entries')
+      for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); str(v, 'tag value', 256) }
+      return p
+    }
+    case 'priority':
+      keys(p, ['build', 'priority'], 'priority'); buildRef(p.build); int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY); return p
+    case 'cancel':
+      keys(p, ['build'], 'cancel'); buildRef(p.build); return p
+    case 'claim': case 'renew':
+      keys(p, ['build', 'attempt', 'leaseMs'], type); buildRef(p.build)
+      int(p.attempt, 'attempt', 1, MAX_ATTEMPT); int(p.leaseMs, 'leaseMs', 1, 24 * 3600_000); return p
+    case 'release':
+      keys(p, ['build', 'attempt'], 'release'); buildRef(p.build); int(p.attempt, 'attempt', 1, MAX_ATTEMPT); return p
+    case 'result': {
+      buildRef(p.build); int(p.attempt, 'attempt', 1, MAX_ATTEMPT)
+      switch (p.outcome) {
+        case 'success': {
+          keys(p, ['build', 'attempt', 'outcome', 'outputs'], 'result')
+          if (!isRec(p.outputs) || Object.keys(p.outputs).length === 0 || Object.keys(p.outputs).length > 64) throw new OpMalformedError('outputs must be a map of 1..64 outputs')
+          for (const [name, o] of Object.entries(p.outputs)) {
+            str(name, 'output name', 64)
+            if (!isRec(o)) throw new OpMalformedError('output must be a map')
+            keys(o, ['path', 'narHash', 'narSize'], 'output')
+            str(o.path, 'output path', 400); str(o.narHash, 'narHash', 128); int(o.narSize, 'narSize', 0, Number.MAX_SAFE_INTEGER)
+          }
+          return p
+        }
+        case 'failure':
+          keys(p, ['build', 'attempt', 'outcome', 'log'], 'result')
+          if (!isRec(p.log)) throw new OpMalformedError('log must be a map')
+          keys(p.log, ['peerId', 'name'], 'log'); str(p.log.peerId, 'log peerId', 128); str(p.log.name, 'log name', 256)
+          return p
+        case 'missing-inputs':
+          keys(p, ['build', 'attempt', 'outcome', 'missing'], 'result')
+          if (!Array.isArray(p.missing) || p.missing.length > 256) throw new OpMalformedError('missing must be a list of at most 256 paths')
+          for (const m of p.missing) str(m, 'missing path', 400)
+          return p
+        case 'canceled':
+          keys(p, ['build', 'attempt', 'outcome'], 'result'); return p
+        default: throw new OpMalformedError('unknown result outcome')
+      }
+    }
+    default: throw new OpUnknownTypeError(type)
+  }
+}
+
+/** Decode and shape-check an op (no signature check: see verifyOp). */
+export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): Op {
+  if (bytes.length > maxBytes) throw new OpOversizedError(bytes.length, maxBytes)
+  let raw: unknown
+  try { raw = dagCbor.decode(bytes) } catch (err) { throw new OpMalformedError(`not dag-cbor (${(err as Error).message})`) }
+  if (!isRec(raw)) throw new OpMalformedError('not a map')
+  keys(raw, ['v', 'a', 's', 'h', 't', 'p', 'sig'], 'op')
+  if (raw.v !== OP_VERSION) throw new OpMalformedError(`unsupported version ${String(raw.v).slice(0, 20)}`)
+  const author = str(raw.a, 'author', 128)
+  const seq = int(raw.s, 'seq', 1, Number.MAX_SAFE_INTEGER)
+  const h = raw.h
+  if (!Array.isArray(h) || h.length !== 2) throw new OpMalformedError('hlc must be [ms, counter]')
+  const hlc: Stamp = [int(h[0], 'hlc ms', 0, Number.MAX_SAFE_INTEGER), int(h[1], 'hlc counter', 0, 0xffffffff)]
+  if (typeof raw.t !== 'string') throw new OpMalformedError('type must be a string')
+  if (!(OP_TYPES as readonly string[]).includes(raw.t)) throw new OpUnknownTypeError(raw.t)
+  const payload = checkPayload(raw.t, raw.p)
+  if (!(raw.sig instanceof Uint8Array) || raw.sig.length !== 64) throw new OpMalformedError('sig must be 64 bytes')
+  return { author, seq, hlc, type: raw.t, payload, sig: raw.sig, bytes, ...identify(bytes) } as Op
+}
+
+const keyCache = new Map<string, PublicKey>()
+function publicKeyOf (author: string): PublicKey {
+  let key = keyCache.get(author)
+  if (key !== undefined) return key
+  try {
+    const pid = peerIdFromString(author)
+    if (pid.type !== 'Ed25519' || pid.publicKey === undefined) throw new Error('not Ed25519')
+    key = pid.publicKey
+  } catch {
+    throw new OpAuthorMismatchError(author)
+  }
+  if (keyCache.size > 10_000) keyCache.clear()
+  keyCache.set(author, key)
+  return key
+}
+
+/** Throws unless `op.sig` is the author's signature over the op. */
+export function verifyOp (op: Op): void {
+  const key = publicKeyOf(op.author)
+  const ok = key.verify(signingInput(bodyOf(op.author, op.seq, op.hlc, op.type, op.payload)), op.sig)
+  if (ok !== true) throw new OpBadSignatureError(op.author, op.seq)
+}

@@ -1,0 +1,208 @@
+// The gatekeeper in front of the state: checks every op (size, shape, signature, author,
+// clock skew, per-author sequence), holds ops that arrive ahead of a gap, detects
+// equivocation, keeps the version vector, and counts every refusal by reason.
+import { logger } from '@libp2p/logger'
+import type { PrivateKey } from '@libp2p/interface'
+import { Hlc } from './hlc.js'
+import { decodeOp, DEFAULT_MAX_OP_BYTES, signOp, verifyOp, type Op, type OpDraft } from './op.js'
+import { OpEquivocationError, OpFutureClockError, OpPendingOverflowError, OpRejectedError, type RejectReason } from './errors.js'
+import { QueueState } from './state.js'
+
+const log = logger('guix-swarm:crdt:replica')
+
+export interface ReplicaConfig {
+  /** How far ahead of the local clock a remote stamp may be (ms). */
+  maxSkewMs: number
+  maxOpBytes: number
+  /** Ops held while waiting for a gap to fill, per author and in total. */
+  maxPendingPerAuthor: number
+  maxPendingTotal: number
+}
+
+export const DEFAULT_REPLICA_CONFIG: ReplicaConfig = {
+  maxSkewMs: 60_000,
+  maxOpBytes: DEFAULT_MAX_OP_BYTES,
+  maxPendingPerAuthor: 4096,
+  maxPendingTotal: 65_536
+}
+
+export type VersionVector = Record<string, number>
+
+export type IngestResult =
+  | { kind: 'applied', applied: Op[] }
+  | { kind: 'pending' }
+  | { kind: 'duplicate' }
+  | { kind: 'rejected', error: OpRejectedError }
+
+export interface ReplicaStats {
+  applied: number
+  duplicates: number
+  pending: number
+  rejected: Record<RejectReason, number>
+}
+
+interface AuthorLog {
+  /** Highest contiguous seq applied (or skipped as compacted by a snapshot source). */
+  head: number
+  ops: Map<number, Op>
+  pending: Map<number, { op: Op, seenAt: number }>
+}
+
+export interface IngestOptions {
+  /** Local receive time to record (defaults to now()); restored from disk on reload. */
+  seenAt?: number
+  /** Skip the signature check: only for ops read back from our own disk. */
+  trusted?: boolean
+}
+
+export class QueueReplica {
+  readonly state = new QueueState()
+  readonly hlc: Hlc
+  readonly config: ReplicaConfig
+  private readonly logs = new Map<string, AuthorLog>()
+  private pendingTotal = 0
+  private readonly counters: ReplicaStats = {
+    applied: 0,
+    duplicates: 0,
+    pending: 0,
+    rejected: { oversized: 0, malformed: 0, 'unknown-type': 0, 'bad-signature': 0, 'author-mismatch': 0, 'future-clock': 0, equivocation: 0, 'pending-overflow': 0 }
+  }
+
+  constructor (readonly now: () => number = Date.now, config: Partial<ReplicaConfig> = {}) {
+    this.config = { ...DEFAULT_REPLICA_CONFIG, ...config }
+    this.hlc = new Hlc(now)
+  }
+
+  private logOf (author: string): AuthorLog {
+    let l = this.logs.get(author)
+    if (l === undefined) { l = { head: 0, ops: new Map(), pending: new Map() }; this.logs.set(author, l) }
+    return l
+  }
+
+  versionVector (): VersionVector {
+    const vv: VersionVector = {}
+    for (const [a, l] of this.logs) if (l.head > 0) vv[a] = l.head
+    return vv
+  }
+
+  stats (): ReplicaStats {
+    return { ...this.counters, pending: this.pendingTotal, rejected: { ...this.counters.rejected } }
+  }
+
+  /** Check and (if acceptable) apply an op received from anywhere. Never throws for bad input. */
+  ingest (input: Uint8Array | Op, opts: IngestOptions = {}): IngestResult {
+    try {
+      const op = input instanceof Uint8Array ? decodeOp(input, this.config.maxOpBytes) : input
+      if (input instanceof Uint8Array ? false : op.bytes.length > this.config.maxOpBytes) decodeOp(op.bytes, this.config.maxOpBytes)
+      if (opts.trusted !== true) {
+        verifyOp(op)
+        const ahead = op.hlc[0] - this.now()
+        if (ahead > this.config.maxSkewMs) throw new OpFutureClockError(op.author, op.seq, ahead, this.config.maxSkewMs)
+      }
+      return this.sequence(op, opts.seenAt ?? this.now())
+    } catch (err) {
+      if (!(err instanceof OpRejectedError)) throw err
+      this.counters.rejected[err.reason]++
+      log('rejected op: %s', err.message)
+      return { kind: 'rejected', error: err }
+    }
+  }
+
+  private sequence (op: Op, seenAt: number): IngestResult {
+    const l = this.logOf(op.author)
+    if (op.seq <= l.head) {
+      const have = l.ops.get(op.seq)
+      if (have === undefined) {
+        // A seq we skipped (compacted at a snapshot source) or compacted ourselves: the op is
+        // signed, and the state is a function of the op set, so taking it back is harmless.
+        l.ops.set(op.seq, op)
+        this.state.apply(op, seenAt)
+        this.hlc.observe(op.hlc)
+        this.counters.applied++
+        return { kind: 'applied', applied: [op] }
+      }
+      if (have.id === op.id) { this.counters.duplicates++; return { kind: 'duplicate' } }
+      throw new OpEquivocationError(op.author, op.seq)
+    }
+    if (op.seq > l.head + 1) {
+      const held = l.pending.get(op.seq)
+      if (held !== undefined) {
+        if (held.op.id === op.id) { this.counters.duplicates++; return { kind: 'duplicate' } }
+        throw new OpEquivocationError(op.author, op.seq)
+      }
+      if (l.pending.size >= this.config.maxPendingPerAuthor || this.pendingTotal >= this.config.maxPendingTotal) throw new OpPendingOverflowError(op.author, op.seq)
+      l.pending.set(op.seq, { op, seenAt })
+      this.pendingTotal++
+      return { kind: 'pending' }
+    }
+    const applied = [op]
+    this.commit(l, op, seenAt)
+    this.drain(l, applied)
+    return { kind: 'applied', applied }
+  }
+
+  private commit (l: AuthorLog, op: Op, seenAt: number): void {
+    l.head = op.seq
+    l.ops.set(op.seq, op)
+    this.hlc.observe(op.hlc)
+    this.state.apply(op, seenAt)
+    this.counters.applied++
+  }
+
+  private drain (l: AuthorLog, applied: Op[]): void {
+    for (;;) {
+      const next = l.pending.get(l.head + 1)
+      if (next === undefined) break
+      l.pending.delete(l.head + 1)
+      this.pendingTotal--
+      this.commit(l, next.op, next.seenAt)
+      applied.push(next.op)
+    }
+  }
+
+  /**
+   * A snapshot source says it compacted `author`'s ops up to `upTo` that we lack: move the head
+   * over them (trusting that source, see README of the sync protocol) and release what waited.
+   */
+  skipTo (author: string, upTo: number): Op[] {
+    const l = this.logOf(author)
+    const applied: Op[] = []
+    if (upTo <= l.head) return applied
+    for (let s = l.head + 1; s <= upTo; s++) {
+      const p = l.pending.get(s)
+      if (p !== undefined) { l.pending.delete(s); this.pendingTotal--; this.commit(l, p.op, p.seenAt); applied.push(p.op) }
+    }
+    l.head = upTo
+    this.drain(l, applied)
+    return applied
+  }
+
+  /** Sign a new local op with the next seq and a fresh HLC stamp, and apply it. */
+  createLocal (key: PrivateKey, author: string, draft: OpDraft): Op {
+    const l = this.logOf(author)
+    const op = signOp(key, author, l.head + 1, this.hlc.tick(), draft)
+    const r = this.sequence(op, this.now())
+    if (r.kind !== 'applied') throw new Error(`local op ${author}#${op.seq} not applied (${r.kind})`)
+    return op
+  }
+
+  /** Ops of `author` with seq in (after, upTo], in order; `undefined` marks a compacted seq. */
+  * opsAfter (author: string, after: number, upTo = Infinity): IterableIterator<Op | number> {
+    const l = this.logs.get(author)
+    if (l === undefined) return
+    const end = Math.min(upTo, l.head)
+    for (let s = after + 1; s <= end; s++) yield l.ops.get(s) ?? s
+  }
+
+  /** Forget ops (compaction); their seqs stay covered by the head. */
+  forget (ops: readonly Op[]): void {
+    for (const op of ops) this.logs.get(op.author)?.ops.delete(op.seq)
+  }
+
+  /** Number of ops held (not counting pending). */
+  get opCount (): number {
+    let n = 0
+    for (const l of this.logs.values()) n += l.ops.size
+    return n
+  }
+}

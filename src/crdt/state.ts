@@ -1,0 +1,392 @@
+// The materialised queue: a deterministic function of the SET of ops seen. Each build keeps
+// its own ops and is recomputed from them whenever one arrives, so delivery order,
+// duplicates and replays cannot change the result; indexes are updated incrementally.
+import { createHash } from 'node:crypto'
+import { compareStamp, type Stamp } from './hlc.js'
+import { buildIdOf, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
+
+export type Phase = 'queued' | 'claimed' | 'building' | 'succeeded' | 'failed' | 'canceled'
+/** What users see: the phase, with leases and defer-until judged at a given local time. */
+export type BuildState = Phase | 'deferred'
+export const BUILD_STATES: readonly BuildState[] = ['queued', 'deferred', 'claimed', 'building', 'succeeded', 'failed', 'canceled']
+
+export interface SeenOp { op: Op, seenAt: number }
+
+export interface AttemptResult {
+  outcome: 'success' | 'failure' | 'missing-inputs' | 'canceled'
+  opId: string
+  hlc: Stamp
+  outputs?: Record<string, NarOutput>
+  log?: LogRef
+  missing?: string[]
+}
+
+export interface Attempt {
+  number: number
+  /** Winner of the claim: smallest (HLC, author) among claims of this attempt. */
+  claimer: string
+  claimOpId: string
+  claimHlc: Stamp
+  /** How many distinct claims competed for this attempt. */
+  contenders: number
+  /** The winner renewed at least once: it is building. */
+  started: boolean
+  released: boolean
+  leaseMs: number
+  /** Local time the winner's latest claim/renew was first seen here (leases are judged on it). */
+  leaseSeenAt: number
+  result?: AttemptResult
+}
+
+export interface BuildRecord {
+  id: string
+  derivation: string
+  system: string
+  tags: Record<string, string>
+  submitter: string
+  submitOpId: string
+  submitHlc: Stamp
+  maxAttempts: number
+  deferUntil?: number
+  priority: number
+  canceled: boolean
+  phase: Phase
+  failures: number
+  attempts: Attempt[]
+  /** HLC ms of the op that finished the build (compaction horizon is measured from it). */
+  finishedAt?: number
+  /** sha-256 of the canonical form, feeds stateHash(). */
+  digest: string
+}
+
+export interface Claimable { id: string, attempt: number, priority: number, system: string, derivation: string }
+
+const FINISHED: ReadonlySet<Phase> = new Set(['succeeded', 'failed', 'canceled'])
+export const isFinished = (p: Phase): boolean => FINISHED.has(p)
+
+function order (a: SeenOp, b: SeenOp): number {
+  return compareStamp(a.op.hlc, b.op.hlc) || (a.op.author < b.op.author ? -1 : a.op.author > b.op.author ? 1 : a.op.seq - b.op.seq)
+}
+
+interface AttemptAcc {
+  claims: SeenOp[]
+  renews: SeenOp[]
+  releases: Set<string>
+  results: SeenOp[]
+}
+
+/** The pure fold of one build's ops. `ops` may be in any order. */
+export function computeRecord (id: string, submitSeen: SeenOp, others: readonly SeenOp[]): BuildRecord {
+  const submit = submitSeen.op as OpOfType<'submit'>
+  const p: SubmitPayload = submit.payload
+  const sorted = [...others].sort(order)
+  let priority = p.priority
+  let prioritySource: SeenOp = submitSeen
+  let canceled = false
+  let cancelMs: number | undefined
+  const acc = new Map<number, AttemptAcc>()
+  const accOf = (n: number): AttemptAcc => {
+    let a = acc.get(n)
+    if (a === undefined) { a = { claims: [], renews: [], releases: new Set(), results: [] }; acc.set(n, a) }
+    return a
+  }
+  for (const s of sorted) {
+    const op = s.op
+    switch (op.type) {
+      case 'priority':
+        if (order(s, prioritySource) > 0) { priority = op.payload.priority; prioritySource = s }
+        break
+      case 'cancel':
+        if (!canceled) { canceled = true; cancelMs = op.hlc[0] }
+        break
+      case 'claim': accOf(op.payload.attempt).claims.push(s); break
+      case 'renew': accOf(op.payload.attempt).renews.push(s); break
+      case 'release': accOf(op.payload.attempt).releases.add(op.author); break
+      case 'result': accOf(op.payload.attempt).results.push(s); break
+      case 'submit': break
+    }
+  }
+  const attempts: Attempt[] = []
+  let failures = 0
+  let successMs: number | undefined
+  let lastFailureMs = 0
+  for (const n of [...acc.keys()].sort((a, b) => a - b)) {
+    const a = acc.get(n)!
+    if (a.claims.length === 0) continue // renews/results without a claim change nothing
+    const win = a.claims[0] // sorted, so the smallest (HLC, author) wins everywhere alike
+    const claimer = win.op.author
+    let leaseOp = win
+    let leaseSeenAt = win.seenAt
+    let started = false
+    for (const r of a.renews) {
+      if (r.op.author !== claimer) continue
+      started = true
+      leaseOp = r
+      leaseSeenAt = Math.max(leaseSeenAt, r.seenAt)
+    }
+    const leaseMs = (leaseOp.op as OpOfType<'claim' | 'renew'>).payload.leaseMs
+    const resSeen = a.results.find(r => r.op.author === claimer) // first by HLC: results are final
+    let result: AttemptResult | undefined
+    if (resSeen !== undefined) {
+      const rp = (resSeen.op as OpOfType<'result'>).payload
+      result = { outcome: rp.outcome, opId: resSeen.op.id, hlc: resSeen.op.hlc }
+      if (rp.outcome === 'success') { result.outputs = rp.outputs; successMs = Math.min(successMs ?? Infinity, resSeen.op.hlc[0]) }
+      if (rp.outcome === 'failure') { result.log = rp.log; failures++; lastFailureMs = Math.max(lastFailureMs, resSeen.op.hlc[0]) }
+      if (rp.outcome === 'missing-inputs') result.missing = rp.missing
+    }
+    attempts.push({
+      number: n,
+      claimer,
+      claimOpId: win.op.id,
+      claimHlc: win.op.hlc,
+      contenders: new Set(a.claims.map(c => c.op.id)).size,
+      started,
+      released: a.releases.has(claimer),
+      leaseMs,
+      leaseSeenAt,
+      ...(result !== undefined ? { result } : {})
+    })
+  }
+  let phase: Phase
+  let finishedAt: number | undefined
+  const last = attempts.at(-1)
+  if (successMs !== undefined) { phase = 'succeeded'; finishedAt = successMs } else if (canceled) { phase = 'canceled'; finishedAt = cancelMs } else if (failures >= p.maxAttempts) { phase = 'failed'; finishedAt = lastFailureMs } else if (last !== undefined && last.result === undefined && !last.released) { phase = last.started ? 'building' : 'claimed' } else { phase = 'queued' }
+
+  const record: BuildRecord = {
+    id,
+    derivation: p.drv,
+    system: p.system,
+    tags: p.tags,
+    submitter: submit.author,
+    submitOpId: submit.id,
+    submitHlc: submit.hlc,
+    maxAttempts: p.maxAttempts,
+    ...(p.deferUntil !== undefined ? { deferUntil: p.deferUntil } : {}),
+    priority,
+    canceled,
+    phase,
+    failures,
+    attempts,
+    ...(finishedAt !== undefined ? { finishedAt } : {}),
+    digest: ''
+  }
+  record.digest = digestOf(record)
+  return record
+}
+
+// The canonical form leaves out what compaction may drop (renews, losing claims of finished
+// builds) and everything local (receive times), so compacted and full replicas hash alike.
+function digestOf (r: BuildRecord): string {
+  const done = isFinished(r.phase)
+  const canon = [r.id, r.derivation, r.system, Object.entries(r.tags).sort(), r.submitter, r.submitOpId, r.maxAttempts, r.deferUntil ?? null,
+    r.priority, r.canceled, r.phase, r.failures,
+    r.attempts.map(a => [a.number, a.claimer, a.claimOpId, a.released, a.result?.opId ?? null, done ? null : [a.started, a.contenders]])]
+  return createHash('sha256').update(JSON.stringify(canon)).digest('hex')
+}
+
+/** Claimability of a record at local time `now`: the attempt number to claim, or undefined. */
+export function nextAttempt (r: BuildRecord, now: number): number | undefined {
+  if (isFinished(r.phase)) return undefined
+  if (r.deferUntil !== undefined && r.deferUntil > now) return undefined
+  const last = r.attempts.at(-1)
+  if (last === undefined) return 1
+  const open = last.result === undefined && !last.released && last.leaseSeenAt + last.leaseMs > now
+  if (open) return undefined
+  return last.number < MAX_ATTEMPT ? last.number + 1 : undefined
+}
+
+export function stateAt (r: BuildRecord, now: number): BuildState {
+  if (r.phase === 'claimed' || r.phase === 'building') {
+    const last = r.attempts.at(-1)!
+    return last.leaseSeenAt + last.leaseMs > now ? r.phase : 'queued'
+  }
+  if (r.phase === 'queued' && r.deferUntil !== undefined && r.deferUntil > now) return 'deferred'
+  return r.phase
+}
+
+const short = (peer: string): string => peer.length > 12 ? `${peer.slice(0, 6)}…${peer.slice(-4)}` : peer
+const secs = (ms: number): string => `${Math.max(0, Math.round(ms / 1000))} s`
+
+/** Why the build is where it is, in words, at local time `now`. */
+export function reasonOf (r: BuildRecord, now: number): string {
+  const last = r.attempts.at(-1)
+  switch (r.phase) {
+    case 'succeeded': {
+      const a = r.attempts.find(x => x.result?.outcome === 'success')!
+      return `attempt ${a.number} by ${short(a.claimer)} succeeded${r.canceled ? ' (a cancel arrived too late to matter)' : ''}`
+    }
+    case 'canceled': return 'canceled'
+    case 'failed': return `failed ${r.failures} of ${r.maxAttempts} allowed attempts`
+    default: break
+  }
+  if (last !== undefined && last.result === undefined && !last.released) {
+    const ends = last.leaseSeenAt + last.leaseMs - now
+    if (ends > 0) return `${r.phase === 'building' ? 'building' : 'claimed'}: attempt ${last.number} by ${short(last.claimer)}, lease ends in ${secs(ends)}`
+    return `lease of ${short(last.claimer)} on attempt ${last.number} lapsed ${secs(-ends)} ago; claimable as attempt ${last.number + 1}`
+  }
+  if (r.deferUntil !== undefined && r.deferUntil > now) return `deferred for ${secs(r.deferUntil - now)}`
+  if (last === undefined) return `waiting for a ${r.system} builder (priority ${r.priority})`
+  const why = last.released ? `released by ${short(last.claimer)}` : `attempt ${last.number} ended: ${last.result!.outcome}`
+  return `${why}; claimable as attempt ${last.number + 1} (${r.failures} of ${r.maxAttempts} attempts failed)`
+}
+
+// ---- priority index ------------------------------------------------------------------
+
+interface Key { id: string, priority: number, ms: number, c: number }
+function cmpKey (a: Key, b: Key): number {
+  return (b.priority - a.priority) || (a.ms - b.ms) || (a.c - b.c) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+}
+const keyOf = (r: BuildRecord): Key => ({ id: r.id, priority: r.priority, ms: r.submitHlc[0], c: r.submitHlc[1] })
+
+/** Unfinished builds of one system, kept sorted: higher priority first, then oldest submit. */
+class PriorityIndex {
+  readonly keys: Key[] = []
+  private find (k: Key): number {
+    let lo = 0; let hi = this.keys.length
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (cmpKey(this.keys[mid], k) < 0) lo = mid + 1; else hi = mid }
+    return lo
+  }
+
+  insert (k: Key): void { this.keys.splice(this.find(k), 0, k) }
+  remove (k: Key): void {
+    const i = this.find(k)
+    if (i < this.keys.length && this.keys[i].id === k.id) this.keys.splice(i, 1)
+  }
+}
+
+// ---- the state ---------------------------------------------------------------------------
+
+interface Entry { submit?: SeenOp, ops: SeenOp[], record?: BuildRecord }
+
+export type ChangeListener = (record: BuildRecord, previous: BuildRecord | undefined) => void
+
+export class QueueState {
+  private readonly entries = new Map<string, Entry>()
+  private readonly byDrv = new Map<string, Set<string>>()
+  private readonly byPhase = new Map<Phase, Set<string>>()
+  private readonly bySystem = new Map<string, PriorityIndex>()
+  private listener?: ChangeListener
+
+  onChange (listener: ChangeListener | undefined): void { this.listener = listener }
+
+  get size (): number { return this.byPhase.size === 0 ? 0 : [...this.byPhase.values()].reduce((n, s) => n + s.size, 0) }
+
+  /** Add one op (already validated). Returns the affected build id. */
+  apply (op: Op, seenAt: number): string {
+    const id = op.type === 'submit' ? buildIdOf(op) : op.payload.build
+    let e = this.entries.get(id)
+    if (e === undefined) { e = { ops: [] }; this.entries.set(id, e) }
+    const seen = { op, seenAt }
+    if (op.type === 'submit') {
+      if (e.submit !== undefined) return id
+      e.submit = seen
+    } else {
+      if (e.ops.some(s => s.op.id === op.id)) return id
+      e.ops.push(seen)
+    }
+    this.refresh(id, e)
+    return id
+  }
+
+  private refresh (id: string, e: Entry): void {
+    if (e.submit === undefined) return // ops for a build whose submit has not arrived yet wait here
+    const prev = e.record
+    const next = computeRecord(id, e.submit, e.ops)
+    e.record = next
+    if (prev !== undefined && prev.digest === next.digest && prev.attempts.at(-1)?.leaseSeenAt === next.attempts.at(-1)?.leaseSeenAt) return
+    this.reindex(prev, next)
+    this.listener?.(next, prev)
+  }
+
+  private reindex (prev: BuildRecord | undefined, next: BuildRecord): void {
+    if (prev === undefined) {
+      let s = this.byDrv.get(next.derivation)
+      if (s === undefined) { s = new Set(); this.byDrv.set(next.derivation, s) }
+      s.add(next.id)
+    } else {
+      this.byPhase.get(prev.phase)?.delete(next.id)
+      if (!isFinished(prev.phase)) this.bySystem.get(prev.system)?.remove(keyOf(prev))
+    }
+    let ph = this.byPhase.get(next.phase)
+    if (ph === undefined) { ph = new Set(); this.byPhase.set(next.phase, ph) }
+    ph.add(next.id)
+    if (!isFinished(next.phase)) {
+      let idx = this.bySystem.get(next.system)
+      if (idx === undefined) { idx = new PriorityIndex(); this.bySystem.set(next.system, idx) }
+      idx.insert(keyOf(next))
+    }
+  }
+
+  get (id: string): BuildRecord | undefined { return this.entries.get(id)?.record }
+
+  byDerivation (drv: string): BuildRecord[] {
+    return [...(this.byDrv.get(drv) ?? [])].map(id => this.get(id)!).sort((a, b) => compareStamp(a.submitHlc, b.submitHlc))
+  }
+
+  /** Builds in a user-facing state at local time `now`. */
+  byState (state: BuildState, now: number): BuildRecord[] {
+    if (state === 'succeeded' || state === 'failed' || state === 'canceled') return [...(this.byPhase.get(state) ?? [])].map(id => this.get(id)!)
+    const out: BuildRecord[] = []
+    for (const phase of ['queued', 'claimed', 'building'] as const) {
+      for (const id of this.byPhase.get(phase) ?? []) {
+        const r = this.get(id)!
+        if (stateAt(r, now) === state) out.push(r)
+      }
+    }
+    return out
+  }
+
+  /** Claimable builds for `systems` at local time `now`, best first. */
+  claimable (systems: readonly string[], now: number, limit = Infinity): Claimable[] {
+    const out: Array<Claimable & { key: Key }> = []
+    for (const system of new Set(systems)) {
+      const idx = this.bySystem.get(system)
+      if (idx === undefined) continue
+      let n = 0
+      for (const k of idx.keys) {
+        if (n >= limit) break
+        const r = this.get(k.id)!
+        const attempt = nextAttempt(r, now)
+        if (attempt === undefined) continue
+        out.push({ id: r.id, attempt, priority: r.priority, system, derivation: r.derivation, key: k })
+        n++
+      }
+    }
+    out.sort((a, b) => cmpKey(a.key, b.key))
+    return out.slice(0, limit).map(({ key: _k, ...c }) => c)
+  }
+
+  /** All materialised builds (order unspecified). */
+  * records (): IterableIterator<BuildRecord> {
+    for (const e of this.entries.values()) if (e.record !== undefined) yield e.record
+  }
+
+  /** Ops held for a build (submit first); used by compaction and tests. */
+  opsOf (id: string): SeenOp[] {
+    const e = this.entries.get(id)
+    if (e === undefined) return []
+    return e.submit !== undefined ? [e.submit, ...e.ops] : [...e.ops]
+  }
+
+  /** Drop ops that no longer matter for a finished build; returns the dropped ones. */
+  compactBuild (id: string): Op[] {
+    const e = this.entries.get(id)
+    if (e?.record === undefined || !isFinished(e.record.phase)) return []
+    const winners = new Set(e.record.attempts.map(a => a.claimOpId))
+    const keep: SeenOp[] = []; const dropped: Op[] = []
+    for (const s of e.ops) {
+      const drop = s.op.type === 'renew' || (s.op.type === 'claim' && !winners.has(s.op.id))
+      if (drop) dropped.push(s.op); else keep.push(s)
+    }
+    if (dropped.length > 0) { e.ops = keep; e.record = computeRecord(id, e.submit!, keep) }
+    return dropped
+  }
+
+  /** sha-256 over the canonical form of every build, sorted by id. */
+  stateHash (): string {
+    const h = createHash('sha256')
+    const recs = [...this.records()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    for (const r of recs) h.update(r.id).update(r.digest)
+    return h.digest('hex')
+  }
+}

@@ -1,0 +1,28 @@
+// Small helpers shared by the crdt tests: authors with real Ed25519 libp2p keys, and a drv path.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { signOp, type Op, type OpDraft } from '../../src/crdt/index.js'
+import type { Stamp } from '../../src/crdt/index.js'
+
+export interface Author { key: PrivateKey, id: string, seq: number }
+
+export async function makeAuthor (): Promise<Author> {
+  const key = await generateKeyPair('Ed25519')
+  return { key, id: peerIdFromPrivateKey(key).toString(), seq: 0 }
+}
+
+/** Sign the author's next op at an explicit stamp. */
+export function next (a: Author, hlc: Stamp, draft: OpDraft): Op {
+  a.seq++
+  return signOp(a.key, a.id, a.seq, hlc, draft)
+}
+
+export function drv (n: number): string {
+  const h = n.toString(32).padStart(32, '0').replace(/[eotu]/g, 'x')
+  return `/gnu/store/${h}-pkg-${n}.drv`
+}
+
+export function submit (n: number, extra: Partial<{ priority: number, maxAttempts: number, system: string, deferUntil: number }> = {}): OpDraft {
+  return { type: 'submit', payload: { drv: drv(n), system: extra.system ?? 'x86_64-linux', priority: extra.priority ?? 0, tags: {}, maxAttempts: extra.maxAttempts ?? 3, ...(extra.deferUntil !== undefined ? { deferUntil: extra.deferUntil } : {}) } }
+}

@@ -1,0 +1,169 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import * as dagCbor from '@ipld/dag-cbor'
+import { QueueReplica, buildIdOf, decodeOp, signOp, OpUnknownTypeError } from '../../src/crdt/index.js'
+import { makeAuthor, next, submit } from './fixtures.js'
+
+const T0 = 1_700_000_000_000
+
+test('claim conflict is won by the smallest (HLC, author) whatever the arrival order', async () => {
+  const [s, a, b] = await Promise.all([makeAuthor(), makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(1))
+  const id = buildIdOf(sub)
+  const ca = next(a, [T0 + 10, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 60_000 } })
+  const cb = next(b, [T0 + 10, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 60_000 } })
+  const winner = a.id < b.id ? a.id : b.id
+  for (const order of [[sub, ca, cb], [cb, sub, ca], [ca, cb, sub]]) {
+    const r = new QueueReplica(() => T0 + 20)
+    for (const op of order) assert.notEqual(r.ingest(op.bytes).kind, 'rejected')
+    const rec = r.state.get(id)!
+    assert.equal(rec.attempts[0].claimer, winner)
+    assert.equal(rec.attempts[0].contenders, 2)
+    assert.equal(rec.phase, 'claimed')
+  }
+  // an earlier HLC beats a smaller author
+  const late = a.id < b.id ? b : a
+  const early = next(late, [T0 + 5, 0], { type: 'claim', payload: { build: id, attempt: 2, leaseMs: 1000 } })
+  const r = new QueueReplica(() => T0 + 20)
+  for (const op of [sub, ca, cb, early]) r.ingest(op.bytes)
+  assert.equal(r.state.get(id)!.attempts[1].claimer, late.id)
+})
+
+test('priority is last-writer-wins by HLC, then author', async () => {
+  const [s, a, b] = await Promise.all([makeAuthor(), makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(2, { priority: 1 }))
+  const id = buildIdOf(sub)
+  const pa = next(a, [T0 + 50, 0], { type: 'priority', payload: { build: id, priority: 7 } })
+  const pb = next(b, [T0 + 20, 0], { type: 'priority', payload: { build: id, priority: 9 } })
+  for (const order of [[sub, pa, pb], [pb, pa, sub]]) {
+    const r = new QueueReplica(() => T0 + 100)
+    for (const op of order) r.ingest(op.bytes)
+    assert.equal(r.state.get(id)!.priority, 7)
+  }
+})
+
+test('cancel is grow-only; success is final and beats a cancel', async () => {
+  const [s, a] = await Promise.all([makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(3))
+  const id = buildIdOf(sub)
+  const r = new QueueReplica(() => T0 + 100)
+  r.ingest(sub.bytes)
+  r.ingest(next(s, [T0 + 1, 0], { type: 'cancel', payload: { build: id } }).bytes)
+  r.ingest(next(s, [T0 + 2, 0], { type: 'priority', payload: { build: id, priority: 4 } }).bytes)
+  assert.equal(r.state.get(id)!.phase, 'canceled')
+  assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 100), [])
+  r.ingest(next(a, [T0 + 3, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 1000 } }).bytes)
+  r.ingest(next(a, [T0 + 4, 0], { type: 'result', payload: { build: id, attempt: 1, outcome: 'success', outputs: { out: { path: '/gnu/store/x-out', narHash: 'sha256:0', narSize: 1 } } } }).bytes)
+  assert.equal(r.state.get(id)!.phase, 'succeeded')
+  assert.equal(r.state.get(id)!.canceled, true)
+  r.ingest(next(a, [T0 + 5, 0], { type: 'claim', payload: { build: id, attempt: 2, leaseMs: 1000 } }).bytes)
+  r.ingest(next(a, [T0 + 6, 0], { type: 'result', payload: { build: id, attempt: 2, outcome: 'failure', log: { peerId: a.id, name: 'x' } } }).bytes)
+  assert.equal(r.state.get(id)!.phase, 'succeeded')
+})
+
+test('failures open the next attempt until the limit; missing inputs do not count; only the winner reports', async () => {
+  const [s, a, b] = await Promise.all([makeAuthor(), makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(4, { maxAttempts: 2 }))
+  const id = buildIdOf(sub)
+  let t = T0
+  const r = new QueueReplica(() => T0 + 1000)
+  r.ingest(sub.bytes)
+  const claim = (n: number) => r.ingest(next(a, [++t, 0], { type: 'claim', payload: { build: id, attempt: n, leaseMs: 60_000 } }).bytes)
+  const fail = (who: typeof a, n: number) => r.ingest(next(who, [++t, 0], { type: 'result', payload: { build: id, attempt: n, outcome: 'failure', log: { peerId: who.id, name: 'l' } } }).bytes)
+  claim(1)
+  assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 1000), [])
+  fail(b, 1) // not the claimer: ignored
+  assert.equal(r.state.get(id)!.phase, 'claimed')
+  fail(a, 1)
+  assert.equal(r.state.get(id)!.failures, 1)
+  assert.equal(r.state.claimable(['x86_64-linux'], T0 + 1000)[0].attempt, 2)
+  claim(2)
+  r.ingest(next(a, [++t, 0], { type: 'result', payload: { build: id, attempt: 2, outcome: 'missing-inputs', missing: ['/gnu/store/y'] } }).bytes)
+  assert.equal(r.state.get(id)!.failures, 1)
+  assert.equal(r.state.get(id)!.phase, 'queued')
+  claim(3); fail(a, 3)
+  assert.equal(r.state.get(id)!.phase, 'failed')
+  assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 1000), [])
+})
+
+test('leases are judged on the local clock from when the op was seen; renew extends; release frees', async () => {
+  const [s, a] = await Promise.all([makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(5))
+  const id = buildIdOf(sub)
+  let now = T0
+  const r = new QueueReplica(() => now)
+  r.ingest(sub.bytes)
+  // stamped long ago, seen now: the lease runs from now
+  now = T0 + 3_600_000
+  r.ingest(next(a, [T0 + 1, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 10_000 } }).bytes)
+  assert.equal(r.state.claimable(['x86_64-linux'], now + 9_999).length, 0)
+  assert.equal(r.state.claimable(['x86_64-linux'], now + 10_000)[0].attempt, 2)
+  now += 8_000
+  r.ingest(next(a, [T0 + 2, 0], { type: 'renew', payload: { build: id, attempt: 1, leaseMs: 10_000 } }).bytes)
+  assert.equal(r.state.get(id)!.phase, 'building')
+  assert.equal(r.state.claimable(['x86_64-linux'], now + 9_999).length, 0)
+  assert.equal(r.state.byState('queued', now + 10_000).length, 1)
+  r.ingest(next(a, [T0 + 3, 0], { type: 'release', payload: { build: id, attempt: 1 } }).bytes)
+  assert.equal(r.state.claimable(['x86_64-linux'], now)[0].attempt, 2)
+})
+
+test('claimable is in priority order, then oldest submit, filtered by system and defer-until', async () => {
+  const s = await makeAuthor()
+  const r = new QueueReplica(() => T0 + 100)
+  const ids = [
+    buildIdOf(next(s, [T0 + 1, 0], submit(10, { priority: 1 }))),
+    buildIdOf(next(s, [T0 + 2, 0], submit(11, { priority: 5 }))),
+    buildIdOf(next(s, [T0 + 3, 0], submit(12, { priority: 5 }))),
+    buildIdOf(next(s, [T0 + 4, 0], submit(13, { priority: 9, system: 'aarch64-linux' }))),
+    buildIdOf(next(s, [T0 + 5, 0], submit(14, { priority: 99, deferUntil: T0 + 200 })))
+  ]
+  s.seq = 0
+  for (let i = 0; i < 5; i++) r.ingest(next(s, [T0 + 1 + i, 0], submit(10 + i, [{ priority: 1 }, { priority: 5 }, { priority: 5 }, { priority: 9, system: 'aarch64-linux' }, { priority: 99, deferUntil: T0 + 200 }][i])).bytes)
+  assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 100).map(c => c.id), [ids[1], ids[2], ids[0]])
+  assert.deepEqual(r.state.claimable(['x86_64-linux', 'aarch64-linux'], T0 + 100, 2).map(c => c.id), [ids[3], ids[1]])
+  assert.equal(r.state.byState('deferred', T0 + 100).length, 1)
+  assert.equal(r.state.claimable(['x86_64-linux'], T0 + 200)[0].id, ids[4])
+  assert.equal(r.state.byDerivation(r.state.get(ids[2])!.derivation)[0].id, ids[2])
+})
+
+test('hostile ops are rejected and counted by reason, never applied', async () => {
+  const [s, m] = await Promise.all([makeAuthor(), makeAuthor()])
+  const now = T0
+  const r = new QueueReplica(() => now)
+  const good = next(s, [T0, 0], submit(20))
+  // bad signature: flip a bit of the sig
+  const raw = dagCbor.decode<Record<string, unknown>>(good.bytes)
+  const sig = Uint8Array.from(raw.sig as Uint8Array); sig[0] ^= 1
+  assert.equal(r.ingest(dagCbor.encode({ ...raw, sig })).kind, 'rejected')
+  // wrong author: signed by m but claims to be s
+  const forged = signOp(m.key, s.id, 1, [T0, 0], submit(21))
+  assert.equal(r.ingest(forged.bytes).kind, 'rejected')
+  // author that is not an Ed25519 peer id
+  assert.equal(r.ingest(dagCbor.encode({ ...raw, a: 'not-a-peer' })).kind, 'rejected')
+  // unknown type: refused by the decoder before any signature work
+  assert.throws(() => decodeOp(dagCbor.encode({ ...raw, t: 'explode' })), OpUnknownTypeError)
+  assert.equal(r.ingest(dagCbor.encode({ ...raw, t: 'explode' })).kind, 'rejected')
+  // oversized
+  assert.equal(r.ingest(new Uint8Array(20_000)).kind, 'rejected')
+  // garbage
+  assert.equal(r.ingest(new Uint8Array([0xff, 0x00, 0x13])).kind, 'rejected')
+  // far-future clock
+  const future = next(m, [T0 + 61_000, 0], submit(22))
+  assert.equal(r.ingest(future.bytes).kind, 'rejected')
+  const st = r.stats().rejected
+  assert.deepEqual([st['bad-signature'], st['author-mismatch'], st['unknown-type'], st.oversized, st.malformed, st['future-clock']], [2, 1, 1, 1, 1, 1])
+  assert.equal(r.state.size, 0)
+  // gap: held, then applied when filled; equivocation: rejected
+  const s2 = next(s, [T0 + 1, 0], submit(23))
+  assert.equal(r.ingest(s2.bytes).kind, 'pending')
+  assert.equal(r.state.size, 0)
+  const res = r.ingest(good.bytes)
+  assert.equal(res.kind, 'applied')
+  assert.equal(res.kind === 'applied' && res.applied.length, 2)
+  assert.equal(r.ingest(good.bytes).kind, 'duplicate')
+  const equiv = signOp(s.key, s.id, 1, [T0 + 9, 0], submit(24))
+  assert.equal(r.ingest(equiv.bytes).kind, 'rejected')
+  assert.equal(r.stats().rejected.equivocation, 1)
+  assert.equal(r.state.size, 2)
+  assert.deepEqual(r.versionVector(), { [s.id]: 2 })
+})
