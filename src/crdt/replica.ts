@@ -194,6 +194,14 @@ export class QueueReplica {
     for (let s = after + 1; s <= end; s++) yield l.ops.get(s) ?? s
   }
 
+  /** Every op this replica holds, applied or waiting behind a gap (the replica's op set). */
+  * heldOps (): IterableIterator<Op> {
+    for (const l of this.logs.values()) {
+      yield * l.ops.values()
+      for (const p of l.pending.values()) yield p.op
+    }
+  }
+
   /** Forget ops (compaction); their seqs stay covered by the head. */
   forget (ops: readonly Op[]): void {
     for (const op of ops) this.logs.get(op.author)?.ops.delete(op.seq)
