@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Readable } from 'node:stream'
+import { Readable, Writable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
   COMPRESSIONS, CompressionToolFailedError, DecompressionError, UnknownCompressionError, compressStream,
@@ -12,11 +12,10 @@ import {
 } from '../../src/nar/index.js'
 import { NAR_VECTORS, makeCases, tempDir } from './support.js'
 
-async function collect (source: NodeJS.ReadableStream | Readable, through: NodeJS.ReadWriteStream): Promise<Buffer> {
+async function collect (source: Readable, through: Duplex): Promise<Buffer> {
   const parts: Buffer[] = []
-  await pipeline(source, through, async function * (src: AsyncIterable<Buffer>) {
-    for await (const b of src) parts.push(b)
-  })
+  const sink = new Writable({ write (chunk: Buffer, _enc, cb) { parts.push(chunk); cb() } })
+  await pipeline(source, through, sink)
   return Buffer.concat(parts)
 }
 
