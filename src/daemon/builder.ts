@@ -1,0 +1,202 @@
+// Builders: run `nix-store --realise` / `guix build` on a .drv, stream the log, and say how it ended.
+import { logger } from '@libp2p/logger'
+import type { BuildFlags, CommandSet, StoreKind } from './commands.js'
+import { derivationOutputPaths } from './derivation.js'
+import { DaemonError } from './errors.js'
+import { isAlive, processTree, signalTree } from './proctree.js'
+import { defaultRunner, runToEnd, type ProcessRunner, type RunningProcess } from './runner.js'
+import type { StoreDaemon } from './store.js'
+
+const log = logger('guix-swarm:daemon:builder')
+
+export type BuildOutcome =
+  | { kind: 'success', outputs: Record<string, string> }
+  | { kind: 'failed', exitCode: number | null, message: string }
+  | { kind: 'missing-inputs', missing: string[] }
+  | { kind: 'setup-failed', message: string }
+  | { kind: 'canceled' }
+
+export interface BuildOptions {
+  signal: AbortSignal
+  onLog: (chunk: Buffer) => void
+}
+
+export interface Builder {
+  readonly kind: StoreKind
+  build: (drvPath: string, opts: BuildOptions) => Promise<BuildOutcome>
+}
+
+export interface BuilderComponents {
+  commands: CommandSet
+  store: StoreDaemon
+  runner?: ProcessRunner
+  env?: NodeJS.ProcessEnv
+}
+
+export interface BuilderOptions extends Partial<BuildFlags> {
+  /**
+   * `build` (default): input derivations whose outputs are neither valid nor substitutable are
+   * built here too. `require`: they are reported as missing-inputs, so the scheduler can wait
+   * for the swarm to build them.
+   */
+  inputs?: 'build' | 'require'
+  /** How long a canceled build gets to clean up after SIGTERM before SIGKILL. */
+  killGraceMs?: number
+}
+
+/** Dry-run output (Nix and Guix alike): section headers, then indented store paths. */
+export function parseDryRun (text: string): { toBuild: string[], toFetch: string[] } {
+  const toBuild: string[] = []
+  const toFetch: string[] = []
+  let section: string[] | undefined
+  for (const line of text.split('\n')) {
+    const m = /^\s+(\/\S+)\s*$/.exec(line)
+    if (m !== null) { section?.push(m[1]); continue }
+    if (/\bbuilt\b/.test(line)) section = toBuild
+    else if (/\b(fetched|downloaded)\b/.test(line)) section = toFetch
+    else section = undefined
+  }
+  return { toBuild, toFetch }
+}
+
+const MISSING_PATTERNS = [
+  /don't know how to build these paths:\n((?:\s+\/\S+\n?)+)/g,
+  /cannot build missing derivation '([^']+)'/g,
+  /path [`']([^'`]+)' is not valid/g,
+  /path [`']([^'`]+)' does not exist and cannot be created/g
+]
+
+/** Store paths the daemon said it could neither find nor build. */
+export function missingFromLog (log: string): string[] {
+  const out = new Set<string>()
+  for (const re of MISSING_PATTERNS) {
+    for (const m of log.matchAll(re)) for (const p of m[1].split(/\s+/)) if (p.startsWith('/')) out.add(p)
+  }
+  return [...out]
+}
+
+const FAILED_PATTERNS = [/builder for [`']([^'`]+)' failed/, /build of [`']?\S+[`']? failed/, /hash mismatch in fixed-output derivation/]
+
+/** Classify a finished build from its exit status and the tail of its log. */
+export function classifyExit (commands: CommandSet, code: number | null, signal: NodeJS.Signals | null, logTail: string): BuildOutcome | undefined {
+  if (code === 0) return undefined
+  const missing = missingFromLog(logTail)
+  if (missing.length > 0) return { kind: 'missing-inputs', missing }
+  const errLine = logTail.split('\n').reverse().find((l) => /error:/.test(l))?.trim()
+  const message = errLine ?? `${commands.build('', emptyFlags).command} exited with ${code ?? signal}`
+  if ((code !== null && commands.buildFailedCodes.includes(code)) || FAILED_PATTERNS.some((re) => re.test(logTail))) {
+    return { kind: 'failed', exitCode: code, message }
+  }
+  return { kind: 'setup-failed', message }
+}
+
+const emptyFlags: BuildFlags = { substituters: [], trustedPublicKeys: [] }
+const TAIL_BYTES = 64 * 1024
+
+export class CliBuilder implements Builder {
+  readonly kind: StoreKind
+  private readonly commands: CommandSet
+  private readonly store: StoreDaemon
+  private readonly runner: ProcessRunner
+  private readonly env: NodeJS.ProcessEnv
+  private readonly flags: BuildFlags
+  private readonly inputs: 'build' | 'require'
+  private readonly killGraceMs: number
+
+  constructor (c: BuilderComponents, opts: BuilderOptions = {}) {
+    this.commands = c.commands
+    this.kind = c.commands.kind
+    this.store = c.store
+    this.runner = c.runner ?? defaultRunner
+    this.env = c.env ?? process.env
+    this.flags = {
+      substituters: opts.substituters ?? [],
+      trustedPublicKeys: opts.trustedPublicKeys ?? [],
+      ...(opts.maxSilentTime !== undefined ? { maxSilentTime: opts.maxSilentTime } : {}),
+      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {})
+    }
+    this.inputs = opts.inputs ?? 'build'
+    this.killGraceMs = opts.killGraceMs ?? 3000
+  }
+
+  async build (drvPath: string, opts: BuildOptions): Promise<BuildOutcome> {
+    if (opts.signal.aborted) return { kind: 'canceled' }
+    let outputs: Record<string, string>
+    try {
+      const pre = await this.precheck(drvPath)
+      if (pre.kind !== 'ready') return pre.outcome
+      outputs = pre.outputs
+    } catch (e) {
+      return { kind: 'setup-failed', message: `${(e as Error).name}: ${(e as Error).message}` }
+    }
+    if (opts.signal.aborted) return { kind: 'canceled' }
+
+    const cmd = this.commands.build(drvPath, this.flags)
+    log('building %s: %s %o', drvPath, cmd.command, cmd.args)
+    const p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
+    let tail = ''
+    const onData = (b: Buffer): void => {
+      tail = (tail + b.toString('utf8')).slice(-TAIL_BYTES)
+      opts.onLog(b)
+    }
+    p.stdout.on('data', (b: Buffer) => opts.onLog(b))
+    p.stderr.on('data', onData)
+    let killing: Promise<void> | undefined
+    const onAbort = (): void => { killing = this.killBuild(p) }
+    opts.signal.addEventListener('abort', onAbort, { once: true })
+    let exit
+    try {
+      exit = await p.exited
+    } catch (e) {
+      opts.signal.removeEventListener('abort', onAbort)
+      return { kind: 'setup-failed', message: (e as Error).message }
+    }
+    opts.signal.removeEventListener('abort', onAbort)
+    if (killing !== undefined) {
+      await killing // report canceled only once nothing of the build is left running
+      return { kind: 'canceled' }
+    }
+    const bad = classifyExit(this.commands, exit.code, exit.signal, tail)
+    if (bad !== undefined) return bad
+    try {
+      const invalid = await this.store.filterInvalid(Object.values(outputs))
+      if (invalid.length > 0) return { kind: 'setup-failed', message: `build reported success but outputs are not valid: ${invalid.join(' ')}` }
+    } catch (e) {
+      return { kind: 'setup-failed', message: (e as Error).message }
+    }
+    return { kind: 'success', outputs }
+  }
+
+  private async precheck (drvPath: string): Promise<{ kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }> {
+    if (!await this.store.isValid(drvPath)) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [drvPath] } }
+    const drv = await this.store.readDerivation(drvPath)
+    const missing = await this.store.filterInvalid([...drv.inputDrvs.keys(), ...drv.inputSrcs])
+    if (missing.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing } }
+    if (this.inputs === 'require') {
+      const dry = this.commands.dryRun(drvPath, this.flags)
+      const r = await runToEnd(this.runner, dry.command, dry.args, { env: this.env })
+      if (r.code !== 0) throw new DaemonError(`dry run of ${drvPath} failed: ${r.stderr.toString().trim()}`)
+      const unbuilt = parseDryRun(r.stderr.toString('utf8') + '\n' + r.stdout.toString('utf8')).toBuild.filter((d) => d !== drvPath)
+      if (unbuilt.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: unbuilt } }
+    }
+    return { kind: 'ready', outputs: derivationOutputPaths(drv) }
+  }
+
+  /** SIGTERM the daemon client's whole tree (it then stops its builder), SIGKILL what is left after the grace period. */
+  private async killBuild (p: RunningProcess): Promise<void> {
+    const pid = p.pid
+    const tree = pid === undefined ? [] : await processTree(pid)
+    log('canceling build: %d processes', tree.length)
+    p.kill('SIGTERM')
+    signalTree(tree, 'SIGTERM')
+    const exited = p.exited.then(() => true, () => true)
+    const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), this.killGraceMs).unref())
+    if (!await Promise.race([exited, timer])) p.kill('SIGKILL')
+    await exited
+    // Builders outlive nix-store if it was SIGKILLed; they were in the snapshot.
+    const left = tree.filter((s) => isAlive(s.pid))
+    if (left.length > 0) {
+      signalTree(left, 'SIGKILL')
+    }
+  }
+}

@@ -1,0 +1,334 @@
+// The local store as the swarm sees it: validity, path info, closures, derivations, and moving
+// paths between stores as NAR + metadata.
+//
+// How paths cross stores (investigated on Nix 2.8, root, local store):
+// * `nix-store --import` of the export format (u64 1, NAR, u64 "NIXE", path, references,
+//   deriver, u64 0 = no signature, then u64 0 to end) needs NO signature as root and works in
+//   a fresh store. It reads the whole NAR into memory before writing anything to the store, so a
+//   stream cut before the trailer leaves the store untouched. We build that stream ourselves
+//   from a NAR plus (path, narHash, narSize, references, deriver) — exactly what a node can
+//   carry — hash and count the NAR as it passes, and only send the trailer when both match:
+//   a bad NAR is never registered. Nix then re-hashes and records the same narHash.
+// * Rejected: `--restore` + `--register-validity --hash-given` writes into the store behind
+//   Nix's locks; an HTTP binary cache needs a server and signed narinfos per path; `nix copy
+//   --from file://` needs a whole cache layout on disk.
+import { createHash } from 'node:crypto'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough, type Readable, type Writable } from 'node:stream'
+import { logger } from '@libp2p/logger'
+import { NIX_COMMANDS, guixCommands, GUIX_SCRIPT, type Command, type CommandSet, type StoreKind } from './commands.js'
+import { parseDerivation, type Derivation } from './derivation.js'
+import {
+  DaemonError, MissingReferencesError, NarHashMismatchError, NotAStorePathError, PathNotValidError,
+  StoreCommandError, UnexpectedOutputError
+} from './errors.js'
+import { formatSha256, parseSha256 } from './hash.js'
+import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
+
+const log = logger('guix-swarm:daemon:store')
+
+/** The backend cannot bring paths in from a NAR (guix-daemon wants signed archives). */
+export class ImportUnsupportedError extends DaemonError {
+  override name = 'ImportUnsupportedError'
+}
+
+export interface PathInfo {
+  path: string
+  /** `sha256:<nix-base32>`, as narinfo and `nix-store -q --hash` show it. */
+  narHash: string
+  narSize: number
+  /** Full store paths, sorted; may include `path` itself. */
+  references: string[]
+  deriver?: string
+}
+
+export interface StoreDaemon {
+  readonly kind: StoreKind
+  readonly storeDir: string
+  isValid: (path: string) => Promise<boolean>
+  /** The invalid ones among `paths`. */
+  filterInvalid: (paths: string[]) => Promise<string[]>
+  /** Throws PathNotValidError when the path is not valid. */
+  queryPathInfo: (path: string) => Promise<PathInfo>
+  queryPathInfos: (paths: string[]) => Promise<PathInfo[]>
+  /** The closure of `paths`, references before referrers (the order to import in). */
+  queryRequisites: (paths: string[]) => Promise<string[]>
+  readDerivation: (drvPath: string) => Promise<Derivation>
+  /** The NAR of a valid path plus its info; the stream errors if the bytes do not match narHash. */
+  exportPath: (path: string) => Promise<{ info: PathInfo, nar: Readable }>
+  /** Make `info.path` valid from its NAR. References must already be valid. No-op (stream not read) when already valid. */
+  importPath: (info: ImportInfo, nar: AsyncIterable<Uint8Array>) => Promise<void>
+}
+
+export interface ImportInfo {
+  storePath: string
+  /** Any sha256 notation: `sha256:<base32|hex>` or SRI. */
+  narHash: string
+  narSize: number
+  references: string[]
+  deriver?: string
+}
+
+export interface StoreComponents {
+  commands: CommandSet
+  runner?: ProcessRunner
+  env?: NodeJS.ProcessEnv
+  storeDir?: string
+  /** Where this process sees the store's files, when that differs from storeDir (a store bind-mounted in another mount namespace). */
+  realStoreDir?: string
+}
+
+/** Parse `nix-store --dump-db` registration info. */
+export function parseRegInfo (text: string): PathInfo[] {
+  const lines = text.split('\n')
+  if (lines[lines.length - 1] === '') lines.pop()
+  const out: PathInfo[] = []
+  let i = 0
+  const next = (what: string): string => {
+    const l = lines[i++]
+    if (l === undefined) throw new UnexpectedOutputError(`registration info ends before ${what} (line ${i})`)
+    return l
+  }
+  while (i < lines.length) {
+    const path = next('path')
+    const hex = next('narHash')
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new UnexpectedOutputError(`bad narHash '${hex}' for ${path} in registration info`)
+    const narSize = Number(next('narSize'))
+    if (!Number.isSafeInteger(narSize)) throw new UnexpectedOutputError(`bad narSize for ${path} in registration info`)
+    const deriver = next('deriver')
+    const n = Number(next('reference count'))
+    if (!Number.isSafeInteger(n) || n < 0) throw new UnexpectedOutputError(`bad reference count for ${path} in registration info`)
+    const references: string[] = []
+    for (let k = 0; k < n; k++) references.push(next('reference'))
+    out.push({ path, narHash: formatSha256(Buffer.from(hex, 'hex')), narSize, references: references.sort(), ...(deriver !== '' ? { deriver } : {}) })
+  }
+  return out
+}
+
+/** Order infos so that every reference comes before its referrers. */
+export function closureOrder (infos: PathInfo[]): string[] {
+  const byPath = new Map(infos.map((i) => [i.path, i]))
+  const done = new Set<string>()
+  const out: string[] = []
+  const visit = (p: string, stack: Set<string>): void => {
+    if (done.has(p)) return
+    const info = byPath.get(p)
+    if (info === undefined) return
+    if (stack.has(p)) throw new UnexpectedOutputError(`reference cycle through ${p}`)
+    stack.add(p)
+    for (const r of info.references) if (r !== p) visit(r, stack)
+    stack.delete(p)
+    done.add(p)
+    out.push(p)
+  }
+  for (const p of [...byPath.keys()].sort()) visit(p, new Set())
+  return out
+}
+
+const lines = (b: Buffer): string[] => b.toString('utf8').split('\n').filter((l) => l !== '')
+
+function u64 (n: number): Buffer {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64LE(BigInt(n))
+  return b
+}
+
+function str (s: string): Buffer {
+  const body = Buffer.from(s, 'utf8')
+  const pad = (8 - body.length % 8) % 8
+  return Buffer.concat([u64(body.length), body, Buffer.alloc(pad)])
+}
+
+const EXPORT_MAGIC = 0x4558494e // "NIXE"
+
+/** The part of the export format after the NAR. */
+export function exportTrailer (info: ImportInfo): Buffer {
+  return Buffer.concat([
+    u64(EXPORT_MAGIC), str(info.storePath), u64(info.references.length), ...info.references.map(str),
+    str(info.deriver ?? ''), u64(0), u64(0)
+  ])
+}
+
+async function write (w: Writable, chunk: Uint8Array): Promise<void> {
+  if (!w.write(chunk)) {
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error): void => { w.off('drain', ok); w.off('error', done); w.off('close', ok); err !== undefined ? reject(err) : resolve() }
+      const ok = (): void => done()
+      w.once('drain', ok); w.once('error', done); w.once('close', ok)
+    })
+  }
+}
+
+export class CliStore implements StoreDaemon {
+  readonly kind: StoreKind
+  readonly storeDir: string
+  private readonly commands: CommandSet
+  private readonly runner: ProcessRunner
+  private readonly env: NodeJS.ProcessEnv
+  private readonly realStoreDir: string
+
+  constructor (c: StoreComponents) {
+    this.commands = c.commands
+    this.kind = c.commands.kind
+    this.runner = c.runner ?? defaultRunner
+    this.env = c.env ?? process.env
+    this.storeDir = c.storeDir ?? (this.kind === 'nix' ? this.env.NIX_STORE_DIR : undefined) ?? c.commands.defaultStoreDir
+    this.realStoreDir = c.realStoreDir ?? this.storeDir
+  }
+
+  private checkPath (p: string): void {
+    if (!p.startsWith(this.storeDir + '/') || p.slice(this.storeDir.length + 1).includes('/') || p.length < this.storeDir.length + 34) {
+      throw new NotAStorePathError(`'${p}' is not a store path in ${this.storeDir}`)
+    }
+  }
+
+  private async run (cmd: Command, what: string): Promise<Completed> {
+    const r = await runToEnd(this.runner, cmd.command, cmd.args, { env: this.env, input: cmd.input })
+    if (r.code !== 0) {
+      const stderr = r.stderr.toString('utf8').trim()
+      if (/is not valid/.test(stderr)) throw new PathNotValidError(`${what}: ${stderr}`)
+      throw new StoreCommandError(`${what}: ${cmd.command} exited with ${r.code ?? r.signal}: ${stderr}`, cmd.command, r.code, stderr)
+    }
+    return r
+  }
+
+  async filterInvalid (paths: string[]): Promise<string[]> {
+    if (paths.length === 0) return []
+    paths.forEach((p) => this.checkPath(p))
+    return lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout)
+  }
+
+  async isValid (path: string): Promise<boolean> {
+    return (await this.filterInvalid([path])).length === 0
+  }
+
+  async queryPathInfos (paths: string[]): Promise<PathInfo[]> {
+    if (paths.length === 0) return []
+    paths.forEach((p) => this.checkPath(p))
+    const infos = parseRegInfo((await this.run(this.commands.dumpInfo(paths), `querying ${paths.join(' ')}`)).stdout.toString('utf8'))
+    const got = new Map(infos.map((i) => [i.path, i]))
+    return paths.map((p) => {
+      const i = got.get(p)
+      if (i === undefined) throw new PathNotValidError(`path '${p}' is not valid`)
+      return i
+    })
+  }
+
+  async queryPathInfo (path: string): Promise<PathInfo> {
+    return (await this.queryPathInfos([path]))[0]
+  }
+
+  async queryRequisites (paths: string[]): Promise<string[]> {
+    if (paths.length === 0) return []
+    paths.forEach((p) => this.checkPath(p))
+    const closure = lines((await this.run(this.commands.requisites(paths), `closure of ${paths.join(' ')}`)).stdout)
+    return closureOrder(await this.queryPathInfos(closure))
+  }
+
+  async readDerivation (drvPath: string): Promise<Derivation> {
+    this.checkPath(drvPath)
+    if (!drvPath.endsWith('.drv')) throw new NotAStorePathError(`'${drvPath}' is not a .drv path`)
+    if (!await this.isValid(drvPath)) throw new PathNotValidError(`derivation '${drvPath}' is not valid in ${this.storeDir}`)
+    return parseDerivation(await readFile(this.realStoreDir + drvPath.slice(this.storeDir.length), 'utf8'))
+  }
+
+  async exportPath (path: string): Promise<{ info: PathInfo, nar: Readable }> {
+    const info = await this.queryPathInfo(path)
+    const cmd = this.commands.dump(path)
+    const p = this.runner.start(cmd.command, cmd.args, { env: this.env })
+    const out = new PassThrough()
+    const hash = createHash('sha256')
+    let size = 0
+    const err: Buffer[] = []
+    p.stderr.on('data', (b: Buffer) => err.push(b))
+    p.stdout.on('data', (b: Buffer) => { hash.update(b); size += b.length })
+    p.stdout.pipe(out, { end: false })
+    // Let the consumer stop early without leaving a dumper behind.
+    out.once('close', () => { if (!out.writableEnded) p.kill('SIGTERM') })
+    p.exited.then(({ code, signal }) => {
+      if (code !== 0) {
+        out.destroy(new StoreCommandError(`dumping ${path}: ${cmd.command} exited with ${code ?? signal}: ${Buffer.concat(err).toString().trim()}`, cmd.command, code, Buffer.concat(err).toString()))
+        return
+      }
+      const got = formatSha256(hash.digest())
+      if (got !== info.narHash || size !== info.narSize) {
+        out.destroy(new NarHashMismatchError(`store path ${path} dumps to ${got} (${size} bytes) but is registered as ${info.narHash} (${info.narSize} bytes): the store is corrupt`))
+        return
+      }
+      out.end()
+    }, (e: Error) => out.destroy(e))
+    return { info, nar: out }
+  }
+
+  async importPath (info: ImportInfo, nar: AsyncIterable<Uint8Array>): Promise<void> {
+    this.checkPath(info.storePath)
+    info.references.forEach((r) => this.checkPath(r))
+    if (info.deriver !== undefined && info.deriver !== '') this.checkPath(info.deriver)
+    const want = parseSha256(info.narHash)
+    const cmd = this.commands.importExport
+    if (cmd === undefined) throw new ImportUnsupportedError(`the ${this.kind} store cannot import ${info.storePath} from a NAR; substitute it from a node's HTTP front instead`)
+    if (await this.isValid(info.storePath)) {
+      log('%s is already valid', info.storePath)
+      return
+    }
+    const missing = await this.filterInvalid(info.references.filter((r) => r !== info.storePath))
+    if (missing.length > 0) throw new MissingReferencesError(`cannot import ${info.storePath}: references not valid yet: ${missing.join(' ')}`, missing)
+
+    const p = this.runner.start(cmd.command, cmd.args, { env: this.env, stdin: true })
+    const stdin = p.stdin
+    if (stdin === null) throw new DaemonError('import process has no stdin')
+    stdin.on('error', () => {}) // EPIPE if nix-store dies; its exit status is what we report
+    const err: Buffer[] = []
+    p.stderr.on('data', (b: Buffer) => err.push(b))
+    p.stdout.resume()
+    const hash = createHash('sha256')
+    let size = 0
+    try {
+      await write(stdin, u64(1))
+      for await (const chunk of nar) {
+        size += chunk.length
+        if (size > info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is longer than its narSize ${info.narSize}`)
+        hash.update(chunk)
+        await write(stdin, chunk)
+      }
+      if (size !== info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is ${size} bytes, expected narSize ${info.narSize}`)
+      const got = hash.digest()
+      if (!got.equals(want)) throw new NarHashMismatchError(`NAR for ${info.storePath} hashes to ${formatSha256(got)}, expected ${formatSha256(want)}`)
+      // Only now does the daemon learn the path name: nothing was written to the store before this.
+      await write(stdin, exportTrailer(info))
+      stdin.end()
+    } catch (e) {
+      p.kill('SIGKILL')
+      await p.exited.catch(() => undefined)
+      throw e
+    }
+    const { code, signal } = await p.exited
+    if (code !== 0) {
+      const stderr = Buffer.concat(err).toString('utf8').trim()
+      throw new StoreCommandError(`importing ${info.storePath}: ${cmd.command} exited with ${code ?? signal}: ${stderr}`, cmd.command, code, stderr)
+    }
+    log('imported %s (%d bytes)', info.storePath, size)
+  }
+}
+
+export function nixStore (opts: Omit<StoreComponents, 'commands'> = {}): CliStore {
+  return new CliStore({ ...opts, commands: NIX_COMMANDS })
+}
+
+let guixScript: Promise<string> | undefined
+/** Where the Guile helper for `guix repl` lives (written once per process). */
+export async function guixScriptPath (): Promise<string> {
+  guixScript ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-guix-'))
+    const f = join(dir, 'store-info.scm')
+    await writeFile(f, GUIX_SCRIPT)
+    return f
+  })()
+  return await guixScript
+}
+
+export async function guixStore (opts: Omit<StoreComponents, 'commands'> = {}): Promise<CliStore> {
+  return new CliStore({ ...opts, commands: guixCommands(await guixScriptPath()) })
+}
