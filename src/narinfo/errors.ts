@@ -80,3 +80,38 @@ export class MalformedSignatureError extends SignatureError {
 export class UnsignableNarinfoError extends SignatureError {
   override name = 'UnsignableNarinfoError'
 }
+
+export type VerifyReason = 'unsigned' | 'untrusted-key' | 'bad-signature' | 'hash-mismatch' | 'malformed'
+
+/** A narinfo failed verification; `reason` is the stable code, the subclass names it too. */
+export class NarinfoVerifyError extends NarinfoError {
+  override name = 'NarinfoVerifyError'
+  constructor (message: string, readonly reason: VerifyReason) {
+    super(message)
+  }
+}
+
+export class NarinfoUnsignedError extends NarinfoVerifyError {
+  override name = 'NarinfoUnsignedError'
+  constructor (message: string) { super(message, 'unsigned') }
+}
+
+export class NarinfoUntrustedKeyError extends NarinfoVerifyError {
+  override name = 'NarinfoUntrustedKeyError'
+  constructor (message: string) { super(message, 'untrusted-key') }
+}
+
+export class NarinfoBadSignatureError extends NarinfoVerifyError {
+  override name = 'NarinfoBadSignatureError'
+  constructor (message: string) { super(message, 'bad-signature') }
+}
+
+export class NarinfoHashMismatchError extends NarinfoVerifyError {
+  override name = 'NarinfoHashMismatchError'
+  constructor (message: string) { super(message, 'hash-mismatch') }
+}
+
+export class NarinfoMalformedError extends NarinfoVerifyError {
+  override name = 'NarinfoMalformedError'
+  constructor (message: string) { super(message, 'malformed') }
+}
