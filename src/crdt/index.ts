@@ -10,3 +10,10 @@ export {
   type BuildRecord, type BuildState, type Phase, type Attempt, type AttemptResult, type Claimable, type SeenOp, type ChangeListener
 } from './state.js'
 export { QueueReplica, DEFAULT_REPLICA_CONFIG, type ReplicaConfig, type ReplicaStats, type VersionVector, type IngestResult, type IngestOptions } from './replica.js'
+export { QueueStore, type QueueDb, type Snapshot } from './store.js'
+export { runSync, readFrames, encodeFrame, DEFAULT_SYNC_LIMITS, type SyncFrame, type SyncLimits, type SyncPeerSide, type SyncSummary } from './sync.js'
+export {
+  QueueService, DEFAULT_QUEUE_CONFIG,
+  type QueueConfig, type QueueComponents, type QueueLibp2p, type SubmitRequest, type ResultRequest, type BuildChange,
+  type BuildView, type AttemptView, type QueueStatus
+} from './service.js'

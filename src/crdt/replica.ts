@@ -6,7 +6,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { Hlc } from './hlc.js'
 import { decodeOp, DEFAULT_MAX_OP_BYTES, signOp, verifyOp, type Op, type OpDraft } from './op.js'
 import { OpEquivocationError, OpFutureClockError, OpPendingOverflowError, OpRejectedError, type RejectReason } from './errors.js'
-import { QueueState } from './state.js'
+import { QueueState, type SeenOp } from './state.js'
 
 const log = logger('guix-swarm:crdt:replica')
 
@@ -29,7 +29,7 @@ export const DEFAULT_REPLICA_CONFIG: ReplicaConfig = {
 export type VersionVector = Record<string, number>
 
 export type IngestResult =
-  | { kind: 'applied', applied: Op[] }
+  | { kind: 'applied', applied: SeenOp[] }
   | { kind: 'pending' }
   | { kind: 'duplicate' }
   | { kind: 'rejected', error: OpRejectedError }
@@ -119,7 +119,7 @@ export class QueueReplica {
         this.state.apply(op, seenAt)
         this.hlc.observe(op.hlc)
         this.counters.applied++
-        return { kind: 'applied', applied: [op] }
+        return { kind: 'applied', applied: [{ op, seenAt }] }
       }
       if (have.id === op.id) { this.counters.duplicates++; return { kind: 'duplicate' } }
       throw new OpEquivocationError(op.author, op.seq)
@@ -135,7 +135,7 @@ export class QueueReplica {
       this.pendingTotal++
       return { kind: 'pending' }
     }
-    const applied = [op]
+    const applied: SeenOp[] = [{ op, seenAt }]
     this.commit(l, op, seenAt)
     this.drain(l, applied)
     return { kind: 'applied', applied }
@@ -149,14 +149,14 @@ export class QueueReplica {
     this.counters.applied++
   }
 
-  private drain (l: AuthorLog, applied: Op[]): void {
+  private drain (l: AuthorLog, applied: SeenOp[]): void {
     for (;;) {
       const next = l.pending.get(l.head + 1)
       if (next === undefined) break
       l.pending.delete(l.head + 1)
       this.pendingTotal--
       this.commit(l, next.op, next.seenAt)
-      applied.push(next.op)
+      applied.push(next)
     }
   }
 
@@ -164,17 +164,36 @@ export class QueueReplica {
    * A snapshot source says it compacted `author`'s ops up to `upTo` that we lack: move the head
    * over them (trusting that source, see README of the sync protocol) and release what waited.
    */
-  skipTo (author: string, upTo: number): Op[] {
+  skipTo (author: string, from: number, upTo: number): SeenOp[] {
     const l = this.logOf(author)
-    const applied: Op[] = []
-    if (upTo <= l.head) return applied
+    const applied: SeenOp[] = []
+    // only a range adjacent to what we have: never jump over ops we could still get
+    if (upTo <= l.head || from > l.head + 1) return applied
     for (let s = l.head + 1; s <= upTo; s++) {
       const p = l.pending.get(s)
-      if (p !== undefined) { l.pending.delete(s); this.pendingTotal--; this.commit(l, p.op, p.seenAt); applied.push(p.op) }
+      if (p !== undefined) { l.pending.delete(s); this.pendingTotal--; this.commit(l, p.op, p.seenAt); applied.push(p) }
     }
     l.head = upTo
     this.drain(l, applied)
     return applied
+  }
+
+  /**
+   * Put back an op read from our own disk: no checks, and gaps are compaction gaps, so the
+   * head simply follows the highest seq.
+   */
+  restore (op: Op, seenAt: number): void {
+    const l = this.logOf(op.author)
+    if (l.ops.has(op.seq)) return
+    l.ops.set(op.seq, op)
+    if (op.seq > l.head) l.head = op.seq
+    this.hlc.observe(op.hlc)
+    this.state.apply(op, seenAt)
+  }
+
+  /** Restore heads persisted with a snapshot (covers seqs compacted away). */
+  restoreHeads (vv: VersionVector): void {
+    for (const [a, h] of Object.entries(vv)) { const l = this.logOf(a); if (h > l.head) l.head = h }
   }
 
   /** Sign a new local op with the next seq and a fresh HLC stamp, and apply it. */

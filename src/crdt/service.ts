@@ -1,0 +1,433 @@
+// QueueService: the replicated queue on a libp2p node. Gossip for new ops, anti-entropy
+// streams on connect and periodically, level persistence, compaction, events, queries.
+import { logger } from '@libp2p/logger'
+import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
+import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
+import { assertDerivationPath, buildIdOf, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { QueueStore, type QueueDb } from './store.js'
+import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
+import { UnknownBuildError } from './errors.js'
+
+const log = logger('guix-swarm:crdt')
+
+export interface QueueConfig extends ReplicaConfig {
+  topic: string
+  syncProtocol: string
+  /** Anti-entropy with one random connected peer this often (0 = only on connect). */
+  syncIntervalMs: number
+  snapshotIntervalMs: number
+  /** Finished builds older than this (by the HLC of the op that finished them) are compacted. */
+  compactHorizonMs: number
+  maxFrameBytes: number
+  batchOps: number
+  /** Refused ops or broken sync frames from one peer before it is dropped. */
+  garbageLimit: number
+  banMs: number
+  defaultMaxAttempts: number
+}
+
+export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
+  maxSkewMs: 60_000,
+  maxOpBytes: 16 * 1024,
+  maxPendingPerAuthor: 4096,
+  maxPendingTotal: 65_536,
+  topic: '/guix-swarm/queue/1',
+  syncProtocol: '/guix-swarm/queue-sync/1.0.0',
+  syncIntervalMs: 30_000,
+  snapshotIntervalMs: 60_000,
+  compactHorizonMs: 7 * 24 * 3600_000,
+  maxFrameBytes: DEFAULT_SYNC_LIMITS.maxFrameBytes,
+  batchOps: DEFAULT_SYNC_LIMITS.batchOps,
+  garbageLimit: 16,
+  banMs: 10 * 60_000,
+  defaultMaxAttempts: 3
+}
+
+/** The libp2p surface the queue uses (a full Libp2p satisfies it). */
+export type QueueLibp2p = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'dialProtocol' | 'hangUp' | 'getPeers' | 'addEventListener' | 'removeEventListener'>
+
+export interface QueueComponents {
+  libp2p: QueueLibp2p
+  pubsub: Pick<GossipSub, 'subscribe' | 'unsubscribe' | 'publish' | 'topicValidators' | 'addEventListener' | 'removeEventListener'>
+  /** A sublevel with string keys and Uint8Array values (`{ valueEncoding: 'view' }`). */
+  db: QueueDb
+  privateKey: PrivateKey
+  now?: () => number
+  config?: Partial<QueueConfig>
+}
+
+export interface SubmitRequest {
+  drv: string
+  system: string
+  priority?: number
+  tags?: Record<string, string>
+  maxAttempts?: number
+  deferUntil?: number
+}
+
+export type ResultRequest =
+  | { outcome: 'success', outputs: Record<string, NarOutput> }
+  | { outcome: 'failure', log: LogRef }
+  | { outcome: 'missing-inputs', missing: string[] }
+  | { outcome: 'canceled' }
+
+export interface BuildChange { record: BuildRecord, previous?: BuildRecord }
+
+export interface AttemptView {
+  number: number
+  peerId: string
+  state: 'claimed' | 'building' | 'lapsed' | 'released' | 'succeeded' | 'failed' | 'missing-inputs' | 'canceled'
+  claimedAt: number
+  leaseEndsAt: number | null
+  contenders: number
+  result: BuildRecord['attempts'][number]['result'] | null
+}
+
+/** The JSON shape the API shows for a build. */
+export interface BuildView {
+  id: string
+  derivation: string
+  system: string
+  state: BuildState
+  priority: number
+  tags: Record<string, string>
+  submitter: string
+  submittedAt: number
+  maxAttempts: number
+  failures: number
+  canceled: boolean
+  deferUntil: number | null
+  attempts: AttemptView[]
+  reason: string
+}
+
+export interface QueueStatus {
+  builds: number
+  byState: Record<BuildState, number>
+  ops: number
+  authors: number
+  stateHash: string
+  stats: ReplicaStats & { syncs: number, syncFailures: number, droppedPeers: number, compacted: number, gossipPublished: number }
+}
+
+export class QueueService extends EventTarget {
+  readonly name = 'queue'
+  readonly replica: QueueReplica
+  readonly config: QueueConfig
+  private readonly now: () => number
+  private readonly store: QueueStore
+  private readonly self: string
+  private readonly garbage = new Map<string, number>()
+  private readonly banned = new Map<string, number>()
+  private readonly syncing = new Map<string, Promise<SyncSummary>>()
+  private timers: NodeJS.Timeout[] = []
+  private started = false
+  private counters = { syncs: 0, syncFailures: 0, droppedPeers: 0, compacted: 0, gossipPublished: 0 }
+  /** Serialises disk writes so ops land in the order they were applied. */
+  private writeChain: Promise<void> = Promise.resolve()
+
+  constructor (private readonly components: QueueComponents) {
+    super()
+    this.now = components.now ?? Date.now
+    this.config = { ...DEFAULT_QUEUE_CONFIG, ...components.config }
+    this.replica = new QueueReplica(this.now, this.config)
+    this.store = new QueueStore(components.db)
+    this.self = components.libp2p.peerId.toString()
+    this.replica.state.onChange((record, previous) => {
+      if (this.started) this.dispatchEvent(new CustomEvent<BuildChange>('build', { detail: { record, ...(previous !== undefined ? { previous } : {}) } }))
+    })
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------------
+
+  async start (): Promise<void> {
+    if (this.started) return
+    const t0 = performance.now()
+    let n = 0
+    for await (const s of this.store.ops()) { this.replica.restore(s.op, s.seenAt); n++ }
+    const snap = await this.store.loadSnapshot()
+    if (snap !== undefined) this.replica.restoreHeads(snap.vv)
+    log('restored %d ops, %d builds in %d ms', n, this.replica.state.size, Math.round(performance.now() - t0))
+    const { libp2p, pubsub } = this.components
+    pubsub.topicValidators.set(this.config.topic, this.validate)
+    pubsub.subscribe(this.config.topic)
+    await libp2p.handle(this.config.syncProtocol, this.onSyncStream, { runOnLimitedConnection: false })
+    libp2p.addEventListener('peer:connect', this.onConnect)
+    if (this.config.syncIntervalMs > 0) this.timers.push(setInterval(() => { void this.syncRandom() }, this.config.syncIntervalMs))
+    if (this.config.snapshotIntervalMs > 0) this.timers.push(setInterval(() => { void this.checkpoint() }, this.config.snapshotIntervalMs))
+    for (const t of this.timers) t.unref()
+    this.started = true
+    for (const peer of libp2p.getPeers()) void this.syncWith(peer).catch(() => {})
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    for (const t of this.timers) clearInterval(t)
+    this.timers = []
+    const { libp2p, pubsub } = this.components
+    libp2p.removeEventListener('peer:connect', this.onConnect)
+    pubsub.topicValidators.delete(this.config.topic)
+    pubsub.unsubscribe(this.config.topic)
+    await libp2p.unhandle(this.config.syncProtocol)
+    await Promise.allSettled([...this.syncing.values()])
+    await this.writeChain
+    await this.checkpoint()
+  }
+
+  /** Compact what is past the horizon, then record the snapshot (heads + state hash). */
+  async checkpoint (): Promise<void> {
+    const horizon = this.now() - this.config.compactHorizonMs
+    const dropped: Op[] = []
+    for (const r of this.replica.state.records()) {
+      if (isFinished(r.phase) && r.finishedAt !== undefined && r.finishedAt < horizon) dropped.push(...this.replica.state.compactBuild(r.id))
+    }
+    // heads first: they must cover the seqs before the ops disappear from disk
+    await this.store.saveSnapshot({ vv: this.replica.versionVector(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
+    if (dropped.length > 0) {
+      this.replica.forget(dropped)
+      await this.store.deleteOps(dropped)
+      this.counters.compacted += dropped.length
+      log('compacted %d ops of finished builds', dropped.length)
+    }
+  }
+
+  // ---- local ops -------------------------------------------------------------------------
+
+  private async append (draft: OpDraft): Promise<Op> {
+    const op = this.replica.createLocal(this.components.privateKey, this.self, draft)
+    await this.persist([{ op, seenAt: this.now() }])
+    await this.publish([op])
+    return op
+  }
+
+  private async persist (ops: SeenOp[]): Promise<void> {
+    const write = this.writeChain.then(async () => { await this.store.putOps(ops) })
+    this.writeChain = write.catch(() => {})
+    await write
+  }
+
+  private async publish (ops: Op[]): Promise<void> {
+    if (!this.started) return
+    for (const op of ops) {
+      try {
+        await this.components.pubsub.publish(this.config.topic, op.bytes)
+        this.counters.gossipPublished++
+      } catch (err) {
+        // no subscribers yet, or a transient error: anti-entropy delivers it later
+        log('gossip publish of %s#%d failed: %s', op.author, op.seq, (err as Error).message)
+      }
+    }
+  }
+
+  async submit (requests: SubmitRequest[]): Promise<string[]> {
+    for (const r of requests) assertDerivationPath(r.drv)
+    const ids: string[] = []
+    for (const r of requests) {
+      const op = await this.append({
+        type: 'submit',
+        payload: {
+          drv: r.drv,
+          system: r.system,
+          priority: r.priority ?? 0,
+          tags: r.tags ?? {},
+          maxAttempts: r.maxAttempts ?? this.config.defaultMaxAttempts,
+          ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {})
+        }
+      })
+      ids.push(buildIdOf(op))
+    }
+    return ids
+  }
+
+  private known (id: string): BuildRecord {
+    const r = this.replica.state.get(id)
+    if (r === undefined) throw new UnknownBuildError(id)
+    return r
+  }
+
+  async setPriority (id: string, priority: number): Promise<Op> { this.known(id); return await this.append({ type: 'priority', payload: { build: id, priority } }) }
+  async cancel (id: string): Promise<Op> { this.known(id); return await this.append({ type: 'cancel', payload: { build: id } }) }
+  async claim (id: string, attempt: number, leaseMs: number): Promise<Op> { this.known(id); return await this.append({ type: 'claim', payload: { build: id, attempt, leaseMs } }) }
+  async renew (id: string, attempt: number, leaseMs: number): Promise<Op> { this.known(id); return await this.append({ type: 'renew', payload: { build: id, attempt, leaseMs } }) }
+  async release (id: string, attempt: number): Promise<Op> { this.known(id); return await this.append({ type: 'release', payload: { build: id, attempt } }) }
+  async result (id: string, attempt: number, result: ResultRequest): Promise<Op> {
+    this.known(id)
+    return await this.append({ type: 'result', payload: { build: id, attempt, ...result } })
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+
+  get (id: string): BuildRecord | undefined { return this.replica.state.get(id) }
+  byDerivation (drv: string): BuildRecord[] { return this.replica.state.byDerivation(drv) }
+  byState (state: BuildState): BuildRecord[] { return this.replica.state.byState(state, this.now()) }
+  claimable (systems: readonly string[], limit?: number): Claimable[] { return this.replica.state.claimable(systems, this.now(), limit) }
+  stateHash (): string { return this.replica.state.stateHash() }
+  versionVector (): VersionVector { return this.replica.versionVector() }
+  peerIdString (): string { return this.self }
+
+  /** The API's JSON view of a build, judged at the local time now. */
+  view (id: string): BuildView {
+    const r = this.known(id)
+    const now = this.now()
+    const last = r.attempts.at(-1)
+    return {
+      id: r.id,
+      derivation: r.derivation,
+      system: r.system,
+      state: stateAt(r, now),
+      priority: r.priority,
+      tags: r.tags,
+      submitter: r.submitter,
+      submittedAt: r.submitHlc[0],
+      maxAttempts: r.maxAttempts,
+      failures: r.failures,
+      canceled: r.canceled,
+      deferUntil: r.deferUntil ?? null,
+      attempts: r.attempts.map(a => {
+        const open = a.result === undefined && !a.released
+        const leaseEndsAt = open ? a.leaseSeenAt + a.leaseMs : null
+        const state: AttemptView['state'] = a.result !== undefined
+          ? (a.result.outcome === 'success' ? 'succeeded' : a.result.outcome === 'failure' ? 'failed' : a.result.outcome)
+          : a.released ? 'released' : (leaseEndsAt !== null && leaseEndsAt <= now) || a !== last ? 'lapsed' : a.started ? 'building' : 'claimed'
+        return { number: a.number, peerId: a.claimer, state, claimedAt: a.claimHlc[0], leaseEndsAt, contenders: a.contenders, result: a.result ?? null }
+      }),
+      reason: reasonOf(r, now)
+    }
+  }
+
+  status (): QueueStatus {
+    const now = this.now()
+    const byState = Object.fromEntries(['queued', 'deferred', 'claimed', 'building', 'succeeded', 'failed', 'canceled'].map(s => [s, 0])) as Record<BuildState, number>
+    for (const r of this.replica.state.records()) byState[stateAt(r, now)]++
+    const vv = this.replica.versionVector()
+    return {
+      builds: this.replica.state.size,
+      byState,
+      ops: this.replica.opCount,
+      authors: Object.keys(vv).length,
+      stateHash: this.replica.state.stateHash(),
+      stats: { ...this.replica.stats(), ...this.counters }
+    }
+  }
+
+  stats (): QueueStatus['stats'] { return { ...this.replica.stats(), ...this.counters } }
+
+  // ---- remote input -------------------------------------------------------------------
+
+  private isBanned (peer: string): boolean {
+    const until = this.banned.get(peer)
+    if (until === undefined) return false
+    if (until > this.now()) return true
+    this.banned.delete(peer)
+    return false
+  }
+
+  /** Count garbage from a peer; past the limit, hang up and refuse it for a while. */
+  private blame (peer: PeerId, n = 1): void {
+    const key = peer.toString()
+    const count = (this.garbage.get(key) ?? 0) + n
+    this.garbage.set(key, count)
+    if (count >= this.config.garbageLimit && !this.isBanned(key)) {
+      this.banned.set(key, this.now() + this.config.banMs)
+      this.garbage.delete(key)
+      this.counters.droppedPeers++
+      log('dropping peer %s after %d refused ops or frames', key, count)
+      void this.components.libp2p.hangUp(peer).catch(() => {})
+    }
+  }
+
+  /** Gossipsub validator: only ops that pass every check are accepted (and so relayed). */
+  private readonly validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
+    if (this.isBanned(peer.toString())) return TopicValidatorResult.Reject
+    const r = this.replica.ingest(msg.data)
+    switch (r.kind) {
+      case 'rejected': this.blame(peer); return TopicValidatorResult.Reject
+      case 'duplicate': return TopicValidatorResult.Ignore
+      case 'pending': return TopicValidatorResult.Accept
+      case 'applied':
+        await this.persist(r.applied) // durable before gossipsub acknowledges and relays it
+        return TopicValidatorResult.Accept
+    }
+  }
+
+  private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
+    void this.syncWith(evt.detail).catch(() => {})
+  }
+
+  private readonly onSyncStream = async (stream: Stream, connection: Connection): Promise<void> => {
+    const peer = connection.remotePeer
+    if (this.isBanned(peer.toString())) { stream.abort(new Error('banned')); return }
+    try {
+      await this.exchange(stream, peer)
+    } catch (err) {
+      log('inbound sync with %p failed: %s', peer, (err as Error).message)
+    }
+  }
+
+  private async exchange (stream: Stream, peer: PeerId): Promise<SyncSummary> {
+    let refused = 0
+    let skipped = false
+    try {
+      const summary = await runSync(stream, {
+        versionVector: () => this.replica.versionVector(),
+        opsAfter: (a, after, upTo) => this.replica.opsAfter(a, after, upTo),
+        receive: async (ops) => {
+          const applied: SeenOp[] = []
+          for (const bytes of ops) {
+            const r = this.replica.ingest(bytes)
+            if (r.kind === 'applied') applied.push(...r.applied)
+            else if (r.kind === 'rejected') refused++
+          }
+          await this.persist(applied)
+          if (refused >= this.config.garbageLimit) throw new Error(`peer sent ${refused} refused ops`)
+        },
+        receiveSkip: async (a, from, to) => {
+          const applied = this.replica.skipTo(a, from, to)
+          skipped = true
+          await this.persist(applied)
+        }
+      }, { maxFrameBytes: this.config.maxFrameBytes, batchOps: this.config.batchOps })
+      this.counters.syncs++
+      if (refused > 0) this.blame(peer, refused)
+      return summary
+    } catch (err) {
+      this.counters.syncFailures++
+      this.blame(peer, Math.max(refused, 1))
+      throw err
+    } finally {
+      // heads moved over compacted seqs must survive a restart
+      if (skipped) await this.store.saveSnapshot({ vv: this.replica.versionVector(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
+    }
+  }
+
+  /** One anti-entropy exchange with `peer` (joins a running one). */
+  async syncWith (peer: PeerId): Promise<SyncSummary> {
+    const key = peer.toString()
+    const running = this.syncing.get(key)
+    if (running !== undefined) return await running
+    if (!this.started || this.isBanned(key)) return { sent: 0, received: 0, skipsSent: 0 }
+    const p = (async () => {
+      const stream = await this.components.libp2p.dialProtocol(peer, this.config.syncProtocol)
+      return await this.exchange(stream, peer)
+    })()
+    this.syncing.set(key, p)
+    try {
+      return await p
+    } catch (err) {
+      log('sync with %s failed: %s', key, (err as Error).message)
+      throw err
+    } finally {
+      this.syncing.delete(key)
+    }
+  }
+
+  private async syncRandom (): Promise<void> {
+    const peers = this.components.libp2p.getPeers()
+    if (peers.length === 0) return
+    await this.syncWith(peers[Math.floor(Math.random() * peers.length)]).catch(() => {})
+  }
+}
