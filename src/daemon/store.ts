@@ -13,7 +13,7 @@
 //   Nix's locks; an HTTP binary cache needs a server and signed narinfos per path; `nix copy
 //   --from file://` needs a whole cache layout on disk.
 import { createHash } from 'node:crypto'
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, type Readable, type Writable } from 'node:stream'
@@ -151,7 +151,13 @@ export function exportTrailer (info: ImportInfo): Buffer {
   ])
 }
 
+/** The import process went away while we were still writing (its exit status says why). */
+class ImportStreamClosedError extends DaemonError {
+  override name = 'ImportStreamClosedError'
+}
+
 async function write (w: Writable, chunk: Uint8Array): Promise<void> {
+  if (w.destroyed || w.writableEnded) throw new ImportStreamClosedError('import process closed its input')
   if (!w.write(chunk)) {
     await new Promise<void>((resolve, reject) => {
       const done = (err?: Error): void => { w.off('drain', ok); w.off('error', done); w.off('close', ok); err !== undefined ? reject(err) : resolve() }
@@ -301,8 +307,11 @@ export class CliStore implements StoreDaemon {
       stdin.end()
     } catch (e) {
       p.kill('SIGKILL')
-      await p.exited.catch(() => undefined)
-      throw e
+      const exit = await p.exited.catch(() => undefined)
+      if (e instanceof NarHashMismatchError || exit === undefined || exit.code === null) throw e
+      // nix-store stopped reading on its own (store locked, disk full…): report its words, not EPIPE.
+      const stderr = Buffer.concat(err).toString('utf8').trim()
+      throw new StoreCommandError(`importing ${info.storePath}: ${cmd.command} exited with ${exit.code}: ${stderr}`, cmd.command, exit.code, stderr)
     }
     const { code, signal } = await p.exited
     if (code !== 0) {
@@ -318,12 +327,13 @@ export function nixStore (opts: Omit<StoreComponents, 'commands'> = {}): CliStor
 }
 
 let guixScript: Promise<string> | undefined
-/** Where the Guile helper for `guix repl` lives (written once per process). */
+/** Where the Guile helper for `guix repl` lives: one file per script version, shared by all processes. */
 export async function guixScriptPath (): Promise<string> {
   guixScript ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-guix-'))
-    const f = join(dir, 'store-info.scm')
-    await writeFile(f, GUIX_SCRIPT)
+    const f = join(tmpdir(), `guix-swarm-store-info-${createHash('sha256').update(GUIX_SCRIPT).digest('hex').slice(0, 16)}.scm`)
+    const tmp = `${f}.${process.pid}.tmp`
+    await writeFile(tmp, GUIX_SCRIPT)
+    await rename(tmp, f) // atomic: a concurrent reader never sees half a script
     return f
   })()
   return await guixScript

@@ -126,3 +126,37 @@ test('already aborted: nothing starts', { skip }, async () => {
   const drv = await instantiate(drvExpr(`never-${nonce()}`, 'echo x > $out'))
   assert.deepEqual((await build(drv, ac.signal)).outcome, { kind: 'canceled' })
 })
+
+test('an unreachable daemon or a missing nix-store is "setup-failed"', { skip }, async () => {
+  const drv = await instantiate(drvExpr(`setup-${nonce()}`, 'echo x > $out'))
+  const noDaemon = await openBackend('nix', { env: { ...process.env, NIX_REMOTE: 'unix:///nonexistent/guix-swarm-test.sock' } })
+  const a = await noDaemon.builder.build(drv, { signal: new AbortController().signal, onLog: () => {} })
+  assert.equal(a.kind, 'setup-failed', JSON.stringify(a))
+  assert.match(a.kind === 'setup-failed' ? a.message : '', /nonexistent\/guix-swarm-test\.sock/)
+  const noNix = await openBackend('nix', { env: { ...process.env, PATH: '/nonexistent' } })
+  const b = await noNix.builder.build(drv, { signal: new AbortController().signal, onLog: () => {} })
+  assert.equal(b.kind, 'setup-failed', JSON.stringify(b))
+  assert.match(b.kind === 'setup-failed' ? b.message : '', /SpawnFailedError: cannot start nix-store/)
+})
+
+test('store queries: path info, closure order, invalid paths, bad paths', { skip }, async () => {
+  const n = nonce()
+  const drv = await instantiate(`let a = ${drvExpr(`qa-${n}`, 'echo a > $out')}; in ${drvExpr(`qb-${n}`, 'echo ${a} > $out')}`)
+  const built = await build(drv)
+  assert.equal(built.outcome.kind, 'success')
+  const out = built.outcome.kind === 'success' ? built.outcome.outputs.out : ''
+  const info = await nix.store.queryPathInfo(out)
+  assert.equal(info.deriver, drv)
+  assert.equal(info.references.length, 1)
+  const hashQ = await ns.exec('nix-store', ['--query', '--hash', out])
+  assert.equal(info.narHash, hashQ.stdout.toString().trim())
+  const sizeQ = await ns.exec('nix-store', ['--query', '--size', out])
+  assert.equal(info.narSize, Number(sizeQ.stdout.toString().trim()))
+  assert.deepEqual(await nix.store.queryRequisites([out]), [info.references[0], out])
+  const absent = `/nix/store/${'1'.repeat(32)}-absent`
+  assert.deepEqual(await nix.store.filterInvalid([out, absent]), [absent])
+  await assert.rejects(nix.store.queryPathInfo(absent), { name: 'PathNotValidError' })
+  await assert.rejects(nix.store.exportPath(absent), { name: 'PathNotValidError' })
+  await assert.rejects(nix.store.isValid('/etc/passwd'), { name: 'NotAStorePathError' })
+  await assert.rejects(nix.store.readDerivation(out), { name: 'NotAStorePathError' })
+})
