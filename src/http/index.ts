@@ -1,0 +1,6 @@
+export { HttpRouter } from './router.js'
+export type { RouteHandler, RouteParams, RoutePattern } from './router.js'
+export { sendJson, sendError, readJsonBody } from './json.js'
+export { HttpServer, parseHostPort } from './server.js'
+export type { HttpServerComponents, HttpServerInit } from './server.js'
+export * from './errors.js'

@@ -1,0 +1,17 @@
+// Public API of src/node: the swarm node process and the seam services plug into.
+export { SwarmNode, API_FILE } from './node.js'
+export type { SwarmNodeOptions, NodeStatus } from './node.js'
+export type { NodeComponents, NodeService, ServiceFactory, SwarmLibp2p, SwarmServices, NodeDb, NodeBuilder } from './components.js'
+export {
+  resolveConfig, resolveDataDir, mergeConfig, validateSettings, settingsFromEnv, settingsFromFile, defaultSettings,
+  effectiveStoreDir, SETTINGS, CONFIG_FILE, DEFAULT_HTTP, DEFAULT_P2P_PORT, DEFAULT_SWARM
+} from './config.js'
+export type { NodeConfig, ConfigSettings, PartialSettings, BuilderPref } from './config.js'
+export { SERVICES } from './services.js'
+export { CapabilitiesService, capabilitiesService, parseCapabilities, CapabilitiesMessageError } from './capabilities.js'
+export type { Capabilities } from './capabilities.js'
+export { MetricsService, metricsService } from './metrics.js'
+export { protocolIdFor, topicFor } from './libp2p.js'
+export { loadOrCreatePeerKey, PEER_KEY_FILE } from './identity.js'
+export { DataDirLock, LOCK_FILE } from './lock.js'
+export * from './errors.js'

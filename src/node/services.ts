@@ -1,0 +1,12 @@
+import type { ServiceFactory } from './components.js'
+import { capabilitiesService } from './capabilities.js'
+import { metricsService } from './metrics.js'
+
+/**
+ * The services every node runs, started in this order and stopped in reverse.
+ * Later issues (queue, scheduler, substitutes, mirror) plug in with one line here.
+ */
+export const SERVICES: readonly ServiceFactory[] = [
+  metricsService,
+  capabilitiesService
+]
