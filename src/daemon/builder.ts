@@ -182,21 +182,33 @@ export class CliBuilder implements Builder {
     return { kind: 'ready', outputs: derivationOutputPaths(drv) }
   }
 
-  /** SIGTERM the daemon client's whole tree (it then stops its builder), SIGKILL what is left after the grace period. */
+  /**
+   * SIGTERM the client's whole tree (nix-store then stops its builder and releases its locks);
+   * after the grace period SIGKILL everything seen in either snapshot. Snapshots are taken while
+   * the client lives: once it dies its children are re-parented and could no longer be found.
+   * The tree must be dead before waiting for `exited`, which also waits for pipes a child may hold.
+   */
   private async killBuild (p: RunningProcess): Promise<void> {
     const pid = p.pid
-    const tree = pid === undefined ? [] : await processTree(pid)
-    log('canceling build: %d processes', tree.length)
-    p.kill('SIGTERM')
-    signalTree(tree, 'SIGTERM')
-    const exited = p.exited.then(() => true, () => true)
-    const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), this.killGraceMs).unref())
-    if (!await Promise.race([exited, timer])) p.kill('SIGKILL')
-    await exited
-    // Builders outlive nix-store if it was SIGKILLed; they were in the snapshot.
-    const left = tree.filter((s) => isAlive(s.pid))
-    if (left.length > 0) {
-      signalTree(left, 'SIGKILL')
+    const seen = new Map<number, Awaited<ReturnType<typeof processTree>>[number]>()
+    const snapshot = async (): Promise<void> => {
+      if (pid !== undefined) for (const s of await processTree(pid)) seen.set(s.pid, s)
     }
+    await snapshot()
+    log('canceling build: %d processes', seen.size)
+    p.kill('SIGTERM')
+    signalTree([...seen.values()], 'SIGTERM')
+    const alive = (): boolean => [...seen.keys()].some(isAlive) || (pid === undefined ? false : isAlive(pid))
+    const deadline = Date.now() + this.killGraceMs
+    while (Date.now() < deadline) {
+      await snapshot() // children started while shutting down
+      if (pid === undefined || !alive()) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    await snapshot()
+    p.kill('SIGKILL')
+    signalTree([...seen.values()].filter((s) => isAlive(s.pid)), 'SIGKILL')
+    await p.exited.catch(() => undefined)
   }
 }
+
