@@ -1,0 +1,24 @@
+// Tuning shared by the transfer engine and the node's libp2p host (see bench/serve.ts).
+
+/**
+ * yamux options for the node's muxer (`yamux(transferYamuxOptions)`). A stream's receive
+ * window grows up to maxStreamWindowSize; a paused stream must be allowed to hold a whole
+ * window, or yamux resets it (LIBP2P.md pitfall 2), hence maxReadBufferLength above it.
+ */
+export const transferYamuxOptions = {
+  streamOptions: {
+    maxStreamWindowSize: 4 * 1024 * 1024,
+    maxReadBufferLength: 8 * 1024 * 1024
+  }
+}
+
+/** Bytes per read from the source and per send() on the stream. */
+export const SEND_CHUNK_SIZE = 256 * 1024
+/** Unread bytes a receiving stream may hold before it is paused. */
+export const RECEIVE_HIGH_WATER_MARK = 4 * 1024 * 1024
+/** Range size when a file is pulled from several providers at once. */
+export const PARALLEL_CHUNK_SIZE = 8 * 1024 * 1024
+/** Providers used at the same time for one file. */
+export const MAX_PARALLEL_PROVIDERS = 3
+/** A peer must send its request frame within this time. */
+export const REQUEST_TIMEOUT_MS = 10_000
