@@ -56,10 +56,13 @@ const GUIX_SYSTEM_OF_ARCH: Record<string, string[]> = {
   riscv64: ['riscv64-linux']
 }
 
-function guixSocket (env: NodeJS.ProcessEnv): string {
+/** The daemon's Unix socket, or undefined when GUIX_DAEMON_SOCKET names a remote daemon (guix://host). */
+export function guixSocket (env: NodeJS.ProcessEnv): string | undefined {
   const s = env.GUIX_DAEMON_SOCKET
-  if (s !== undefined && s.startsWith('/')) return s
-  return '/var/guix/daemon-socket/socket'
+  if (s === undefined || s === '') return '/var/guix/daemon-socket/socket'
+  if (s.startsWith('/')) return s
+  const m = /^(?:unix|file):\/\/(\/.*)$/.exec(s)
+  return m !== null ? m[1] : undefined
 }
 
 async function socketAnswers (path: string): Promise<boolean> {
@@ -83,7 +86,8 @@ export async function probeGuix (runner: ProcessRunner, env: NodeJS.ProcessEnv):
     return (err as Error).message
   }
   const socket = guixSocket(env)
-  if (!await socketAnswers(socket)) return `guix-daemon does not answer on ${socket}`
+  // A remote daemon (guix://) cannot be probed this cheaply; the first build will tell.
+  if (socket !== undefined && !await socketAnswers(socket)) return `guix-daemon does not answer on ${socket}`
   const systems = GUIX_SYSTEM_OF_ARCH[arch()]
   return systems === undefined ? `unknown host architecture ${arch()}` : systems
 }

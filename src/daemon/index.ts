@@ -1,5 +1,5 @@
 // Public API of src/daemon: the local Nix/Guix store and builder client.
-export { detectBuilder, parseNixSystems } from './detect.js'
+export { detectBuilder, parseNixSystems, guixSocket } from './detect.js'
 export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from './detect.js'
 export * from './errors.js'
 export { NodeProcessRunner, defaultRunner, runToEnd } from './runner.js'

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { detectBuilder, parseNixSystems, BuilderUnavailableError } from '../../src/daemon/index.js'
+import { detectBuilder, parseNixSystems, guixSocket, BuilderUnavailableError } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
 
 test('parseNixSystems: system first, then extra-platforms, no duplicates', () => {
@@ -31,4 +31,11 @@ test('detectBuilder: a forced kind that is missing is a named error', async () =
   await assert.rejects(detectBuilder('guix', { env, fresh: true }), (e: Error) => e instanceof BuilderUnavailableError && e.name === 'BuilderUnavailableError')
   await assert.rejects(detectBuilder('nix', { env, fresh: true }), BuilderUnavailableError)
   assert.deepEqual(await detectBuilder('auto', { env, fresh: true }), { kind: 'none', systems: [] })
+})
+
+test('guixSocket: default, file names, unix:// URIs, remote daemons', () => {
+  assert.equal(guixSocket({}), '/var/guix/daemon-socket/socket')
+  assert.equal(guixSocket({ GUIX_DAEMON_SOCKET: '/run/g.sock' }), '/run/g.sock')
+  assert.equal(guixSocket({ GUIX_DAEMON_SOCKET: 'unix:///run/g.sock' }), '/run/g.sock')
+  assert.equal(guixSocket({ GUIX_DAEMON_SOCKET: 'guix://build.example:44146' }), undefined)
 })
