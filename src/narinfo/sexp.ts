@@ -8,7 +8,6 @@ import { SexpParseError, SexpShapeError } from './errors.js'
 export type Sexp = Uint8Array | Sexp[]
 
 const TOKEN_CHARS = /^[A-Za-z0-9\-./_:*+=]$/
-const BARE_TOKEN = /^[A-Za-z\-./_:*+=][A-Za-z0-9\-./_:*+=]*$/
 const WHITESPACE = new Set([0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d])
 
 export function atom (text: string): Uint8Array {
@@ -170,10 +169,43 @@ export function toCanonical (s: Sexp): Uint8Array {
   return Uint8Array.from(Buffer.concat(parts))
 }
 
+const QUOTE_ESCAPES: Record<number, string> = { 8: '\\b', 9: '\\t', 11: '\\v', 10: '\\n', 12: '\\f', 13: '\\r', 0x22: '\\"', 0x27: "\\'", 0x5c: '\\\\' }
+
+function isTokenByte (c: number): boolean {
+  return TOKEN_CHARS.test(String.fromCharCode(c))
+}
+
+/**
+ * libgcrypt's suitable_encoding(): 'token', 'quoted' (printable text) or 'hex' (binary). One
+ * deliberate difference: libgcrypt would quote bytes 0xA1-0xFF raw, which makes text that is not
+ * UTF-8 and that Guix (utf8->string) cannot read back; we print such atoms in hex.
+ */
+function atomEncoding (a: Uint8Array): 'token' | 'quoted' | 'hex' {
+  if (a.length === 0) return 'quoted'
+  // a set top bit reads as a negative number, a leading zero as binary
+  if ((a[0] & 0x80) !== 0 || a[0] === 0) return 'hex'
+  let token = true
+  for (const c of a) {
+    if ((c < 0x20 || c >= 0x7f) && QUOTE_ESCAPES[c] === undefined) return 'hex'
+    if (token && !isTokenByte(c)) token = false
+  }
+  return token && !(a[0] >= 0x30 && a[0] <= 0x39) ? 'token' : 'quoted'
+}
+
 function printAtom (a: Uint8Array): string {
-  const text = new TextDecoder('latin1').decode(a)
-  if (a.length > 0 && BARE_TOKEN.test(text)) return text
-  return `#${Buffer.from(a).toString('hex').toUpperCase()}#`
+  switch (atomEncoding(a)) {
+    case 'token': return Buffer.from(a).toString('latin1')
+    case 'hex': return `#${Buffer.from(a).toString('hex').toUpperCase()}#`
+    case 'quoted': {
+      let out = '"'
+      for (const c of a) {
+        const esc = QUOTE_ESCAPES[c]
+        if (esc !== undefined) out += esc
+        else out += String.fromCharCode(c)
+      }
+      return out + '"'
+    }
+  }
 }
 
 /**
