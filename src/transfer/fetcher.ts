@@ -2,6 +2,7 @@
 // and finding the liar when verification fails. Nothing reaches `dest` unverified.
 import type { PeerId } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
+import { constants } from 'node:fs'
 import { open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises'
 import { AllProvidersFailedError, NoProvidersError, SizeMismatchError, TransferError, VerificationFailedError } from './errors.js'
 import type { FileResponse, OpenFileOptions } from './client.js'
@@ -9,6 +10,8 @@ import type { TransferMetrics } from './metrics.js'
 import { MAX_PARALLEL_PROVIDERS, PARALLEL_CHUNK_SIZE } from './options.js'
 
 const log = logger('guix-swarm:transfer:fetch')
+// Not 'a+': with O_APPEND, Linux ignores the position of positional writes, and ranges land at the end.
+const OPEN_RW_CREATE = constants.O_RDWR | constants.O_CREAT
 
 /** What fetchFile needs from TransferClient (kept narrow so the logic is testable alone). */
 export interface FetchClient {
@@ -111,7 +114,7 @@ class Download {
   /** One provider at a time, appending from wherever the temp file ends. */
   async sequential (providers: PeerId[]): Promise<number> {
     let size = this.opts.expectedSize
-    const fh = await open(this.tmp, 'a+')
+    const fh = await open(this.tmp, OPEN_RW_CREATE)
     try {
       let pos = await this.adoptRangedTemp(fh)
       if (size !== undefined && pos > size) { await fh.truncate(0); pos = 0 }
@@ -173,7 +176,7 @@ class Download {
 
   /** Several providers at once, each pulling whole chunks; a failed chunk resumes on another provider. */
   async ranged (providers: PeerId[], size: number, chunkSize: number, maxParallel: number): Promise<number> {
-    const fh = await open(this.tmp, 'a+')
+    const fh = await open(this.tmp, OPEN_RW_CREATE)
     try {
       // Reuse the chunks an earlier run completed (ranged state, or a sequential prefix).
       const prior = await this.readState()
