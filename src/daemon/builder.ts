@@ -19,6 +19,8 @@ export type BuildOutcome =
 export interface BuildOptions {
   signal: AbortSignal
   onLog: (chunk: Buffer) => void
+  /** Register the outputs as GC roots at this file name (Nix adds `-<output>` for other outputs), so they survive until made into NARs. */
+  gcRoot?: string
 }
 
 export interface Builder {
@@ -131,7 +133,7 @@ export class CliBuilder implements Builder {
     }
     if (opts.signal.aborted) return { kind: 'canceled' }
 
-    const cmd = this.commands.build(drvPath, this.flags)
+    const cmd = this.commands.build(drvPath, this.flags, opts.gcRoot)
     log('building %s: %s %o', drvPath, cmd.command, cmd.args)
     const p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
     let tail = ''

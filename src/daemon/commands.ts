@@ -29,8 +29,8 @@ export interface CommandSet {
   dump: (path: string) => Command
   /** Reads the export format (`1, NAR, NIXE, path, refs, deriver, 0` … `0`) on stdin; undefined when unsupported. */
   importExport: Command | undefined
-  /** Builds a derivation; prints output paths on stdout and the build log on stderr. */
-  build: (drvPath: string, flags: BuildFlags) => Command
+  /** Builds a derivation; prints output paths (or roots) on stdout and the build log on stderr. `gcRoot`: symlink(s) that keep the outputs alive. */
+  build: (drvPath: string, flags: BuildFlags, gcRoot?: string) => Command
   /** Says what a build would build and what it would fetch (on stderr), without doing it. */
   dryRun: (drvPath: string, flags: BuildFlags) => Command
   /** Exit codes that mean "a builder ran and failed" (Nix: 100 generic, 101 timeout, 102 hash mismatch, 104 not deterministic). */
@@ -60,7 +60,8 @@ export const NIX_COMMANDS: CommandSet = {
   requisites: (paths) => ({ command: 'nix-store', args: ['--query', '--requisites', ...OFFLINE, '--', ...paths] }),
   dump: (path) => ({ command: 'nix-store', args: ['--dump', '--', path] }),
   importExport: { command: 'nix-store', args: ['--import', ...OFFLINE] },
-  build: (drv, f) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), '--', drv] }),
+  // --add-root R makes R, R-dev… (one per output) registered as indirect GC roots.
+  build: (drv, f, root) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), ...(root !== undefined ? ['--add-root', root] : []), '--', drv] }),
   dryRun: (drv, f) => ({ command: 'nix-store', args: ['--realise', '--dry-run', ...nixOptions(f), '--', drv] }),
   buildFailedCodes: [100, 101, 102, 104]
 }
@@ -116,7 +117,7 @@ export function guixCommands (scriptPath: string): CommandSet {
     // store by substitution from the node's HTTP front (`--substitute-urls`) instead.
     importExport: undefined,
     // --verbosity=2 puts the build log on stderr; --no-grafts: build exactly this derivation.
-    build: (drv, f) => ({ command: 'guix', args: ['build', '--verbosity=2', '--no-grafts', ...guixSubstituteFlags(f), drv] }),
+    build: (drv, f, root) => ({ command: 'guix', args: ['build', '--verbosity=2', '--no-grafts', ...guixSubstituteFlags(f), ...(root !== undefined ? [`--root=${root}`] : []), drv] }),
     dryRun: (drv, f) => ({ command: 'guix', args: ['build', '--dry-run', '--no-grafts', ...guixSubstituteFlags(f), drv] }),
     buildFailedCodes: []
   }

@@ -68,8 +68,8 @@ test('guix build: offline flags, output paths from the .drv, log streamed', asyn
 
 test('guix build with substitute URLs and limits', () => {
   const cmds = guixCommands('/tmp/s.scm')
-  assert.deepEqual(cmds.build('/gnu/store/a.drv', { substituters: ['http://127.0.0.1:1', 'http://127.0.0.1:2'], trustedPublicKeys: ['ignored'], maxSilentTime: 60, timeout: 3600 }).args,
-    ['build', '--verbosity=2', '--no-grafts', '--substitute-urls=http://127.0.0.1:1 http://127.0.0.1:2', '--max-silent-time=60', '--timeout=3600', '/gnu/store/a.drv'])
+  assert.deepEqual(cmds.build('/gnu/store/a.drv', { substituters: ['http://127.0.0.1:1', 'http://127.0.0.1:2'], trustedPublicKeys: ['ignored'], maxSilentTime: 60, timeout: 3600 }, '/var/lib/gs/roots/a').args,
+    ['build', '--verbosity=2', '--no-grafts', '--substitute-urls=http://127.0.0.1:1 http://127.0.0.1:2', '--max-silent-time=60', '--timeout=3600', '--root=/var/lib/gs/roots/a', '/gnu/store/a.drv'])
   assert.deepEqual(cmds.requisites(['/gnu/store/a']), { command: 'guix', args: ['gc', '--requisites', '/gnu/store/a'] })
   assert.equal(cmds.defaultStoreDir, '/gnu/store')
   // The same flags in Nix's words.

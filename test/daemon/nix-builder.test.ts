@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { openBackend, type Backend, type BuildOutcome } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
@@ -54,11 +54,18 @@ test('a successful build streams its log and names its outputs', { skip }, async
 test('multiple outputs come back by name', { skip }, async () => {
   const n = nonce()
   const drv = await instantiate(`derivation { name = "multi-${n}"; outputs = [ "out" "dev" ]; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo a > $out; echo b > $dev" ]; }`)
-  const { outcome } = await build(drv)
+  const root = join(ns.dir, '..', `root-${n}`)
+  const outcome = await nix.builder.build(drv, { signal: new AbortController().signal, onLog: () => {}, gcRoot: root })
   assert.equal(outcome.kind, 'success')
   if (outcome.kind !== 'success') return
   assert.deepEqual(Object.keys(outcome.outputs).sort(), ['dev', 'out'])
   assert.ok(outcome.outputs.dev.endsWith(`-multi-${n}-dev`))
+  // Rooted: readable links to the outputs, and the GC refuses to delete them.
+  assert.equal(await readlink(root), outcome.outputs.out)
+  assert.equal(await readlink(root + '-dev'), outcome.outputs.dev)
+  const del = await ns.exec('nix-store', ['--delete', outcome.outputs.dev])
+  assert.notEqual(del.code, 0)
+  assert.match(del.stderr.toString(), /still alive/)
 })
 
 test('a failing builder is "failed" with its log', { skip }, async () => {
