@@ -7,7 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { signOp, DEFAULT_QUEUE_CONFIG } from '../../src/crdt/index.js'
 import { connect, createTestLibp2p, removeDir, startNode, waitFor } from './net.js'
-import { submit } from './fixtures.js'
+import { drv, submit } from './fixtures.js'
 
 const TOPIC = DEFAULT_QUEUE_CONFIG.topic
 
@@ -38,7 +38,7 @@ test('garbage on gossip is refused, counted, not relayed, and its sender dropped
   await waitFor('A dropped the rogue', () => a.queue.stats().droppedPeers === 1 && !a.libp2p.getPeers().some(p => p.equals(rogue.peerId)))
 
   // a good op from A still flows to B, and B never saw any of the garbage
-  const [id] = await a.queue.submit([{ drv: submit(3).payload.drv as string, system: 'x86_64-linux' }])
+  const [id] = await a.queue.submit([{ drv: drv(3), system: 'x86_64-linux' }])
   await waitFor('good op on B', () => b.queue.get(id) !== undefined)
   assert.equal(Object.values(b.queue.stats().rejected).reduce((x, y) => x + y, 0), 0)
   assert.equal(b.queue.status().builds, 1)
