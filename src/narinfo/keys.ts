@@ -1,7 +1,7 @@
 // Signing keys of both kinds: Guix `signing-key.{pub,sec}` (libgcrypt s-expressions holding an
 // ECDSA key on the Ed25519 group) and Nix `name:base64` Ed25519 keys (FORMATS.md §3.1, §4.3).
 import { createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto'
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
@@ -212,6 +212,41 @@ export function parseSecretKey (text: string): KeyPair {
   throw new UnknownKeyFormatError('neither a Guix (private-key …) s-expression nor a Nix NAME:BASE64 key')
 }
 
+/** The public keys of a Guix ACL (`/etc/guix/acl`): `(acl (entry (public-key …) (tag …)) …)`. */
+export function parseGuixAcl (text: string | Uint8Array): GuixPublicKey[] {
+  const s = parseSexpAsKey(text)
+  const list = s as Sexp[]
+  if (!(list.length > 0 && isAtom(list[0]) && Buffer.from(list[0]).toString('latin1') === 'acl')) {
+    throw new GuixKeyError('not a Guix ACL: expected (acl (entry …) …)')
+  }
+  const keys: GuixPublicKey[] = []
+  for (const entry of list.slice(1)) {
+    const pk = findToken(entry, 'public-key')
+    if (pk !== undefined) keys.push(parseGuixPublicKey(pk))
+  }
+  return keys
+}
+
+/**
+ * Every trusted key in a file: one Guix public key, a Guix ACL, or Nix `name:base64` keys
+ * separated by whitespace (as in Nix's trusted-public-keys).
+ */
+export function parsePublicKeys (text: string): PublicKey[] {
+  if (looksLikeSexp(text)) {
+    const s = parseSexpAsKey(text)
+    const head = (s as Sexp[])[0]
+    if (head !== undefined && isAtom(head) && Buffer.from(head).toString('latin1') === 'acl') return parseGuixAcl(text)
+    return [parseGuixPublicKey(s)]
+  }
+  const words = text.split(/\s+/).filter((w) => w !== '')
+  if (words.length === 0) throw new UnknownKeyFormatError('no key in file')
+  return words.map((w) => parsePublicKey(w))
+}
+
+export async function readPublicKeysFile (path: string): Promise<PublicKey[]> {
+  return parsePublicKeys(await readFile(path, 'utf8'))
+}
+
 export async function readPublicKeyFile (path: string): Promise<PublicKey> {
   return parsePublicKey(await readFile(path, 'utf8'))
 }
@@ -234,14 +269,39 @@ async function exists (path: string): Promise<boolean> {
   }
 }
 
-async function writeSecret (path: string, text: string, overwrite: boolean): Promise<void> {
-  // 'wx' so two nodes starting on the same dir cannot both write a key
-  await writeFile(path, text, { mode: 0o600, flag: overwrite ? 'w' : 'wx' })
-  await chmod(path, 0o600)
+/**
+ * Write a key file completely before it appears under its name: a temp file, then link() (which
+ * fails when the name exists, so two nodes starting on one dir never overwrite each other's key
+ * and never read a half-written one), or rename() when replacing on purpose.
+ * Returns false when the file already existed and was left alone.
+ */
+async function writeKeyFile (path: string, text: string, mode: number, overwrite: boolean): Promise<boolean> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+  await writeFile(tmp, text, { mode, flag: 'wx' })
+  try {
+    await chmod(tmp, mode)
+    if (overwrite) {
+      await rename(tmp, path)
+      return true
+    }
+    try {
+      await link(tmp, path)
+      return true
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+      throw err
+    }
+  } finally {
+    await rm(tmp, { force: true })
+  }
 }
 
-async function writePublic (path: string, text: string, overwrite: boolean): Promise<void> {
-  await writeFile(path, text, { mode: 0o644, flag: overwrite ? 'w' : 'wx' })
+async function writeSecret (path: string, text: string, overwrite: boolean): Promise<boolean> {
+  return await writeKeyFile(path, text, 0o600, overwrite)
+}
+
+async function writePublic (path: string, text: string, overwrite: boolean): Promise<boolean> {
+  return await writeKeyFile(path, text, 0o644, overwrite)
 }
 
 export interface GenerateKeysOptions {
@@ -262,10 +322,14 @@ export async function generateKeys (dir: string, opts: GenerateKeysOptions = {})
   }
   const guix = generateGuixKeyPair()
   const nix = generateNixKeyPair(opts.name ?? defaultNixKeyName())
-  await writeSecret(join(dir, KEY_FILES.guixSecret), formatGuixSecretKey(guix), force)
-  await writePublic(join(dir, KEY_FILES.guixPublic), formatGuixPublicKey(guix.publicKey), force)
-  await writeSecret(join(dir, KEY_FILES.nixSecret), formatNixSecretKey(nix), force)
-  await writePublic(join(dir, KEY_FILES.nixPublic), formatNixPublicKey(nix.publicKey), force)
+  const written = [
+    await writeSecret(join(dir, KEY_FILES.guixSecret), formatGuixSecretKey(guix), force),
+    await writePublic(join(dir, KEY_FILES.guixPublic), formatGuixPublicKey(guix.publicKey), force),
+    await writeSecret(join(dir, KEY_FILES.nixSecret), formatNixSecretKey(nix), force),
+    await writePublic(join(dir, KEY_FILES.nixPublic), formatNixPublicKey(nix.publicKey), force)
+  ]
+  // someone created a file between our check and our write
+  if (written.includes(false)) throw new KeyExistsError(`key files appeared in ${dir} while generating; not overwriting them`)
   log('generated keys in %s (nix key %s)', dir, nix.name)
   return { guix, nix }
 }
@@ -280,16 +344,14 @@ export async function ensureKeys (dir: string, opts: { name?: string } = {}): Pr
 
   if (!(await exists(p(KEY_FILES.guixSecret)))) {
     const pair = generateGuixKeyPair()
-    await writeSecret(p(KEY_FILES.guixSecret), formatGuixSecretKey(pair), false)
-    log('generated Guix signing key in %s', dir)
+    if (await writeSecret(p(KEY_FILES.guixSecret), formatGuixSecretKey(pair), false)) log('generated Guix signing key in %s', dir)
   }
   const guix = parseGuixSecretKey(await readFile(p(KEY_FILES.guixSecret), 'utf8'))
   if (!(await exists(p(KEY_FILES.guixPublic)))) await writePublic(p(KEY_FILES.guixPublic), formatGuixPublicKey(guix.publicKey), false)
 
   if (!(await exists(p(KEY_FILES.nixSecret)))) {
     const pair = generateNixKeyPair(opts.name ?? defaultNixKeyName())
-    await writeSecret(p(KEY_FILES.nixSecret), formatNixSecretKey(pair), false)
-    log('generated Nix signing key %s in %s', pair.name, dir)
+    if (await writeSecret(p(KEY_FILES.nixSecret), formatNixSecretKey(pair), false)) log('generated Nix signing key %s in %s', pair.name, dir)
   }
   const nix = parseNixSecretKey(await readFile(p(KEY_FILES.nixSecret), 'utf8'))
   if (!(await exists(p(KEY_FILES.nixPublic)))) await writePublic(p(KEY_FILES.nixPublic), formatNixPublicKey(nix.publicKey), false)

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   ensureKeys, generateKeys, KeyExistsError, parseGuixSecretKey, parseGuixPublicKey, parseNixSecretKey, parseNixPublicKey,
-  formatGuixPublicKey, formatGuixSecretKey, formatNixPublicKey, formatNixSecretKey, GuixKeyError, NixKeyError, parsePublicKey, parseSecretKey
+  formatGuixPublicKey, formatGuixSecretKey, formatNixPublicKey, formatNixSecretKey, GuixKeyError, NixKeyError, parsePublicKey, parseSecretKey,
+  parsePublicKeys, parseGuixAcl
 } from '../../src/narinfo/index.js'
 import { VECTORS } from '../helpers/paths.js'
 
@@ -88,4 +89,28 @@ test('generateKeys refuses to overwrite unless forced', async () => {
     assert.notDeepEqual(a.guix.publicKey.q, b.guix.publicKey.q)
     await writeFile(join(dir, 'extra'), '')
   })
+})
+
+test('two ensureKeys racing on one directory end up with one and the same key set', async () => {
+  await withTmp(async (tmp) => {
+    const dir = join(tmp, 'race')
+    const [a, b, c] = await Promise.all([ensureKeys(dir), ensureKeys(dir), ensureKeys(dir)])
+    assert.deepEqual(a.guix.publicKey.q, b.guix.publicKey.q)
+    assert.deepEqual(b.guix.publicKey.q, c.guix.publicKey.q)
+    assert.deepEqual(a.nix.publicKey.key, c.nix.publicKey.key)
+    const { readdir } = await import('node:fs/promises')
+    assert.deepEqual((await readdir(dir)).sort(), ['nix-key.pub', 'nix-key.sec', 'signing-key.pub', 'signing-key.sec'])
+  })
+})
+
+test('parsePublicKeys reads a Guix ACL and whitespace-separated Nix keys', async () => {
+  const guixPub = await vec('guix/test-key.pub')
+  const acl = `(acl \n (entry \n  ${guixPub.trim()}\n  (tag \n   (guix import)\n   )\n  )\n (entry (public-key (ecc (curve Ed25519) (q #8D156F295D24B0D9A86FA5741A840FF2D24F60F7B6C4134814AD55625971B394#))) (tag (guix import))))\n`
+  const keys = parsePublicKeys(acl)
+  assert.equal(keys.length, 2)
+  assert.ok(keys.every((k) => k.kind === 'guix'))
+  assert.equal(parseGuixAcl(acl).length, 2)
+  const nix = parsePublicKeys(`${await vec('keys/fmt-test-1.pub')} ${await vec('keys/wrong-key-1.pub')}\n`)
+  assert.deepEqual(nix.map((k) => k.kind === 'nix' ? k.name : ''), ['fmt-test-1', 'wrong-key-1'])
+  assert.equal(parsePublicKeys(guixPub).length, 1)
 })

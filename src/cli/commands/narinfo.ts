@@ -2,7 +2,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import {
-  KeyError, NarinfoError, parsePublicKey, parseSecretKey, SexpError, signNarinfo, verifyNarinfo,
+  KeyError, NarinfoError, parsePublicKeys, parseSecretKey, SexpError, signNarinfo, verifyNarinfo,
   type KeyPair, type PublicKey
 } from '../../narinfo/index.js'
 import { CliError, EXIT } from '../errors.js'
@@ -57,11 +57,11 @@ export function register (program: Command): void {
   narinfo.command('verify')
     .description('Exit 0 when a signature by one of the trusted keys verifies, 1 when none does, 2 on bad input')
     .argument('<file>', 'narinfo to verify ("-" for stdin)')
-    .requiredOption('-k, --key <pubfile...>', 'trusted public keys: Guix signing-key.pub or Nix NAME:BASE64 files')
+    .requiredOption('-k, --key <pubfile...>', 'trusted keys: Guix signing-key.pub or acl files, or Nix NAME:BASE64 key files')
     .option('--store-dir <dir>', 'store directory StorePath must be in (default: the narinfo\'s, /gnu/store or /nix/store)')
     .action(async (file: string, opts: { key: string[], storeDir?: string }) => {
       const trusted: PublicKey[] = []
-      for (const k of opts.key) trusted.push(await loadKey<PublicKey>(k, parsePublicKey))
+      for (const k of opts.key) trusted.push(...await loadKey<PublicKey[]>(k, parsePublicKeys))
       const bytes = await readInput(file)
       const r = verifyNarinfo(bytes, trusted, { storeDir: opts.storeDir })
       if (r.ok) {
