@@ -1,0 +1,99 @@
+// SwarmNode in-process: the service seam, capability updates, metrics, and a busy libp2p port.
+import '../../src/polyfill.js'
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { SwarmNode, SERVICES, mergeConfig, parseCapabilities, type CapabilitiesService, type NodeComponents, type NodeService } from '../../src/node/index.js'
+import { sendJson } from '../../src/http/index.js'
+import { waitFor } from '../helpers/swarm.js'
+
+const swarm = `inproc${process.pid}`
+
+async function makeNode (dir: string, extra: Partial<Parameters<typeof mergeConfig>[1]['flags']> = {}, services = SERVICES): Promise<SwarmNode> {
+  const config = mergeConfig(dir, { flags: { swarm, listen: ['/ip4/127.0.0.1/tcp/0'], http: '127.0.0.1:0', mdns: false, builder: 'none', maxBuilds: 2, ...extra } })
+  return new SwarmNode(config, { services, detectBuilder: async () => ({ kind: 'nix', systems: ['x86_64-linux'] }) })
+}
+
+/** A stand-in for a later issue's service: owns a sublevel, a route and a status entry. */
+function echoService (c: NodeComponents): NodeService {
+  const db = c.db.sublevel<string, string>('echo', {})
+  return {
+    name: 'echo',
+    async start () {
+      await db.put('started', 'yes')
+      c.http.route('GET', '/api/echo/:word', (_req, res, params) => { sendJson(res, 200, { word: params.word }) })
+    },
+    async stop () { c.http.unroute('/api/echo/:word') },
+    status: async () => ({ started: await db.get('started'), protocol: c.protocolId('echo', '1.0.0'), topic: c.topic('echo') })
+  }
+}
+
+test('services plug in through the seam; capabilities spread and update; metrics are Prometheus text', async () => {
+  const dirs = await Promise.all([0, 1].map(async () => await mkdtemp(join(tmpdir(), 'gs-inproc-'))))
+  const a = await makeNode(dirs[0], {}, [...SERVICES, echoService])
+  const b = await makeNode(dirs[1], { bootstrap: [] })
+  try {
+    await a.start()
+    await b.start()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+
+    const st = await (await fetch(`${a.url}/api/status`)).json() as Record<string, unknown>
+    assert.deepEqual(st.echo, { started: 'yes', protocol: `/guix-swarm/${swarm}/echo/1.0.0`, topic: `/guix-swarm/${swarm}/echo` })
+    assert.equal(st.builder, 'nix')
+    assert.equal(st.storeDir, '/nix/store')
+    assert.deepEqual(await (await fetch(`${a.url}/api/echo/hi`)).json(), { word: 'hi' })
+
+    const capsA = a.service<CapabilitiesService>('capabilities')
+    const capsB = b.service<CapabilitiesService>('capabilities')
+    assert.ok(capsA != null && capsB != null)
+    await waitFor(() => capsB.peers().get(a.peerId.toString())?.freeSlots === 2, 'b to learn a\'s capabilities')
+    assert.deepEqual(capsB.peers().get(a.peerId.toString())?.systems, ['x86_64-linux'])
+    assert.equal(capsA.peers().get(b.peerId.toString())?.builder, 'nix')
+
+    await capsA.update({ freeSlots: 1 })
+    await waitFor(() => capsB.peers().get(a.peerId.toString())?.freeSlots === 1, 'b to see a\'s new free slots')
+
+    const metrics = await fetch(`${a.url}/metrics`)
+    assert.match(metrics.headers.get('content-type') ?? '', /text\/plain/)
+    const text = await metrics.text()
+    assert.match(text, /^guix_swarm_peers 1$/m)
+    assert.match(text, /^process_cpu_user_seconds_total /m)
+
+    await b.stop()
+    await waitFor(() => !capsA.peers().has(b.peerId.toString()), 'a to forget b after it left')
+  } finally {
+    await a.stop()
+    await b.stop()
+    await Promise.all(dirs.map(async (d) => await rm(d, { recursive: true, force: true })))
+  }
+})
+
+test('a busy libp2p port is a ListenError, and the failed node releases its data dir', async () => {
+  const dirs = await Promise.all([0, 1].map(async () => await mkdtemp(join(tmpdir(), 'gs-inproc-'))))
+  const a = await makeNode(dirs[0])
+  try {
+    await a.start()
+    const port = /\/tcp\/(\d+)/.exec(a.libp2p.getMultiaddrs()[0].toString())?.[1]
+    const b = await makeNode(dirs[1], { listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    await assert.rejects(b.start(), { name: 'ListenError', message: /already in use/ })
+    // Everything b took is released: a fresh node starts on the same data dir.
+    const b2 = await makeNode(dirs[1])
+    await b2.start()
+    await b2.stop()
+  } finally {
+    await a.stop()
+    await Promise.all(dirs.map(async (d) => await rm(d, { recursive: true, force: true })))
+  }
+})
+
+test('malformed capability messages are refused', () => {
+  const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v))
+  const good = { builder: 'guix', systems: ['x86_64-linux'], maxBuilds: 4, freeSlots: 4, storeDir: '/gnu/store', version: '0.1.0' }
+  assert.deepEqual(parseCapabilities(enc(good)), good)
+  assert.throws(() => parseCapabilities(enc({ ...good, builder: 'make' })), { name: 'CapabilitiesMessageError' })
+  assert.throws(() => parseCapabilities(enc({ ...good, freeSlots: -1 })), { name: 'CapabilitiesMessageError' })
+  assert.throws(() => parseCapabilities(new TextEncoder().encode('{')), { name: 'CapabilitiesMessageError' })
+  assert.throws(() => parseCapabilities(new Uint8Array(20_000)), /exceeds/)
+})
