@@ -2,7 +2,7 @@
 import { logger } from '@libp2p/logger'
 import type { BuildFlags, CommandSet, StoreKind } from './commands.js'
 import { derivationOutputPaths } from './derivation.js'
-import { DaemonError } from './errors.js'
+import { DaemonError, PathNotValidError } from './errors.js'
 import { isAlive, processTree, signalTree } from './proctree.js'
 import { defaultRunner, runToEnd, type ProcessRunner, type RunningProcess } from './runner.js'
 import type { StoreDaemon } from './store.js'
@@ -170,8 +170,13 @@ export class CliBuilder implements Builder {
   }
 
   private async precheck (drvPath: string): Promise<{ kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }> {
-    if (!await this.store.isValid(drvPath)) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [drvPath] } }
-    const drv = await this.store.readDerivation(drvPath)
+    let drv
+    try {
+      drv = await this.store.readDerivation(drvPath) // checks validity first
+    } catch (e) {
+      if (e instanceof PathNotValidError) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [drvPath] } }
+      throw e
+    }
     const missing = await this.store.filterInvalid([...drv.inputDrvs.keys(), ...drv.inputSrcs])
     if (missing.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing } }
     if (this.inputs === 'require') {
