@@ -112,7 +112,8 @@ function qOf (s: Sexp, where: string): Uint8Array {
 }
 
 /** Parse a Guix public key: `(public-key (ecc (curve Ed25519) (q #…#)))`, any s-expression syntax. */
-export function parseGuixPublicKey (text: string | Uint8Array | Sexp): GuixPublicKey {
+export function parseGuixPublicKey (text: string | Uint8Array | Sexp[]): GuixPublicKey {
+  // a Uint8Array is file content; an already parsed key is a list
   const s = typeof text === 'string' || text instanceof Uint8Array ? parseSexpAsKey(text) : text
   const pk = findToken(s, 'public-key')
   if (pk === undefined) throw new GuixKeyError('not a Guix public key: no (public-key …)')

@@ -57,7 +57,8 @@ export interface ParsedNarinfo { narinfo: Narinfo, layout: NarinfoLayout }
 const SINGLE_FIELDS = new Set(['StorePath', 'NarHash', 'NarSize', 'References', 'Deriver', 'System', 'CA', 'Signature'])
 const GROUP_FIELDS = ['URL', 'Compression', 'FileSize', 'FileHash'] as const
 const BASENAME = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-._?=]+$/
-const KEY = /^[A-Za-z][A-Za-z0-9-]*$/
+// Nix takes any text before the first colon as the field name; we only refuse whitespace in it
+const KEY = /^[^\s:]+$/
 
 /** True when `s` is a store base name: 32 nix-base32 characters, a dash, a name. */
 export function isStoreBaseName (s: string): boolean {
@@ -229,6 +230,11 @@ function checkValue (field: string, v: string): string {
   return v
 }
 
+function checkSize (field: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 0) throw new NarinfoBadFieldError(`${field}: ${v} is not a byte count`)
+  return v
+}
+
 function storeDirOf (narinfo: Narinfo): string {
   return narinfo.storePath.slice(0, narinfo.storePath.lastIndexOf('/'))
 }
@@ -249,10 +255,10 @@ export function formatGuixNarinfo (n: Narinfo): string {
   for (const u of n.urls) {
     out += `URL: ${checkValue('URL', u.url)}\n`
     if (u.compression !== undefined) out += `Compression: ${checkValue('Compression', u.compression)}\n`
-    if (u.fileSize !== undefined) out += `FileSize: ${u.fileSize}\n`
+    if (u.fileSize !== undefined) out += `FileSize: ${checkSize('FileSize', u.fileSize)}\n`
   }
   out += `NarHash: ${checkValue('NarHash', n.narHash)}\n`
-  out += `NarSize: ${n.narSize}\n`
+  out += `NarSize: ${checkSize('NarSize', n.narSize)}\n`
   out += `References: ${n.references.map((r) => checkValue('References', r)).join(' ')}\n`
   if (n.system !== undefined) out += `System: ${checkValue('System', n.system)}\n`
   if (n.deriver !== undefined) out += `Deriver: ${checkValue('Deriver', n.deriver)}\n`
@@ -271,10 +277,10 @@ export function formatNixNarinfo (n: Narinfo): string {
     out += `URL: ${checkValue('URL', u.url)}\n`
     if (u.compression !== undefined) out += `Compression: ${checkValue('Compression', u.compression)}\n`
     if (u.fileHash !== undefined) out += `FileHash: ${checkValue('FileHash', u.fileHash)}\n`
-    if (u.fileSize !== undefined) out += `FileSize: ${u.fileSize}\n`
+    if (u.fileSize !== undefined) out += `FileSize: ${checkSize('FileSize', u.fileSize)}\n`
   }
   out += `NarHash: ${checkValue('NarHash', n.narHash)}\n`
-  out += `NarSize: ${n.narSize}\n`
+  out += `NarSize: ${checkSize('NarSize', n.narSize)}\n`
   out += `References: ${[...n.references].sort(byteOrder).map((r) => checkValue('References', r)).join(' ')}\n`
   if (n.deriver !== undefined) out += `Deriver: ${checkValue('Deriver', n.deriver)}\n`
   for (const s of [...new Set(n.sigs)].sort(byteOrder)) out += `Sig: ${checkValue('Sig', s)}\n`
