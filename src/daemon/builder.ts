@@ -79,20 +79,19 @@ export function missingFromLog (log: string): string[] {
 
 const FAILED_PATTERNS = [/builder for [`']([^'`]+)' failed/, /build of [`']?\S+[`']? failed/, /hash mismatch in fixed-output derivation/]
 
-/** Classify a finished build from its exit status and the tail of its log. */
-export function classifyExit (commands: CommandSet, code: number | null, signal: NodeJS.Signals | null, logTail: string): BuildOutcome | undefined {
+/** Classify a finished build from its exit status and the tail of its log; undefined on success. */
+export function classifyExit (commands: CommandSet, command: string, code: number | null, signal: NodeJS.Signals | null, logTail: string): BuildOutcome | undefined {
   if (code === 0) return undefined
   const missing = missingFromLog(logTail)
   if (missing.length > 0) return { kind: 'missing-inputs', missing }
   const errLine = logTail.split('\n').reverse().find((l) => /error:/.test(l))?.trim()
-  const message = errLine ?? `${commands.build('', emptyFlags).command} exited with ${code ?? signal}`
+  const message = errLine ?? `${command} exited with ${code ?? signal}`
   if ((code !== null && commands.buildFailedCodes.includes(code)) || FAILED_PATTERNS.some((re) => re.test(logTail))) {
     return { kind: 'failed', exitCode: code, message }
   }
   return { kind: 'setup-failed', message }
 }
 
-const emptyFlags: BuildFlags = { substituters: [], trustedPublicKeys: [] }
 const TAIL_BYTES = 64 * 1024
 
 export class CliBuilder implements Builder {
@@ -158,7 +157,7 @@ export class CliBuilder implements Builder {
       await killing // report canceled only once nothing of the build is left running
       return { kind: 'canceled' }
     }
-    const bad = classifyExit(this.commands, exit.code, exit.signal, tail)
+    const bad = classifyExit(this.commands, cmd.command, exit.code, exit.signal, tail)
     if (bad !== undefined) return bad
     try {
       const invalid = await this.store.filterInvalid(Object.values(outputs))

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import {
-  openBackend, guixCommands, NIX_COMMANDS, parseDryRun, missingFromLog, parseRegInfo, closureOrder,
+  openBackend, guixCommands, NIX_COMMANDS, parseDryRun, classifyExit, missingFromLog, parseRegInfo, closureOrder,
   ImportUnsupportedError, PathNotValidError, formatSha256, type ProcessRunner, type RunningProcess, type Exit
 } from '../../src/daemon/index.js'
 import { VECTORS } from '../helpers/paths.js'
@@ -152,6 +152,13 @@ test('shared parsers: dry-run sections, missing paths, registration info, closur
   const nixMissing = "don't know how to build these paths:\n  /nix/store/0pqyvyw21p553pf74czgvqks0vjaqp0l-t2.drv\nerror: cannot build missing derivation '/nix/store/0pqyvyw21p553pf74czgvqks0vjaqp0l-t2.drv'\n"
   assert.deepEqual(missingFromLog(nixMissing), ['/nix/store/0pqyvyw21p553pf74czgvqks0vjaqp0l-t2.drv'])
   assert.deepEqual(missingFromLog("error: builder for '/nix/store/a.drv' failed with exit code 3\n"), [])
+
+  assert.equal(classifyExit(NIX_COMMANDS, 'nix-store', 0, null, ''), undefined)
+  assert.deepEqual(classifyExit(NIX_COMMANDS, 'nix-store', 101, null, "error: builder for '/nix/store/a.drv' timed out after 5 seconds\n"),
+    { kind: 'failed', exitCode: 101, message: "error: builder for '/nix/store/a.drv' timed out after 5 seconds" })
+  assert.deepEqual(classifyExit(NIX_COMMANDS, 'nix-store', null, 'SIGKILL', 'building...\n'), { kind: 'setup-failed', message: 'nix-store exited with SIGKILL' })
+  assert.deepEqual(classifyExit(NIX_COMMANDS, 'nix-store', 1, null, "error: opening lock file '/nix/var/nix/db/big-lock': Permission denied\n"),
+    { kind: 'setup-failed', message: "error: opening lock file '/nix/var/nix/db/big-lock': Permission denied" })
 
   const reg = '/nix/store/b\n' + '10551daed7fa467d0b58826e7eb9a0f2af7d693de319f2ef775fffcda244b9f6\n120\n\n1\n/nix/store/a\n/nix/store/a\n' + 'dc8c3adc121684a54a80edbc1af14ea5e8015322371a1cbdbf1760ee21a8506e\n360\n/nix/store/a.drv\n0\n'
   const infos = parseRegInfo(reg)
