@@ -37,22 +37,23 @@ export type PartialSettings = Partial<ConfigSettings>
 
 interface Setting {
   key: keyof ConfigSettings
+  flag: string
   env: string
   kind: 'string' | 'list' | 'bool' | 'int' | 'builder'
 }
 
 /** Every setting with its environment variable; `join --help` prints this table. */
 export const SETTINGS: readonly Setting[] = [
-  { key: 'swarm', env: 'GUIX_SWARM_SWARM', kind: 'string' },
-  { key: 'listen', env: 'GUIX_SWARM_LISTEN', kind: 'list' },
-  { key: 'bootstrap', env: 'GUIX_SWARM_BOOTSTRAP', kind: 'list' },
-  { key: 'mdns', env: 'GUIX_SWARM_MDNS', kind: 'bool' },
-  { key: 'mdnsInterval', env: 'GUIX_SWARM_MDNS_INTERVAL', kind: 'int' },
-  { key: 'http', env: 'GUIX_SWARM_HTTP', kind: 'string' },
-  { key: 'builder', env: 'GUIX_SWARM_BUILDER', kind: 'builder' },
-  { key: 'maxBuilds', env: 'GUIX_SWARM_MAX_BUILDS', kind: 'int' },
-  { key: 'systems', env: 'GUIX_SWARM_SYSTEMS', kind: 'list' },
-  { key: 'storeDir', env: 'GUIX_SWARM_STORE_DIR', kind: 'string' }
+  { key: 'swarm', flag: '--swarm', env: 'GUIX_SWARM_SWARM', kind: 'string' },
+  { key: 'listen', flag: '--listen', env: 'GUIX_SWARM_LISTEN', kind: 'list' },
+  { key: 'bootstrap', flag: '--bootstrap', env: 'GUIX_SWARM_BOOTSTRAP', kind: 'list' },
+  { key: 'mdns', flag: '--[no-]mdns', env: 'GUIX_SWARM_MDNS', kind: 'bool' },
+  { key: 'mdnsInterval', flag: '--mdns-interval', env: 'GUIX_SWARM_MDNS_INTERVAL', kind: 'int' },
+  { key: 'http', flag: '--http', env: 'GUIX_SWARM_HTTP', kind: 'string' },
+  { key: 'builder', flag: '--builder', env: 'GUIX_SWARM_BUILDER', kind: 'builder' },
+  { key: 'maxBuilds', flag: '--max-builds', env: 'GUIX_SWARM_MAX_BUILDS', kind: 'int' },
+  { key: 'systems', flag: '--system', env: 'GUIX_SWARM_SYSTEMS', kind: 'list' },
+  { key: 'storeDir', flag: '--store-dir', env: 'GUIX_SWARM_STORE_DIR', kind: 'string' }
 ]
 
 export function defaultSettings (): ConfigSettings {

@@ -29,6 +29,9 @@ export interface StartNodeOptions {
   env?: NodeJS.ProcessEnv
 }
 
+/** Default swarm of nodes this test process starts: shared within the process, apart from others. */
+export const PROCESS_SWARM = `t${process.pid}x${randomBytes(2).toString('hex')}`
+
 /** A unique swarm name so concurrent tests' mDNS does not mix. */
 export function testSwarmName (): string {
   return `t${randomBytes(5).toString('hex')}`
@@ -59,6 +62,8 @@ export async function startNode (opts: StartNodeOptions = {}): Promise<TestNode>
   if (!args.includes('--listen')) defaults.push('--listen', '/ip4/127.0.0.1/tcp/0')
   if (!args.includes('--http')) defaults.push('--http', '127.0.0.1:0')
   if (!args.includes('--builder')) defaults.push('--builder', 'none')
+  // Never join the real "main" swarm, nor another test process's nodes, by mDNS.
+  if (!args.includes('--swarm')) defaults.push('--swarm', PROCESS_SWARM)
   const joinArgs = ['join', '--data-dir', dataDir, ...defaults, ...args]
   const env = { ...process.env, ...opts.env }
   const proc = opts.netns == null

@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DataDirLock, loadOrCreatePeerKey, resolveConfig, resolveDataDir, settingsFromEnv, validateSettings, effectiveStoreDir, DEFAULT_P2P_PORT } from '../../src/node/index.js'
+import { runCli } from '../helpers/cli.js'
+import { SETTINGS, DataDirLock, loadOrCreatePeerKey, resolveConfig, resolveDataDir, settingsFromEnv, validateSettings, effectiveStoreDir, DEFAULT_P2P_PORT } from '../../src/node/index.js'
 
 async function withDir<T> (fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'gs-config-'))
@@ -91,4 +92,15 @@ test('data dir lock: held locks refuse, stale locks (dead pid) are taken over', 
     await b.release()
     await assert.rejects(stat(b.file), { code: 'ENOENT' })
   })
+})
+
+test('join --help lists every flag and environment variable and the precedence', async () => {
+  const r = await runCli(['join', '--help'])
+  assert.equal(r.code, 0, r.stderr)
+  for (const s of SETTINGS) {
+    assert.ok(r.stdout.includes(s.env), `${s.env} in help`)
+    assert.ok(r.stdout.includes(s.flag.replace('[no-]', '')), `${s.flag} in help`)
+  }
+  assert.match(r.stdout, /highest precedence first/)
+  assert.match(r.stdout, /--data-dir/)
 })

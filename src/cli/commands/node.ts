@@ -31,9 +31,10 @@ interface JoinFlags {
 const JOIN_HELP = `
 Configuration (highest precedence first):
   1. command-line flags
-  2. environment variables: ${SETTINGS.map((s) => `${s.env} (${s.key})`).join(', ')};
-     lists are comma-separated, booleans 1/0; GUIX_SWARM_DATA_DIR sets the data dir
-  3. <data-dir>/${CONFIG_FILE}, a JSON object with the same keys, e.g.
+  2. environment variables (lists comma-separated, booleans 1/0):
+       GUIX_SWARM_DATA_DIR        (--data-dir)
+${SETTINGS.map((s) => `       ${s.env.padEnd(26)} (${s.flag}, config key "${s.key}")`).join('\n')}
+  3. <data-dir>/${CONFIG_FILE}, a JSON object with the config keys above, e.g.
      {"listen": ["/ip4/0.0.0.0/tcp/${DEFAULT_P2P_PORT}"], "bootstrap": [], "maxBuilds": 4}
   4. built-in defaults (none of the above is needed)
 
@@ -157,7 +158,7 @@ export function register (program: Command): void {
     .option('--listen <multiaddr>', `libp2p listen address, repeatable (default: /ip4/0.0.0.0/tcp/${DEFAULT_P2P_PORT})`, collect)
     .option('--bootstrap <multiaddr>', 'peer to join through, with /p2p/<peer id>; repeatable', collect)
     .option('--no-mdns', 'do not discover peers on the LAN with mDNS')
-    .addOption(new Option('--mdns-interval <ms>', 'mDNS query interval in ms (default: 10000)').argParser(positiveInt).hideHelp())
+    .addOption(new Option('--mdns-interval <ms>', 'mDNS query interval in ms (default: 10000)').argParser(positiveInt))
     .option('--http <host:port>', `HTTP front for the local API, substitutes and metrics (default: ${DEFAULT_HTTP})`)
     .addOption(new Option('--builder <kind>', 'builder to use (default: auto: guix, else nix, else none)').choices(['auto', 'guix', 'nix', 'none']))
     .option('--max-builds <n>', 'concurrent builds (default: number of cores)', positiveInt)
