@@ -57,3 +57,18 @@ export class NarHashMismatchError extends DaemonError {
 export class UnexpectedOutputError extends DaemonError {
   override name = 'UnexpectedOutputError'
 }
+
+/** A hash string in none of the notations Nix uses. */
+export class BadHashError extends DaemonError {
+  override name = 'BadHashError'
+}
+
+/** The backend cannot bring paths in from a NAR (guix-daemon wants signed archives). */
+export class ImportUnsupportedError extends DaemonError {
+  override name = 'ImportUnsupportedError'
+}
+
+/** The import process went away while we were still writing (its exit status says why). */
+export class ImportStreamClosedError extends DaemonError {
+  override name = 'ImportStreamClosedError'
+}

@@ -1,11 +1,7 @@
 // NAR hash notation: Nix prints `sha256:<nix-base32>`; the store DB holds hex; SRI (`sha256-<base64>`) shows up in newer tools.
-import { DaemonError } from './errors.js'
+import { BadHashError } from './errors.js'
 
 const ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz'
-
-export class BadHashError extends DaemonError {
-  override name = 'BadHashError'
-}
 
 /** nix-base32 (FORMATS.md §1.5): the bytes as one little-endian integer, most significant digit first. */
 export function toNixBase32 (bytes: Uint8Array): string {

@@ -21,18 +21,13 @@ import { logger } from '@libp2p/logger'
 import { NIX_COMMANDS, guixCommands, GUIX_SCRIPT, type Command, type CommandSet, type StoreKind } from './commands.js'
 import { parseDerivation, type Derivation } from './derivation.js'
 import {
-  DaemonError, MissingReferencesError, NarHashMismatchError, NotAStorePathError, PathNotValidError,
+  DaemonError, ImportStreamClosedError, ImportUnsupportedError, MissingReferencesError, NarHashMismatchError, NotAStorePathError, PathNotValidError,
   StoreCommandError, UnexpectedOutputError
 } from './errors.js'
 import { formatSha256, parseSha256 } from './hash.js'
 import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
 
 const log = logger('guix-swarm:daemon:store')
-
-/** The backend cannot bring paths in from a NAR (guix-daemon wants signed archives). */
-export class ImportUnsupportedError extends DaemonError {
-  override name = 'ImportUnsupportedError'
-}
 
 export interface PathInfo {
   path: string
@@ -149,11 +144,6 @@ export function exportTrailer (info: ImportInfo): Buffer {
     u64(EXPORT_MAGIC), str(info.storePath), u64(info.references.length), ...info.references.map(str),
     str(info.deriver ?? ''), u64(0), u64(0)
   ])
-}
-
-/** The import process went away while we were still writing (its exit status says why). */
-class ImportStreamClosedError extends DaemonError {
-  override name = 'ImportStreamClosedError'
 }
 
 async function write (w: Writable, chunk: Uint8Array): Promise<void> {
