@@ -314,6 +314,9 @@ export interface GenerateKeysOptions {
 
 /** Write a fresh set of the four key files into dir; refuses to overwrite unless force. */
 export async function generateKeys (dir: string, opts: GenerateKeysOptions = {}): Promise<NodeKeys> {
+  // generate first: a bad key name fails before anything touches the disk
+  const guix = generateGuixKeyPair()
+  const nix = generateNixKeyPair(opts.name ?? defaultNixKeyName())
   await mkdir(dir, { recursive: true, mode: 0o700 })
   const force = opts.force === true
   if (!force) {
@@ -321,8 +324,6 @@ export async function generateKeys (dir: string, opts: GenerateKeysOptions = {})
       if (await exists(join(dir, f))) throw new KeyExistsError(`${join(dir, f)} already exists (use --force to replace it)`)
     }
   }
-  const guix = generateGuixKeyPair()
-  const nix = generateNixKeyPair(opts.name ?? defaultNixKeyName())
   const written = [
     await writeSecret(join(dir, KEY_FILES.guixSecret), formatGuixSecretKey(guix), force),
     await writePublic(join(dir, KEY_FILES.guixPublic), formatGuixPublicKey(guix.publicKey), force),

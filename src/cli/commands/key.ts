@@ -1,7 +1,7 @@
 // `guix-swarm key …`: create the node's signing keys (Guix and Nix kinds) from the command line.
 import { join } from 'node:path'
 import type { Command } from 'commander'
-import { formatGuixPublicKey, formatNixPublicKey, generateKeys, KEY_FILES, KeyExistsError } from '../../narinfo/index.js'
+import { formatGuixPublicKey, formatNixPublicKey, generateKeys, KEY_FILES, KeyExistsError, NixKeyError } from '../../narinfo/index.js'
 import { CliError, EXIT } from '../errors.js'
 
 export function register (program: Command): void {
@@ -18,7 +18,7 @@ export function register (program: Command): void {
         keys = await generateKeys(opts.dir, { name: opts.name, force: opts.force === true })
       } catch (err) {
         if (err instanceof KeyExistsError) throw new CliError(err.message, EXIT.FAILED)
-        if (err instanceof Error && err.name === 'NixKeyError') throw new CliError(err.message, EXIT.USAGE)
+        if (err instanceof NixKeyError) throw new CliError(err.message, EXIT.USAGE)
         throw err
       }
       const out = [
