@@ -38,8 +38,11 @@ export interface BuilderComponents {
 export interface BuilderOptions extends Partial<BuildFlags> {
   /**
    * `build` (default): input derivations whose outputs are neither valid nor substitutable are
-   * built here too. `require`: they are reported as missing-inputs, so the scheduler can wait
-   * for the swarm to build them.
+   * built here too. `require`: input outputs must be valid or fetched from the substituters
+   * (trusted signatures) before the build starts, else they are reported as missing-inputs (their
+   * .drv paths), so the scheduler can wait for the swarm to build them. (Nix substitutes them
+   * first with `nix-store --realise OUTPATH`, which never builds; Guix uses a dry run, which
+   * cannot see signatures.)
    */
   inputs?: 'build' | 'require'
   /** How long a canceled build gets to clean up after SIGTERM before SIGKILL. */
@@ -124,7 +127,7 @@ export class CliBuilder implements Builder {
     if (opts.signal.aborted) return { kind: 'canceled' }
     let outputs: Record<string, string>
     try {
-      const pre = await this.precheck(drvPath)
+      const pre = await this.precheck(drvPath, opts.onLog)
       if (pre.kind !== 'ready') return pre.outcome
       outputs = pre.outputs
     } catch (e) {
@@ -168,7 +171,7 @@ export class CliBuilder implements Builder {
     return { kind: 'success', outputs }
   }
 
-  private async precheck (drvPath: string): Promise<{ kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }> {
+  private async precheck (drvPath: string, onLog: (chunk: Buffer) => void): Promise<{ kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }> {
     let drv
     try {
       drv = await this.store.readDerivation(drvPath) // checks validity first
@@ -178,7 +181,26 @@ export class CliBuilder implements Builder {
     }
     const missing = await this.store.filterInvalid([...drv.inputDrvs.keys(), ...drv.inputSrcs])
     if (missing.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing } }
-    if (this.inputs === 'require') {
+    if (this.inputs === 'require' && this.commands.substitute !== undefined) {
+      // The outputs the inputs must provide: valid already, or fetched now; never built here.
+      const needed = new Map<string, string>() // output path → its .drv
+      for (const [inputDrv, names] of drv.inputDrvs) {
+        const d = await this.store.readDerivation(inputDrv)
+        for (const name of names) {
+          const out = d.outputs.get(name)
+          if (out === undefined) throw new DaemonError(`${drvPath} needs output '${name}' that ${inputDrv} does not have`)
+          needed.set(out.path, inputDrv)
+        }
+      }
+      let absent = await this.store.filterInvalid([...needed.keys()])
+      if (absent.length > 0 && this.flags.substituters.length > 0) {
+        const sub = this.commands.substitute(absent, this.flags)
+        const r = await runToEnd(this.runner, sub.command, sub.args, { env: this.env })
+        onLog(r.stderr)
+        absent = await this.store.filterInvalid(absent)
+      }
+      if (absent.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [...new Set(absent.map((p) => needed.get(p) as string))].sort() } }
+    } else if (this.inputs === 'require') {
       const dry = this.commands.dryRun(drvPath, this.flags)
       const r = await runToEnd(this.runner, dry.command, dry.args, { env: this.env })
       if (r.code !== 0) throw new DaemonError(`dry run of ${drvPath} failed: ${r.stderr.toString().trim()}`)

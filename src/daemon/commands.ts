@@ -31,6 +31,8 @@ export interface CommandSet {
   importExport: Command | undefined
   /** Builds a derivation; prints output paths (or roots) on stdout and the build log on stderr. `gcRoot`: symlink(s) that keep the outputs alive. */
   build: (drvPath: string, flags: BuildFlags, gcRoot?: string) => Command
+  /** Fetches store paths from substituters only, never building them; undefined when the tool cannot promise that. */
+  substitute: ((paths: string[], flags: BuildFlags) => Command) | undefined
   /** Says what a build would build and what it would fetch (on stderr), without doing it. */
   dryRun: (drvPath: string, flags: BuildFlags) => Command
   /** Exit codes that mean "a builder ran and failed" (Nix: 100 generic, 101 timeout, 102 hash mismatch, 104 not deterministic). */
@@ -62,6 +64,8 @@ export const NIX_COMMANDS: CommandSet = {
   importExport: { command: 'nix-store', args: ['--import', ...OFFLINE] },
   // --add-root R makes R, R-dev… (one per output) registered as indirect GC roots.
   build: (drv, f, root) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), ...(root !== undefined ? ['--add-root', root] : []), '--', drv] }),
+  // Given output paths rather than .drv files, --realise only substitutes (FORMATS.md §2.4).
+  substitute: (paths, f) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), '--', ...paths] }),
   dryRun: (drv, f) => ({ command: 'nix-store', args: ['--realise', '--dry-run', ...nixOptions(f), '--', drv] }),
   buildFailedCodes: [100, 101, 102, 104]
 }
@@ -118,6 +122,8 @@ export function guixCommands (scriptPath: string): CommandSet {
     importExport: undefined,
     // --verbosity=2 puts the build log on stderr; --no-grafts: build exactly this derivation.
     build: (drv, f, root) => ({ command: 'guix', args: ['build', '--verbosity=2', '--no-grafts', ...guixSubstituteFlags(f), ...(root !== undefined ? [`--root=${root}`] : []), drv] }),
+    // No substitute-only CLI verb in Guix; `inputs: require` falls back to the dry run.
+    substitute: undefined,
     dryRun: (drv, f) => ({ command: 'guix', args: ['build', '--dry-run', '--no-grafts', ...guixSubstituteFlags(f), drv] }),
     buildFailedCodes: []
   }
