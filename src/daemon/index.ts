@@ -1,4 +1,12 @@
-// Public API of src/daemon: the local Nix/Guix store and builder client.
+// Public API of src/daemon: the local Nix/Guix store and builder client (a bottom layer, like src/nar).
+//
+//   const { kind } = await detectBuilder('auto')                 // 'guix' | 'nix' | 'none'
+//   const { store, builder } = await openBackend(kind, { substituters, trustedPublicKeys, inputs: 'require' })
+//   await builder.build(drvPath, { signal, onLog, gcRoot })       // BuildOutcome, never throws
+//   for (const p of await store.queryRequisites([drvPath])) {      // references first
+//     const { info, nar } = await store.exportPath(p)              // NAR stream + PathInfo
+//     await other.importPath({ storePath: p, ...info }, nar)       // verified before registration
+//   }
 export { detectBuilder, parseNixSystems, guixSocket } from './detect.js'
 export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from './detect.js'
 export * from './errors.js'
