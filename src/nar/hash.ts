@@ -58,7 +58,7 @@ export class NarHashTap extends Transform {
 /** Hash and size of the NAR of a filesystem path, without writing the NAR anywhere. */
 export function hashPathSync (path: string | Buffer): NarDigest {
   const h = new NarHasher()
-  for (const chunk of packNarSync(path)) h.update(chunk)
+  for (const chunk of packNarSync(path, { reuseBuffers: true })) h.update(chunk)
   return h.digest()
 }
 

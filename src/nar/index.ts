@@ -15,7 +15,7 @@
  */
 export * from './errors.js'
 export { NIX_BASE32_ALPHABET, nixBase32Length, encodeNixBase32, decodeNixBase32 } from './base32.js'
-export { NAR_CHUNK_SIZE, packNarSync, packNar, writeNar } from './writer.js'
+export { NAR_CHUNK_SIZE, packNarSync, packNar, writeNar, type PackOptions } from './writer.js'
 export { NAR_MAX_NAME, NAR_MAX_DEPTH, NarParser, parseNar, type NarVisitor } from './reader.js'
 export { NarUnpacker, unpackNar, type UnpackOptions, type UnpackResult } from './unpack.js'
 export { NarHasher, NarHashTap, formatNarHash, hashPathSync, hashNarStream, type NarDigest } from './hash.js'

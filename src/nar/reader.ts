@@ -29,6 +29,23 @@ export interface NarVisitor {
 
 const EMPTY = Buffer.alloc(0)
 
+const KEYWORDS = ['(', ')', 'type', 'regular', 'executable', 'contents', 'symlink', 'target', 'directory', 'entry', 'name', 'node']
+/** Known keywords by length, so a token is matched without allocating a string. */
+const KEYWORDS_BY_LEN: Array<Array<[Buffer, string]>> = []
+for (const k of KEYWORDS) (KEYWORDS_BY_LEN[k.length] ??= []).push([Buffer.from(k, 'latin1'), k])
+
+function keywordAt (buf: Buffer, pos: number, len: number): string {
+  const cands = KEYWORDS_BY_LEN[len]
+  if (cands !== undefined) {
+    for (const [bytes, word] of cands) {
+      let i = 0
+      while (i < len && buf[pos + i] === bytes[i]) i++
+      if (i === len) return word
+    }
+  }
+  return buf.toString('latin1', pos, pos + len)
+}
+
 class Parse {
   private buf: Buffer = EMPTY
   private pos = 0
@@ -108,21 +125,65 @@ class Parse {
     return s
   }
 
+  /**
+   * Synchronous fast path for a keyword: undefined when fewer than 24 bytes are buffered (the
+   * caller then takes the suspending path). Avoids a generator per token.
+   */
+  private keywordNow (): string | undefined {
+    const pos = this.pos
+    if (this.buf.length - pos < 8 + MAX_KEYWORD) return undefined
+    const lo = this.buf.readUInt32LE(pos)
+    const hi = this.buf.readUInt32LE(pos + 4)
+    if (hi !== 0 || lo > MAX_KEYWORD) throw new NarUnexpectedTokenError(this.offset, `expected a NAR keyword, found a string of length ${hi * 0x100000000 + lo}`)
+    this.pos = pos + 8
+    const word = keywordAt(this.buf, this.pos, lo)
+    this.pos += lo
+    this.checkPadding(lo)
+    return word
+  }
+
   /** A short keyword token, or throws NarUnexpectedTokenError for anything longer. */
   private * keyword (): Generator<void, string, void> {
+    const fast = this.keywordNow()
+    if (fast !== undefined) return fast
     const at = this.offset
     if (this.buf.length - this.pos < 8) yield * this.need(8)
     const lo = this.buf.readUInt32LE(this.pos)
     const hi = this.buf.readUInt32LE(this.pos + 4)
     if (hi !== 0 || lo > MAX_KEYWORD) throw new NarUnexpectedTokenError(at, `expected a NAR keyword, found a string of length ${hi * 0x100000000 + lo}`)
     const s = yield * this.string(MAX_KEYWORD, 'keyword')
-    return s.toString('latin1')
+    return keywordAt(s, 0, s.length)
+  }
+
+  /** Consumes `word` synchronously if enough input is buffered; false means "use expect()". */
+  private expectNow (word: string): boolean {
+    const at = this.offset
+    const k = this.keywordNow()
+    if (k === undefined) return false
+    if (k !== word) throw new NarUnexpectedTokenError(at, `expected '${word}', found ${JSON.stringify(k)}`)
+    return true
   }
 
   private * expect (word: string): Generator<void, void, void> {
     const at = this.offset
-    const k = yield * this.keyword()
+    const k = this.keywordNow() ?? (yield * this.keyword())
     if (k !== word) throw new NarUnexpectedTokenError(at, `expected '${word}', found ${JSON.stringify(k)}`)
+  }
+
+  /** A name or target, synchronously when fully buffered (undefined otherwise). */
+  private stringNow (limit: number, what: string): Buffer | undefined {
+    const pos = this.pos
+    if (this.buf.length - pos < 8) return undefined
+    const lo = this.buf.readUInt32LE(pos)
+    const hi = this.buf.readUInt32LE(pos + 4)
+    if (hi !== 0 || lo > limit) return undefined // the slow path reports it
+    const padded = lo + ((8 - (lo % 8)) % 8)
+    if (this.buf.length - pos - 8 < padded) return undefined
+    this.pos = pos + 8
+    const s = this.buf.subarray(this.pos, this.pos + lo)
+    this.pos += lo
+    this.checkPadding(lo)
+    return s
   }
 
   * run (): Generator<void, void, void> {
@@ -143,13 +204,13 @@ class Parse {
     let finished = false // true when a node has just been closed
     for (;;) {
       if (!finished) {
-        yield * this.expect('(')
-        yield * this.expect('type')
+        if (!this.expectNow('(')) yield * this.expect('(')
+        if (!this.expectNow('type')) yield * this.expect('type')
         const typeAt = this.offset
-        const t = yield * this.keyword()
+        const t = this.keywordNow() ?? (yield * this.keyword())
         if (t === 'regular') {
           let at = this.offset
-          let k = yield * this.keyword()
+          let k = this.keywordNow() ?? (yield * this.keyword())
           let executable = false
           if (k === 'executable') {
             executable = true
@@ -157,7 +218,7 @@ class Parse {
             const marker = yield * this.string(MAX_KEYWORD, 'executable marker')
             if (marker.length !== 0) throw new NarExecutableMarkerError(markerAt, 'executable marker has a non-empty value')
             at = this.offset
-            k = yield * this.keyword()
+            k = this.keywordNow() ?? (yield * this.keyword())
           }
           if (k !== 'contents') throw new NarUnexpectedTokenError(at, `expected 'contents', found ${JSON.stringify(k)}`)
           if (this.buf.length - this.pos < 8) yield * this.need(8)
@@ -175,16 +236,16 @@ class Parse {
           if (this.buf.length - this.pos < pad) yield * this.need(pad)
           this.checkPadding(size)
           v.fileEnd?.()
-          yield * this.expect(')')
+          if (!this.expectNow(')')) yield * this.expect(')')
           finished = true
         } else if (t === 'symlink') {
-          yield * this.expect('target')
+          if (!this.expectNow('target')) yield * this.expect('target')
           const at = this.offset
-          const target = yield * this.string(NAR_MAX_NAME, 'symlink target')
+          const target = this.stringNow(NAR_MAX_NAME, 'symlink target') ?? (yield * this.string(NAR_MAX_NAME, 'symlink target'))
           if (target.length === 0) throw new NarBadNameError(at, 'symlink has an empty target')
           if (target.includes(0)) throw new NarBadNameError(at, 'symlink target contains a NUL byte')
           v.symlink?.(path, target)
-          yield * this.expect(')')
+          if (!this.expectNow(')')) yield * this.expect(')')
           finished = true
         } else if (t === 'directory') {
           if (prev.length >= NAR_MAX_DEPTH) throw new NarTooDeepError(typeAt, `directories nested deeper than ${NAR_MAX_DEPTH}`)
@@ -196,22 +257,22 @@ class Parse {
       }
       if (finished) {
         if (prev.length === 0) break // the root node is complete
-        yield * this.expect(')') // closes "entry ("
+        if (!this.expectNow(')')) yield * this.expect(')') // closes "entry ("
         path.pop()
       }
       // Inside a directory: the next entry or its end.
       const at = this.offset
-      const k = yield * this.keyword()
+      const k = this.keywordNow() ?? (yield * this.keyword())
       if (k === ')') {
         prev.pop()
         finished = true
         continue
       }
       if (k !== 'entry') throw new NarUnexpectedTokenError(at, `expected 'entry' or ')', found ${JSON.stringify(k)}`)
-      yield * this.expect('(')
-      yield * this.expect('name')
+      if (!this.expectNow('(')) yield * this.expect('(')
+      if (!this.expectNow('name')) yield * this.expect('name')
       const nameAt = this.offset
-      const name = yield * this.string(NAR_MAX_NAME, 'entry name')
+      const name = this.stringNow(NAR_MAX_NAME, 'entry name') ?? (yield * this.string(NAR_MAX_NAME, 'entry name'))
       checkName(name, nameAt)
       const last = prev[prev.length - 1]
       if (last !== undefined) {
@@ -222,7 +283,7 @@ class Parse {
       // Copy: the name outlives the input chunk it came from.
       const own = Buffer.from(name)
       prev[prev.length - 1] = own
-      yield * this.expect('node')
+      if (!this.expectNow('node')) yield * this.expect('node')
       path.push(own)
       finished = false
     }

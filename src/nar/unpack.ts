@@ -46,18 +46,29 @@ function exists (p: string | Buffer): boolean {
 export class NarUnpacker implements NarVisitor {
   private fd = -1
   private readonly root: Buffer
+  /** dirs[d] is the full path of the open directory at depth d: one concat per entry, not per level. */
+  private readonly dirs: Buffer[] = []
 
   constructor (dest: string | Buffer) {
     this.root = typeof dest === 'string' ? Buffer.from(dest) : dest
   }
 
+  private pathOf (path: readonly Buffer[]): Buffer {
+    const d = path.length
+    if (d === 0) return this.root
+    const parent = this.dirs[d - 1]
+    return parent !== undefined ? Buffer.concat([parent, SLASH, path[d - 1]]) : join(this.root, path)
+  }
+
   directory (path: readonly Buffer[]): void {
+    const p = this.pathOf(path)
     // mkdir fails with EEXIST on anything already there, symlinks included.
-    mkdirSync(join(this.root, path), 0o777)
+    mkdirSync(p, 0o777)
+    this.dirs[path.length] = p
   }
 
   fileStart (path: readonly Buffer[], executable: boolean): void {
-    this.fd = openSync(join(this.root, path), O_NEW_FILE, executable ? 0o777 : 0o666)
+    this.fd = openSync(this.pathOf(path), O_NEW_FILE, executable ? 0o777 : 0o666)
   }
 
   fileData (chunk: Buffer): void {
@@ -72,7 +83,7 @@ export class NarUnpacker implements NarVisitor {
   }
 
   symlink (path: readonly Buffer[], target: Buffer): void {
-    symlinkSync(target, join(this.root, path))
+    symlinkSync(target, this.pathOf(path))
   }
 
   close (): void {

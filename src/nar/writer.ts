@@ -2,7 +2,7 @@
 // Speed: walking and reading use sync fs calls (no promise per file), framing tokens and file
 // contents are copied straight into large output chunks, and big files are read in place
 // into those chunks, so the cost is close to one read() per chunk.
-import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs'
+import { closeSync, constants, fstatSync, lstatSync, type Dirent, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { Readable, type Writable } from 'node:stream'
 import { logger } from '@libp2p/logger'
@@ -14,6 +14,8 @@ const log = logger('guix-swarm:nar')
 export const NAR_CHUNK_SIZE = 1 << 20
 
 const SLASH = Buffer.from('/')
+/** Files up to this size are read in one go; with names and tokens one step stays under a chunk. */
+const SMALL_FILE = NAR_CHUNK_SIZE / 2
 
 function str (s: string): Buffer {
   const b = Buffer.from(s, 'latin1')
@@ -26,9 +28,8 @@ function str (s: string): Buffer {
 // Pre-framed token sequences.
 const T_MAGIC_OPEN = Buffer.concat([str('nix-archive-1')])
 const T_OPEN_TYPE = Buffer.concat([str('('), str('type')])
-const T_REGULAR = str('regular')
-const T_EXEC = Buffer.concat([str('executable'), str('')])
-const T_CONTENTS = str('contents')
+const T_REGULAR_CONTENTS = Buffer.concat([str('regular'), str('contents')])
+const T_REGULAR_EXEC_CONTENTS = Buffer.concat([str('regular'), str('executable'), str(''), str('contents')])
 const T_SYMLINK_TARGET = Buffer.concat([str('symlink'), str('target')])
 const T_DIRECTORY = str('directory')
 const T_ENTRY_NAME = Buffer.concat([str('entry'), str('('), str('name')])
@@ -48,11 +49,24 @@ class ChunkBuffer {
   buf: Buffer = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
   pos = 0
   readonly ready: Buffer[] = []
+  /** With reuse, two chunks alternate: one being filled, one handed out (drained before the next flush). */
+  private spare: Buffer | undefined
+
+  constructor (private readonly reuse: boolean) {
+    if (reuse) this.spare = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+  }
 
   private flush (): void {
     if (this.pos > 0) this.ready.push(this.buf.subarray(0, this.pos))
-    // Never reuse a chunk: the consumer may still hold it.
-    this.buf = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+    if (this.spare !== undefined) {
+      // Fresh memory costs page faults on every chunk; recycling two chunks avoids them.
+      const next = this.spare
+      this.spare = this.buf
+      this.buf = next
+    } else {
+      // Without reuse the consumer may keep the chunk, so never write into it again.
+      this.buf = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+    }
     this.pos = 0
   }
 
@@ -81,6 +95,20 @@ class ChunkBuffer {
     this.buf.writeUInt32LE(n % 0x100000000, this.pos)
     this.buf.writeUInt32LE(Math.floor(n / 0x100000000), this.pos + 4)
     this.pos += 8
+  }
+
+  /** Reads a file of at most one chunk, in place; starts a new chunk if it does not fit. */
+  putSmallFile (fd: number, size: number, path: Buffer): void {
+    const total = size + ((8 - (size % 8)) % 8)
+    if (this.pos + total > this.buf.length) this.flush()
+    let got = 0
+    while (got < size) {
+      const n = readSync(fd, this.buf, this.pos + got, size - got, null)
+      if (n === 0) throw new NarSourceChangedError(path.toString(), `expected ${size} bytes, file ended after ${got}`)
+      got += n
+    }
+    this.buf.fill(0, this.pos + size, this.pos + total)
+    this.pos += total
   }
 
   /** Reads exactly `size` bytes of `fd` straight into the chunk(s); yields full chunks via ready. */
@@ -125,68 +153,121 @@ function lenField (n: number): Buffer {
 
 const O_READ_NOFOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW
 
-interface DirFrame { dir: Buffer, names: Buffer[], next: number }
+const enum Kind { File, Dir, Link, Other }
+
+/** The kind from readdir's d_type when the filesystem gives one (saves an lstat per entry). */
+function direntKind (d: Dirent<Buffer>): Kind | undefined {
+  if (d.isFile()) return Kind.File
+  if (d.isDirectory()) return Kind.Dir
+  if (d.isSymbolicLink()) return Kind.Link
+  if (d.isFIFO() || d.isSocket() || d.isCharacterDevice() || d.isBlockDevice()) return Kind.Other
+  return undefined // DT_UNKNOWN
+}
+
+function statKind (st: Stats): Kind {
+  if (st.isFile()) return Kind.File
+  if (st.isDirectory()) return Kind.Dir
+  if (st.isSymbolicLink()) return Kind.Link
+  return Kind.Other
+}
+
+export interface PackOptions {
+  /**
+   * Recycle the output chunks: each yielded Buffer is only valid until the generator is
+   * resumed. Faster (no fresh memory per chunk); for consumers that use each chunk at once
+   * (hashing, a sync write to a file descriptor).
+   */
+  reuseBuffers?: boolean
+}
+
+interface DirFrame { dir: Buffer, ents: Array<Dirent<Buffer>>, next: number }
+interface BigFile { fd: number, size: number, path: Buffer }
 
 /**
  * Serialise `path` (file, directory or symlink) as a NAR, synchronously, in chunks of about
  * NAR_CHUNK_SIZE bytes. Each yielded Buffer is fresh (never reused). Throws
  * NarUnsupportedFileTypeError for sockets, FIFOs and devices anywhere in the tree.
+ * The walk is a loop over an explicit stack (no generator or promise per entry): only large
+ * files, streamed chunk by chunk, suspend in the middle of a node.
  */
-export function * packNarSync (path: string | Buffer): Generator<Buffer, void, undefined> {
-  const out = new ChunkBuffer()
+export function * packNarSync (path: string | Buffer, opts: PackOptions = {}): Generator<Buffer, void, undefined> {
+  const out = new ChunkBuffer(opts.reuseBuffers === true)
   out.put(T_MAGIC_OPEN)
   const root = typeof path === 'string' ? Buffer.from(path) : path
   const stack: DirFrame[] = []
 
-  // Emit one node; for a directory, push a frame and let the loop below walk it.
-  function * node (p: Buffer): Generator<Buffer> {
-    const st = lstatSync(p)
+  // Emits one node; a directory pushes a frame, a file larger than a chunk is returned open.
+  const node = (p: Buffer, kind: Kind): BigFile | undefined => {
     out.put(T_OPEN_TYPE)
-    if (st.isFile()) {
-      out.put(T_REGULAR)
-      if ((st.mode & 0o100) !== 0) out.put(T_EXEC)
-      out.put(T_CONTENTS)
-      // O_NOFOLLOW: if the file was swapped for a symlink since lstat, fail instead of following it.
-      const fd = openSync(p, O_READ_NOFOLLOW)
-      try {
-        const size = st.size
-        out.putLength(size)
-        yield * out.putFile(fd, size, p.toString())
-      } finally {
-        closeSync(fd)
+    switch (kind) {
+      case Kind.File: {
+        // Open first, then fstat: the mode and size are those of the file actually read, and
+        // O_NOFOLLOW refuses a file swapped for a symlink since readdir.
+        const fd = openSync(p, O_READ_NOFOLLOW)
+        let st: Stats
+        try {
+          st = fstatSync(fd)
+          if (!st.isFile()) throw new NarSourceChangedError(p.toString(), 'no longer a regular file')
+        } catch (err) {
+          closeSync(fd)
+          throw err
+        }
+        out.put((st.mode & 0o100) !== 0 ? T_REGULAR_EXEC_CONTENTS : T_REGULAR_CONTENTS)
+        out.putLength(st.size)
+        if (st.size > SMALL_FILE) return { fd, size: st.size, path: p }
+        try {
+          out.putSmallFile(fd, st.size, p)
+        } finally {
+          closeSync(fd)
+        }
+        out.put(T_CLOSE)
+        return undefined
       }
-      out.put(T_CLOSE)
-    } else if (st.isSymbolicLink()) {
-      out.put(T_SYMLINK_TARGET)
-      out.putString(readlinkSync(p, { encoding: 'buffer' }))
-      out.put(T_CLOSE)
-    } else if (st.isDirectory()) {
-      out.put(T_DIRECTORY)
-      const names = readdirSync(p, { encoding: 'buffer' })
-      names.sort(Buffer.compare)
-      stack.push({ dir: p, names, next: 0 })
-    } else {
-      throw new NarUnsupportedFileTypeError(p.toString(), kindOf(st))
+      case Kind.Link:
+        out.put(T_SYMLINK_TARGET)
+        out.putString(readlinkSync(p, { encoding: 'buffer' }))
+        out.put(T_CLOSE)
+        return undefined
+      case Kind.Dir: {
+        out.put(T_DIRECTORY)
+        const ents = readdirSync(p, { encoding: 'buffer', withFileTypes: true })
+        ents.sort((a, b) => Buffer.compare(a.name, b.name))
+        stack.push({ dir: p, ents, next: 0 })
+        return undefined
+      }
+      default:
+        throw new NarUnsupportedFileTypeError(p.toString(), kindOf(lstatSync(p)))
     }
   }
 
-  yield * node(root)
-  while (stack.length > 0) {
-    const top = stack[stack.length - 1]
-    if (top.next > 0) {
-      out.put(T_CLOSE) // closes the previous entry's "entry (" … ")"
+  function * streamBig (big: BigFile): Generator<Buffer> {
+    try {
+      yield * out.putFile(big.fd, big.size, big.path.toString())
+    } finally {
+      closeSync(big.fd)
     }
-    if (top.next === top.names.length) {
+    out.put(T_CLOSE)
+  }
+
+  const first = node(root, statKind(lstatSync(root)))
+  if (first !== undefined) yield * streamBig(first)
+  while (stack.length > 0) {
+    // Hand out what one step filled before the next step may flush again (needed for reuse).
+    if (out.ready.length > 0) yield * out.drain()
+    const top = stack[stack.length - 1]
+    if (top.next > 0) out.put(T_CLOSE) // closes the previous entry's "entry (" … ")"
+    if (top.next === top.ents.length) {
       out.put(T_CLOSE) // closes the directory node
       stack.pop()
       continue
     }
-    const name = top.names[top.next++]
+    const ent = top.ents[top.next++]
     out.put(T_ENTRY_NAME)
-    out.putString(name)
+    out.putString(ent.name)
     out.put(T_NODE)
-    yield * node(Buffer.concat([top.dir, SLASH, name]))
-    if (out.ready.length > 0) yield * out.drain()
+    const p = Buffer.concat([top.dir, SLASH, ent.name])
+    const big = node(p, direntKind(ent) ?? statKind(lstatSync(p)))
+    if (big !== undefined) yield * streamBig(big)
   }
   yield * out.end()
   log('packed %s', root.toString())
