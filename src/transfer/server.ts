@@ -47,7 +47,9 @@ export class NarTransferServer {
     await this.components.libp2p.handle(this.protocol, (stream, connection) => {
       // Never let one peer's stream take the process down: every failure ends here.
       this.handle(stream, connection).catch((err: Error) => {
-        log.error('stream from %p failed: %s', connection.remotePeer, err.message)
+        // A peer hanging up mid-range (cancel, resume elsewhere) is routine, not an error.
+        if (err instanceof StreamClosedError) log('stream from %p ended early: %s', connection.remotePeer, err.message)
+        else log.error('stream from %p failed: %s', connection.remotePeer, err.message)
         if (stream.status === 'open') stream.abort(err)
       })
     }, { maxInboundStreams: this.maxInboundStreams })

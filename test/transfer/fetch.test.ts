@@ -211,6 +211,27 @@ describe('NAR transfer over real libp2p (3 providers, 1 fetcher)', () => {
     await assert.rejects(tc.fetchNarinfo('z'.repeat(32), peers(0, 1)), NotFoundError)
   })
 
+  it('a reader that stops reading holds the sender back (bounded buffering, both sides)', async () => {
+    const before = serverMetrics[2].bytesServed
+    const res = await tc.openFile(servers[2].peerId, KEY)
+    const it = res[Symbol.asyncIterator]()
+    await it.next()
+    // Let whatever can flow, flow: wait until the server stops making progress.
+    let last = -1
+    while (serverMetrics[2].bytesServed !== last) {
+      last = serverMetrics[2].bytesServed
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    const inFlight = serverMetrics[2].bytesServed - before
+    // yamux window (4 MiB) + paused reader (4 MiB) + socket and noise buffers; far below 32 MiB.
+    assert.ok(inFlight < 16 * MiB, `server pushed ${inFlight} bytes to a reader that was not reading`)
+    let got = 0
+    for await (const chunk of { [Symbol.asyncIterator]: () => it }) got += chunk.length
+    const first = sources[2].calls.at(-1)
+    assert.equal(first?.offset, 0)
+    assert.ok(got > 0)
+  })
+
   it('counts bytes on both sides', () => {
     assert.ok(tc.metrics.bytesFetched >= big.size * 3)
     assert.ok(serverMetrics.reduce((s, m) => s + m.bytesServed, 0) >= big.size * 3)
