@@ -1,4 +1,4 @@
-import type { Libp2p } from '@libp2p/interface'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { Ping } from '@libp2p/ping'
 import type { GossipSub } from '@libp2p/gossipsub'
@@ -32,6 +32,8 @@ export interface NodeBuilder {
 /** Everything a service may use; passed to each ServiceFactory. */
 export interface NodeComponents {
   libp2p: SwarmLibp2p
+  /** The libp2p identity (<data>/peer-key): signs what this node authors, e.g. queue ops. */
+  privateKey: PrivateKey
   http: HttpRouter
   db: NodeDb
   dataDir: string

@@ -113,6 +113,7 @@ export class SwarmNode {
       this.libp2pNode = libp2p
       const components: NodeComponents = {
         libp2p,
+        privateKey,
         http: router,
         db,
         dataDir,

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { runCli } from '../helpers/cli.js'
-import { apiPeers, removeDir, startNode, testSwarmName, waitFor, waitForFullMesh, type TestNode } from '../helpers/swarm.js'
+import { apiPeers, exited, removeDir, startNode, testSwarmName, waitFor, waitForFullMesh, type TestNode } from '../helpers/swarm.js'
 
 async function stopAll (nodes: TestNode[]): Promise<void> {
   await Promise.all(nodes.map(async (n) => await n.stop()))
@@ -51,6 +51,11 @@ test('three nodes form a swarm through a bootstrap address; restart keeps the pe
     nodes[2] = c2
     assert.equal(c2.peerId, c.peerId)
     await waitForFullMesh(nodes)
+
+    // SIGINT and SIGTERM both stop cleanly with exit code 0.
+    nodes[0].proc.kill('SIGINT')
+    assert.equal(await exited(nodes[0].proc), 0, nodes[0].stderr())
+    assert.deepEqual(await Promise.all(nodes.map(async (n) => await n.stop())), [0, 0, 0])
   } finally {
     await stopAll(nodes)
   }
