@@ -23,9 +23,14 @@ export interface NixNamespace {
   destroy: () => Promise<void>
 }
 
-// The bind mount happens in the child's own namespace; `exec` keeps the pid, so process-group
+// The bind mounts happen in the child's own namespace; `exec` keeps the pid, so process-group
 // kills and exit codes are those of the real command.
-const WRAP = ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount --bind "$0" /nix && exec "$@"']
+// Every store on the host must share ONE userpool (the host's): Nix picks a free nixbld uid by
+// locking /nix/var/nix/userpool/<uid> and kills every process of that uid before a build, so two
+// stores with separate pools would kill each other's builders.
+const HOST_USERPOOL = '/nix/var/nix/userpool'
+const WRAP = ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c',
+  `mount --bind ${HOST_USERPOOL} "$0/var/nix/userpool" && mount --rbind "$0" /nix && exec "$@"`]
 
 export function inNamespace (dir: string, command: string, args: string[]): [string, string[]] {
   return ['unshare', [...WRAP, dir, command, ...args]]
@@ -37,6 +42,8 @@ export async function nixNamespace (parent?: string): Promise<NixNamespace> {
   const dir = join(base, 'nix')
   await mkdir(join(dir, 'store'), { recursive: true })
   await mkdir(join(dir, 'var', 'nix', 'db'), { recursive: true })
+  await mkdir(join(dir, 'var', 'nix', 'userpool'), { recursive: true })
+  await mkdir(HOST_USERPOOL, { recursive: true })
   const cache = join(base, 'xdg-cache')
   await mkdir(cache, { recursive: true })
   const env: NodeJS.ProcessEnv = { ...process.env, NIX_REMOTE: '', XDG_CACHE_HOME: cache }
