@@ -2,8 +2,9 @@
  * src/nar: NAR (Nix ARchive) writing, strict reading and unpacking, the NAR hash, nix-base32
  * and NAR compression. The bottom layer: imports nothing else from the project.
  *
- * Writing:   packNarSync(path) yields Buffers synchronously (fastest; used by the others),
- *            packNar(path) is the same as a Readable, writeNar(path, sink) pipes it.
+ * Writing:   packNarSync(path, {reuseBuffers?}) yields Buffers synchronously (fastest; with
+ *            reuseBuffers each chunk is valid only until the next one), packNar(path) is the
+ *            same as a Readable, writeNar(path, sink) pipes it into a Writable.
  * Reading:   NarParser (push chunks, end()) or parseNar(source, visitor) validate a NAR and
  *            report its content to a NarVisitor; errors are NarFormatError subclasses with
  *            the byte `offset`.

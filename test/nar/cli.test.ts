@@ -88,3 +88,16 @@ test('nar CLI: bad compression name, missing path, unsupported file type and mis
     cleanup()
   }
 })
+
+test('nar pack -o without compression writes the same bytes as nix-store --dump fixtures', async () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    makeCases(dir)
+    const out = join(dir, 'tree.nar')
+    const r = await runCli(['nar', 'pack', join(dir, 'tree-with-1MiB'), '-o', out])
+    assert.equal(r.code, 0, r.stderr)
+    assert.ok(readFileSync(out).equals(readFileSync(join(NAR_VECTORS, 'tree-with-1MiB.nar'))))
+  } finally {
+    cleanup()
+  }
+})
