@@ -1,6 +1,7 @@
 import type { ServiceFactory } from './components.js'
 import { capabilitiesService } from './capabilities.js'
 import { metricsService } from './metrics.js'
+import { discoveryService } from './discovery.js'
 
 /**
  * The services every node runs, started in this order and stopped in reverse.
@@ -8,5 +9,6 @@ import { metricsService } from './metrics.js'
  */
 export const SERVICES: readonly ServiceFactory[] = [
   metricsService,
+  discoveryService,
   capabilitiesService
 ]

@@ -43,13 +43,21 @@ test('three nodes form a swarm through a bootstrap address; restart keeps the pe
     assert.equal(fromB?.maxBuilds, 3)
     assert.equal(fromB?.freeSlots, 3)
 
-    // Restart c on the same data dir: same identity, and the others see it again.
+    // Restart c on the same data dir, this time with no bootstrap flag at all: same identity,
+    // and it rejoins through the peers it remembers.
     const code = await c.stop()
     assert.equal(code, 0, c.stderr())
     await waitFor(async () => !(await apiPeers(a)).some((p) => p.peerId === c.peerId), 'a to notice c left')
-    const c2 = await startNode({ dataDir: c.dataDir, args: ['--swarm', swarm, '--no-mdns', '--bootstrap', boot] })
+    const c2 = await startNode({ dataDir: c.dataDir, args: ['--swarm', swarm, '--no-mdns'] })
     nodes[2] = c2
     assert.equal(c2.peerId, c.peerId)
+    await waitForFullMesh(nodes)
+
+    // Restart the bootstrap node itself on its address: the others dial it again.
+    assert.equal(await a.stop(), 0, a.stderr())
+    const a2 = await startNode({ dataDir: a.dataDir, args: ['--swarm', swarm, '--no-mdns', '--max-builds', '3', '--listen', boot.replace(/\/p2p\/.*$/, '')] })
+    nodes[0] = a2
+    assert.equal(a2.peerId, a.peerId)
     await waitForFullMesh(nodes)
 
     // SIGINT and SIGTERM both stop cleanly with exit code 0.
