@@ -10,15 +10,13 @@ export class MetricsService implements NodeService {
   async start (): Promise<void> {
     const { libp2p, metrics } = this.components
     if (metrics.getSingleMetric('guix_swarm_peers') == null) {
-      // eslint-disable-next-line no-new
-      new Gauge({
+      new Gauge({ // registers itself; collect() reads libp2p at scrape time
         name: 'guix_swarm_peers',
         help: 'Peers with at least one open libp2p connection',
         registers: [metrics],
         collect () { this.set(libp2p.getPeers().length) }
       })
-      // eslint-disable-next-line no-new
-      new Gauge({
+      new Gauge({ // registers itself; collect() reads libp2p at scrape time
         name: 'guix_swarm_connections',
         help: 'Open libp2p connections',
         registers: [metrics],

@@ -39,6 +39,10 @@ test('three nodes form a swarm through a bootstrap address; restart keeps the pe
     await Promise.all(nodes.map(async (n) => {
       assert.deepEqual(await peersJson(n), nodes.filter((m) => m !== n).map((m) => m.peerId).sort())
     }))
+    const table = await runCli(['peers', '--api', b.url])
+    assert.equal(table.code, 0, table.stderr)
+    assert.match(table.stdout, /^PEER +BUILDER +SYSTEMS +FREE\/SLOTS +ADDRESS$/m)
+    assert.match(table.stdout, new RegExp(`^${a.peerId} +none +- +3/3 +/ip4/127\\.0\\.0\\.1/tcp/`, 'm'))
     const fromB = (await apiPeers(b)).find((p) => p.peerId === a.peerId)
     assert.equal(fromB?.maxBuilds, 3)
     assert.equal(fromB?.freeSlots, 3)
@@ -85,14 +89,20 @@ test('three nodes find each other by mDNS alone', async () => {
 })
 
 test('status reports the node; a second node on the same data dir or HTTP port is refused clearly', async () => {
-  const a = await startNode({ args: ['--swarm', testSwarmName(), '--no-mdns'] })
+  const a = await startNode({ args: ['--swarm', testSwarmName(), '--no-mdns', '--builder', 'auto'] })
   try {
+    // The banner says what the node can build; status agrees.
+    const builder = /^ {2}builder +(guix|nix|none)\b/m.exec(a.stdout())?.[1]
+    assert.ok(builder, a.stdout())
+    assert.match(a.stdout(), new RegExp(`^ {2}http +${a.url.replace(/[.]/g, '\\.')} `, 'm'))
+
     const s = await runCli(['status', '--json', '--api', a.url])
     assert.equal(s.code, 0, s.stderr)
     const st = JSON.parse(s.stdout) as { peerId: string, addresses: string[], builder: string, uptime: number, version: string, systems: string[], capabilities: { protocol: string } }
     assert.equal(st.peerId, a.peerId)
     assert.deepEqual(st.addresses, a.addrs)
-    assert.equal(st.builder, 'none')
+    assert.equal(st.builder, builder)
+    if (builder !== 'none') assert.ok(st.systems.length > 0)
     assert.ok(Number.isInteger(st.uptime))
     assert.match(st.version, /^\d+\.\d+\.\d+/)
     assert.match(st.capabilities.protocol, /^\/guix-swarm\/.+\/caps\/1\.0\.0$/)
