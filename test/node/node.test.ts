@@ -8,6 +8,9 @@ import { join } from 'node:path'
 import { SwarmNode, SERVICES, mergeConfig, parseCapabilities, type CapabilitiesService, type NodeComponents, type NodeService } from '../../src/node/index.js'
 import { sendJson } from '../../src/http/index.js'
 import { waitFor } from '../helpers/swarm.js'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
 
 const swarm = `inproc${process.pid}`
 
@@ -96,4 +99,46 @@ test('malformed capability messages are refused', () => {
   assert.throws(() => parseCapabilities(enc({ ...good, freeSlots: -1 })), { name: 'CapabilitiesMessageError' })
   assert.throws(() => parseCapabilities(new TextEncoder().encode('{')), { name: 'CapabilitiesMessageError' })
   assert.throws(() => parseCapabilities(new Uint8Array(20_000)), /exceeds/)
+})
+
+test('the host is ready for later issues: DHT provide/find and gossip between nodes', async () => {
+  const dirs = await Promise.all([0, 1].map(async () => await mkdtemp(join(tmpdir(), 'gs-inproc-'))))
+  const a = await makeNode(dirs[0])
+  const b = await makeNode(dirs[1])
+  try {
+    await a.start()
+    await b.start()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const topic = a.components?.topic('test') ?? ''
+    assert.equal(topic, `/guix-swarm/${swarm}/test`)
+
+    // DHT: b finds a as the provider of a CID a announced (loopback addresses kept).
+    const cid = CID.create(1, raw.code, await sha256.digest(new TextEncoder().encode('a nar')))
+    // Identify has run both ways once capabilities are exchanged, so each DHT knows the other.
+    await waitFor(() => a.service<CapabilitiesService>('capabilities')?.peers().has(b.peerId.toString()) === true &&
+      b.service<CapabilitiesService>('capabilities')?.peers().has(a.peerId.toString()) === true, 'identify both ways')
+    await a.libp2p.contentRouting.provide(cid, { signal: AbortSignal.timeout(15_000) })
+    let found: string | undefined
+    for await (const p of b.libp2p.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(15_000) })) {
+      found = p.id.toString()
+      assert.ok(p.multiaddrs.some((m) => m.toString().startsWith('/ip4/127.0.0.1/')), 'provider addresses kept')
+      break
+    }
+    assert.equal(found, a.peerId.toString())
+
+    // Gossip: b receives what a publishes on a swarm topic.
+    const got = Promise.withResolvers<string>()
+    b.libp2p.services.pubsub.addEventListener('message', (evt) => {
+      if (evt.detail.topic === topic) got.resolve(new TextDecoder().decode(evt.detail.data))
+    })
+    b.libp2p.services.pubsub.subscribe(topic)
+    a.libp2p.services.pubsub.subscribe(topic)
+    await waitFor(() => a.libp2p.services.pubsub.getSubscribers(topic).length > 0, 'a to see b subscribed')
+    await a.libp2p.services.pubsub.publish(topic, new TextEncoder().encode('hello'))
+    assert.equal(await got.promise, 'hello')
+  } finally {
+    await a.stop()
+    await b.stop()
+    await Promise.all(dirs.map(async (d) => await rm(d, { recursive: true, force: true })))
+  }
 })
