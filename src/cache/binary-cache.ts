@@ -1,0 +1,591 @@
+// The node's store of NARs and narinfos, laid out as a static binary cache (FORMATS.md §3.2,
+// §4.1) so any static HTTP server can serve the directory as it is:
+//
+//   nix-cache-info
+//   <hashpart>.narinfo
+//   nar/<comp>/<basename>        (`guix publish` layout; `nar/<basename>` when uncompressed)
+//   .guix-swarm/index/<hashpart>.json   sizes, added / last-served times, dialect, signer
+//   .guix-swarm/tmp/                   files being written (same filesystem, so rename is atomic)
+//
+// Every file appears by rename only, and a narinfo only after all of its NAR files, so a reader
+// never sees a partial file nor a narinfo whose NAR is missing. Removal goes the other way.
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { basename, dirname, join } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { once } from 'node:events'
+import { pipeline } from 'node:stream/promises'
+import { logger } from '@libp2p/logger'
+import {
+  compressStream, guixNarUrlPath, NarHasher, NarHashTap, parseCompression,
+  type CompressOptions, type Compression
+} from '../nar/index.js'
+import {
+  formatNarinfo, GUIX_STORE_DIR, isStoreBaseName, narHashBytes, NarinfoError, parseNarinfo, signNarinfo, writeSignedNarinfo,
+  type Dialect, type KeyPair, type Narinfo, type NarinfoUrl, type NodeKeys
+} from '../narinfo/index.js'
+import type { StoreDaemon } from '../daemon/index.js'
+import {
+  CacheBadUrlPathError, CacheExportMismatchError, CacheFileSizeMismatchError, CacheMissingFileError, CacheNarinfoError,
+  CacheNotFoundError, CacheStorePathError
+} from './errors.js'
+
+const log = logger('guix-swarm:cache')
+
+/** Our own bookkeeping lives under this dot directory, which statFile/openFile never serve. */
+const PRIVATE = '.guix-swarm'
+
+export interface CacheFile {
+  compression: Compression
+  /** Relative to the cache root, as in the narinfo's URL line. */
+  url: string
+  fileSize: number
+}
+
+export interface CacheEntry {
+  storePath: string
+  hashPart: string
+  /** `sha256:<nix-base32>`. */
+  narHash: string
+  narSize: number
+  files: CacheFile[]
+  /** The narinfo text exactly as served. */
+  narinfo: string
+}
+
+/** What the index keeps per entry (the CacheEntry without its narinfo text, plus GC facts). */
+export interface CacheIndexRecord {
+  storePath: string
+  hashPart: string
+  narHash: string
+  narSize: number
+  files: CacheFile[]
+  narinfoSize: number
+  dialect: Dialect
+  /** Which kind of signature the narinfo carries; 'none' when unsigned. */
+  signature: 'guix' | 'nix' | 'both' | 'none'
+  /** Where it came from: exported from the local store, or verified and moved in (`addVerified`). */
+  source: 'store' | 'verified'
+  /** Milliseconds since the epoch. */
+  addedAt: number
+  lastServedAt?: number
+}
+
+export interface BinaryCacheComponents {
+  /** The cache root (created when missing). */
+  dir: string
+  /** `/gnu/store` or `/nix/store`; StorePath lines and the nix-cache-info StoreDir. */
+  storeDir: string
+  /** Narinfo layout; 'guix' for /gnu/store, 'nix' otherwise, unless given. */
+  dialect?: Dialect
+  /**
+   * Signing key(s). NodeKeys: the key matching the dialect signs. A single key pair: its kind
+   * decides (a Nix key adds `Sig:`, a Guix key adds `Signature:`). None: narinfos are unsigned.
+   */
+  keys?: NodeKeys | KeyPair
+  /**
+   * One NAR file per compression, all made in one pass. Defaults: see defaultCompressions.
+   * Nix uses the LAST URL group of a narinfo; every compression here is one Nix 2.8 decodes
+   * (none literally, the rest through libarchive), so any order works for both clients.
+   */
+  compressions?: Compression[]
+  /** Per-compression level/threads. */
+  compressOptions?: Partial<Record<Compression, CompressOptions>>
+  /** Host name in the Guix `Signature:` line; the machine's by default. */
+  host?: string
+  /** Clock for added/last-served times (tests). */
+  now?: () => number
+}
+
+/**
+ * Defaults measured on this project's build host (see the cache README): lzip -6 compresses at a
+ * few MB/s, an order of magnitude slower than zstd -3 for ~10% smaller files, so it is opt-in.
+ */
+export function defaultCompressions (_dialect: Dialect): Compression[] {
+  return ['zstd']
+}
+
+export interface AddClosureOptions {
+  /** Called after each path of the closure, in order. */
+  onProgress?: (done: number, total: number, entry: CacheEntry) => void
+}
+
+export interface VerifiedFile {
+  compression: Compression | string
+  /** A file the caller verified; it is moved (renamed) into the cache, or deleted if the entry already exists. */
+  tempPath: string
+}
+
+export interface AddVerifiedOptions {
+  narinfoText: string
+  files: VerifiedFile[]
+}
+
+export interface FileRange {
+  /** First byte, inclusive; 0 by default. */
+  start?: number
+  /** Last byte, INCLUSIVE (like fs.createReadStream and HTTP ranges); the end of the file by default. */
+  end?: number
+}
+
+const HASH_PART = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/
+
+export class BinaryCache {
+  readonly dir: string
+  readonly storeDir: string
+  readonly dialect: Dialect
+  readonly compressions: readonly Compression[]
+  private readonly keys?: NodeKeys | KeyPair
+  private readonly compressOptions: Partial<Record<Compression, CompressOptions>>
+  private readonly host: string
+  private readonly now: () => number
+  private ready?: Promise<void>
+  /** Adds in flight by hash part, so concurrent adds of one path do the work once. */
+  private readonly adding = new Map<string, Promise<CacheEntry>>()
+
+  constructor (components: BinaryCacheComponents) {
+    this.dir = components.dir
+    this.storeDir = components.storeDir.replace(/\/+$/, '')
+    this.dialect = components.dialect ?? (this.storeDir === GUIX_STORE_DIR ? 'guix' : 'nix')
+    const compressions = components.compressions ?? defaultCompressions(this.dialect)
+    if (compressions.length === 0) throw new TypeError('BinaryCache needs at least one compression')
+    this.compressions = [...new Set(compressions.map((c) => parseCompression(c)))]
+    this.keys = components.keys
+    this.compressOptions = components.compressOptions ?? {}
+    this.host = components.host ?? hostname()
+    this.now = components.now ?? Date.now
+  }
+
+  /** Creates the layout and nix-cache-info; every other method calls it, so calling it is optional. */
+  async start (): Promise<void> {
+    this.ready ??= this.init()
+    await this.ready
+  }
+
+  async stop (): Promise<void> {
+    await Promise.allSettled([...this.adding.values()])
+  }
+
+  /** `nix-cache-info` as `guix publish` writes it; Nix ignores the extra lines. */
+  nixCacheInfo (): string {
+    return `StoreDir: ${this.storeDir}\nWantMassQuery: 0\nPriority: 100\n`
+  }
+
+  private async init (): Promise<void> {
+    await mkdir(join(this.dir, PRIVATE, 'index'), { recursive: true })
+    await mkdir(join(this.dir, PRIVATE, 'tmp'), { recursive: true })
+    await mkdir(join(this.dir, 'nar'), { recursive: true })
+    const info = join(this.dir, 'nix-cache-info')
+    const want = this.nixCacheInfo()
+    const have = await readFile(info, 'utf8').catch(() => undefined)
+    if (have !== want) await this.writeAtomic(info, want)
+  }
+
+  // ------------------------------------------------------------------ adding
+
+  /**
+   * Export `storePath` from the daemon into the cache: one streaming pass that hashes the NAR and
+   * feeds every compressor, files renamed into place, then the signed narinfo. Idempotent.
+   */
+  async addFromStore (store: StoreDaemon, storePath: string): Promise<CacheEntry> {
+    const hashPart = this.hashPartOf(storePath)
+    return await this.once(hashPart, async () => {
+      const existing = await this.getEntry(hashPart)
+      if (existing !== undefined) return existing
+      return await this.exportInto(store, storePath, hashPart)
+    })
+  }
+
+  /** Add the closure of `paths`, references before referrers, each path once. */
+  async addClosure (store: StoreDaemon, paths: string[], opts: AddClosureOptions = {}): Promise<CacheEntry[]> {
+    const order = await store.queryRequisites(paths)
+    const out: CacheEntry[] = []
+    for (const p of order) {
+      const entry = await this.addFromStore(store, p)
+      out.push(entry)
+      opts.onProgress?.(out.length, order.length, entry)
+    }
+    return out
+  }
+
+  /**
+   * Move NAR files the caller has already verified (e.g. fetched from a peer) into the cache with
+   * their narinfo, unchanged (its signature covers it). Every URL of the narinfo needs a file of
+   * its compression, and every file a URL. FileSize lines are checked against the files.
+   */
+  async addVerified (opts: AddVerifiedOptions): Promise<CacheEntry> {
+    let narinfo: Narinfo
+    try {
+      narinfo = parseNarinfo(opts.narinfoText, { storeDir: this.storeDir })
+    } catch (err) {
+      if (err instanceof NarinfoError) throw new CacheNarinfoError(`addVerified: ${err.name}: ${err.message}`)
+      throw err
+    }
+    const hashPart = this.hashPartOf(narinfo.storePath)
+    const byCompression = new Map<string, string>()
+    for (const f of opts.files) {
+      if (byCompression.has(f.compression)) throw new CacheMissingFileError(`addVerified ${narinfo.storePath}: two files for ${f.compression}`)
+      byCompression.set(f.compression, f.tempPath)
+    }
+    const placed: Array<{ url: NarinfoUrl, compression: Compression, tempPath: string }> = []
+    for (const u of narinfo.urls) {
+      const c = u.compression ?? 'none'
+      const tempPath = byCompression.get(c)
+      if (tempPath === undefined) throw new CacheMissingFileError(`addVerified ${narinfo.storePath}: no file for URL ${u.url} (${c})`)
+      this.checkNarUrl(u.url)
+      placed.push({ url: u, compression: parseCompression(c), tempPath })
+      byCompression.delete(c)
+    }
+    if (byCompression.size > 0) {
+      throw new CacheMissingFileError(`addVerified ${narinfo.storePath}: no URL in the narinfo for ${[...byCompression.keys()].join(', ')}`)
+    }
+    return await this.once(hashPart, async () => {
+      const existing = await this.getEntry(hashPart)
+      if (existing !== undefined) {
+        await Promise.all(placed.map(async (p) => await rm(p.tempPath, { force: true })))
+        return existing
+      }
+      await this.start()
+      const files: CacheFile[] = []
+      for (const p of placed) {
+        const size = (await stat(p.tempPath)).size
+        if (p.url.fileSize !== undefined && p.url.fileSize !== size) {
+          throw new CacheFileSizeMismatchError(`addVerified ${narinfo.storePath}: ${p.tempPath} is ${size} bytes, the narinfo says FileSize ${p.url.fileSize}`)
+        }
+        files.push({ compression: p.compression, url: p.url.url, fileSize: size })
+      }
+      for (const p of placed) await this.moveIn(p.tempPath, join(this.dir, p.url.url))
+      const text = opts.narinfoText
+      await this.writeAtomic(this.narinfoPath(hashPart), text)
+      const record = this.record(narinfo, hashPart, files, text, 'verified')
+      await this.writeIndex(record)
+      log('added verified %s (%d files)', narinfo.storePath, files.length)
+      return this.entryOf(record, text)
+    })
+  }
+
+  private async exportInto (store: StoreDaemon, storePath: string, hashPart: string): Promise<CacheEntry> {
+    await this.start()
+    const base = basename(storePath)
+    const { info, nar } = await store.exportPath(storePath)
+    const temps = this.compressions.map((c) => ({ compression: c, temp: this.tempPath(), tap: new NarHashTap() }))
+    const compressors = this.compressions.map((c) => compressStream(c, this.compressOptions[c] ?? {}))
+    const narHasher = new NarHasher()
+    const writes = temps.map(async (t, i) => {
+      await pipeline(compressors[i], t.tap, createWriteStream(t.temp))
+      await fsyncFile(t.temp)
+    })
+    try {
+      await Promise.all([teeInto(nar, compressors, (b) => narHasher.update(b)), ...writes])
+    } catch (err) {
+      nar.destroy()
+      for (const c of compressors) c.destroy()
+      await Promise.allSettled(writes)
+      await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
+      throw err
+    }
+    const digest = narHasher.digest()
+    if (!Buffer.from(digest.sha256).equals(Buffer.from(narHashBytes(info.narHash))) || digest.narSize !== info.narSize) {
+      await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
+      throw new CacheExportMismatchError(`exporting ${storePath}: the NAR streamed was ${digest.narHash} (${digest.narSize} bytes), the daemon records ${info.narHash} (${info.narSize} bytes)`)
+    }
+
+    const files: CacheFile[] = []
+    const urls: NarinfoUrl[] = []
+    for (const t of temps) {
+      const fd = t.tap.digest()
+      const url = guixNarUrlPath(t.compression, base)
+      files.push({ compression: t.compression, url, fileSize: fd.narSize })
+      urls.push({ url, compression: t.compression, fileSize: fd.narSize, fileHash: fd.narHash })
+    }
+    for (let i = 0; i < temps.length; i++) await this.moveIn(temps[i].temp, join(this.dir, files[i].url))
+
+    const narinfo: Narinfo = {
+      storePath,
+      urls,
+      narHash: digest.narHash,
+      narSize: digest.narSize,
+      references: info.references.map((r) => basename(r)),
+      sigs: []
+    }
+    // guix publish leaves Deriver out for derivations
+    if (info.deriver !== undefined && !(this.dialect === 'guix' && storePath.endsWith('.drv'))) narinfo.deriver = basename(info.deriver)
+    const text = this.sign(narinfo)
+    await this.writeAtomic(this.narinfoPath(hashPart), text)
+    const record = this.record(narinfo, hashPart, files, text, 'store')
+    await this.writeIndex(record)
+    log('added %s: %d bytes NAR, %s', storePath, digest.narSize, files.map((f) => `${f.compression} ${f.fileSize}`).join(', '))
+    return this.entryOf(record, text)
+  }
+
+  private sign (narinfo: Narinfo): string {
+    const keys = this.keys
+    if (keys === undefined) return formatNarinfo(narinfo, this.dialect)
+    if ('kind' in keys) return signNarinfo(formatNarinfo(narinfo, this.dialect), keys, { host: this.host })
+    return writeSignedNarinfo(narinfo, this.dialect, keys, { host: this.host })
+  }
+
+  // ------------------------------------------------------------------ reading
+
+  /** The narinfo text, or undefined when the path is not in the cache. */
+  async getNarinfo (hashPart: string): Promise<string | undefined> {
+    if (!HASH_PART.test(hashPart)) return undefined
+    try {
+      return await readFile(this.narinfoPath(hashPart), 'utf8')
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  async has (hashPart: string): Promise<boolean> {
+    if (!HASH_PART.test(hashPart)) return false
+    return await stat(this.narinfoPath(hashPart)).then(() => true, (err) => { if (isNotFound(err)) return false; throw err })
+  }
+
+  /** The entry; rebuilt from the narinfo and the files when the index has no record of it. */
+  async getEntry (hashPart: string): Promise<CacheEntry | undefined> {
+    const text = await this.getNarinfo(hashPart)
+    if (text === undefined) return undefined
+    const record = await this.readIndex(hashPart) ?? await this.recover(hashPart, text)
+    return this.entryOf(record, text)
+  }
+
+  /** The index record (sizes, times, signer), if the path is in the cache. */
+  async getRecord (hashPart: string): Promise<CacheIndexRecord | undefined> {
+    const text = await this.getNarinfo(hashPart)
+    if (text === undefined) return undefined
+    return await this.readIndex(hashPart) ?? await this.recover(hashPart, text)
+  }
+
+  /** Every entry, sorted by store path. */
+  async list (): Promise<CacheEntry[]> {
+    await this.start()
+    const names = (await readdir(this.dir)).filter((n) => n.endsWith('.narinfo') && HASH_PART.test(n.slice(0, -8)))
+    const out: CacheEntry[] = []
+    for (const n of names) {
+      const e = await this.getEntry(n.slice(0, -8))
+      if (e !== undefined) out.push(e) // removed meanwhile
+    }
+    return out.sort((a, b) => (a.storePath < b.storePath ? -1 : a.storePath > b.storePath ? 1 : 0))
+  }
+
+  /** Bytes on disk of all narinfos and NAR files. */
+  async totalSize (): Promise<number> {
+    let total = 0
+    for (const e of await this.list()) total += Buffer.byteLength(e.narinfo) + e.files.reduce((s, f) => s + f.fileSize, 0)
+    return total
+  }
+
+  /** Size of a served file (`nix-cache-info`, `<hash>.narinfo`, `nar/…`), or undefined when absent. */
+  async statFile (urlPath: string): Promise<number | undefined> {
+    const file = this.servedPath(urlPath)
+    try {
+      const s = await stat(file)
+      return s.isFile() ? s.size : undefined
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  /** A stream of a served file, or a byte range of it; CacheNotFoundError when absent. */
+  async openFile (urlPath: string, range: FileRange = {}): Promise<Readable> {
+    const file = this.servedPath(urlPath)
+    let fh
+    try {
+      fh = await open(file, 'r')
+    } catch (err) {
+      if (isNotFound(err)) throw new CacheNotFoundError(`${urlPath} is not in the cache at ${this.dir}`)
+      throw err
+    }
+    // the open descriptor keeps the bytes readable even if remove() unlinks the file meanwhile
+    return fh.createReadStream({ start: range.start, end: range.end, autoClose: true })
+  }
+
+  // ------------------------------------------------------------------ removing, GC facts
+
+  /** Remove the narinfo (first, so nothing points at missing files), its files, its record. */
+  async remove (hashPart: string): Promise<boolean> {
+    const entry = await this.getEntry(hashPart)
+    if (entry === undefined) return false
+    await rm(this.narinfoPath(hashPart), { force: true })
+    for (const f of entry.files) await rm(join(this.dir, f.url), { force: true })
+    await rm(this.indexPath(hashPart), { force: true })
+    log('removed %s', entry.storePath)
+    return true
+  }
+
+  /** Record that the entry was just served (for GC by last use). */
+  async touch (hashPart: string): Promise<void> {
+    const record = await this.getRecord(hashPart)
+    if (record === undefined) return
+    record.lastServedAt = this.now()
+    await this.writeIndex(record)
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private async once (hashPart: string, work: () => Promise<CacheEntry>): Promise<CacheEntry> {
+    const running = this.adding.get(hashPart)
+    if (running !== undefined) return await running
+    const p = work().finally(() => this.adding.delete(hashPart))
+    this.adding.set(hashPart, p)
+    return await p
+  }
+
+  private hashPartOf (storePath: string): string {
+    const slash = storePath.lastIndexOf('/')
+    const base = storePath.slice(slash + 1)
+    if (storePath.slice(0, slash) !== this.storeDir || !isStoreBaseName(base)) {
+      throw new CacheStorePathError(`${JSON.stringify(storePath)} is not a store path in ${this.storeDir}`)
+    }
+    return base.slice(0, 32)
+  }
+
+  private narinfoPath (hashPart: string): string {
+    return join(this.dir, `${hashPart}.narinfo`)
+  }
+
+  private indexPath (hashPart: string): string {
+    return join(this.dir, PRIVATE, 'index', `${hashPart}.json`)
+  }
+
+  private tempPath (): string {
+    return join(this.dir, PRIVATE, 'tmp', `${randomBytes(8).toString('hex')}.part`)
+  }
+
+  /** A URL a narinfo may point at for us to store a file: relative, under nar/, no dot segments. */
+  private checkNarUrl (url: string): void {
+    const segs = url.split('/')
+    if (segs[0] !== 'nar' || segs.length < 2 || segs.some((s) => s === '' || s.startsWith('.'))) {
+      throw new CacheBadUrlPathError(url, 'a stored NAR URL must be a relative path under nar/ without dot segments')
+    }
+  }
+
+  /** Map a served URL path to a file, refusing anything outside the served set. */
+  private servedPath (urlPath: string): string {
+    const p = urlPath.replace(/^\/+/, '')
+    if (p === 'nix-cache-info') return join(this.dir, p)
+    if (/^[0123456789abcdfghijklmnpqrsvwxyz]{32}\.narinfo$/.test(p)) return join(this.dir, p)
+    if (p.startsWith('nar/')) {
+      this.checkNarUrl(p)
+      return join(this.dir, p)
+    }
+    throw new CacheBadUrlPathError(urlPath, 'only nix-cache-info, <hash>.narinfo and nar/… are served')
+  }
+
+  private async writeAtomic (file: string, content: string): Promise<void> {
+    const temp = this.tempPath()
+    await mkdir(dirname(temp), { recursive: true })
+    const fh = await open(temp, 'w')
+    try {
+      await fh.writeFile(content)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    await mkdir(dirname(file), { recursive: true })
+    await rename(temp, file)
+  }
+
+  /** Rename into place; a file on another filesystem is copied next to its place first. */
+  private async moveIn (from: string, to: string): Promise<void> {
+    await mkdir(dirname(to), { recursive: true })
+    try {
+      await rename(from, to)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+      const temp = this.tempPath()
+      await copyFile(from, temp)
+      await fsyncFile(temp)
+      await rename(temp, to)
+      await unlink(from)
+    }
+  }
+
+  private record (narinfo: Narinfo, hashPart: string, files: CacheFile[], text: string, source: CacheIndexRecord['source']): CacheIndexRecord {
+    const sig = narinfo.signature !== undefined || /^Signature:/m.test(text)
+    const nix = narinfo.sigs.length > 0
+    return {
+      storePath: narinfo.storePath,
+      hashPart,
+      narHash: narinfo.narHash,
+      narSize: narinfo.narSize,
+      files,
+      narinfoSize: Buffer.byteLength(text),
+      dialect: /^FileHash:/m.test(text) || (nix && !sig) ? 'nix' : 'guix',
+      signature: sig && nix ? 'both' : sig ? 'guix' : nix ? 'nix' : 'none',
+      source,
+      addedAt: this.now()
+    }
+  }
+
+  private entryOf (r: CacheIndexRecord, narinfo: string): CacheEntry {
+    return { storePath: r.storePath, hashPart: r.hashPart, narHash: r.narHash, narSize: r.narSize, files: r.files, narinfo }
+  }
+
+  private async writeIndex (r: CacheIndexRecord): Promise<void> {
+    await this.writeAtomic(this.indexPath(r.hashPart), JSON.stringify(r) + '\n')
+  }
+
+  private async readIndex (hashPart: string): Promise<CacheIndexRecord | undefined> {
+    try {
+      return JSON.parse(await readFile(this.indexPath(hashPart), 'utf8')) as CacheIndexRecord
+    } catch (err) {
+      if (isNotFound(err) || err instanceof SyntaxError) return undefined
+      throw err
+    }
+  }
+
+  /** A narinfo without an index record (written by another tool, or an index lost): rebuild it. */
+  private async recover (hashPart: string, text: string): Promise<CacheIndexRecord> {
+    let narinfo: Narinfo
+    try {
+      narinfo = parseNarinfo(text, { storeDir: this.storeDir })
+    } catch (err) {
+      if (err instanceof NarinfoError) throw new CacheNarinfoError(`${this.narinfoPath(hashPart)}: ${err.name}: ${err.message}`)
+      throw err
+    }
+    const files: CacheFile[] = []
+    for (const u of narinfo.urls) {
+      let size = u.fileSize
+      try {
+        size = (await stat(join(this.dir, u.url))).size
+      } catch {}
+      files.push({ compression: parseCompression(u.compression ?? 'none'), url: u.url, fileSize: size ?? 0 })
+    }
+    const record = this.record(narinfo, hashPart, files, text, 'verified')
+    await this.start()
+    await this.writeIndex(record)
+    return record
+  }
+}
+
+/** Write every chunk of `source` to all `sinks`, waiting for the slowest; ends them at the end. */
+async function teeInto (source: Readable, sinks: Writable[], onChunk: (b: Buffer) => void): Promise<void> {
+  for await (const chunk of source) {
+    const b = chunk as Buffer
+    onChunk(b)
+    const waits: Array<Promise<unknown>> = []
+    for (const s of sinks) if (!s.write(b)) waits.push(once(s, 'drain'))
+    if (waits.length > 0) await Promise.all(waits)
+  }
+  for (const s of sinks) s.end()
+}
+
+async function fsyncFile (file: string): Promise<void> {
+  const fh = await open(file, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+function isNotFound (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
