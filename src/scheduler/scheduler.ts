@@ -1,0 +1,489 @@
+// SchedulerService: turns the replicated queue into builds on the local daemon. Claims the best
+// claimable build while slots are free, waits a settle window, starts only if its claim still
+// wins, renews the lease while building, aborts the moment the claim is lost or the build is
+// canceled, publishes outputs as signed NARs and records the result.
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { logger } from '@libp2p/logger'
+import { isFinished, type BuildChange, type BuildRecord, type Claimable, type NarOutput, type QueueService, type ResultRequest } from '../crdt/index.js'
+import type { Builder, BuildOutcome, StoreDaemon } from '../daemon/index.js'
+import { backoffMs, resolveConfig, tagsMet, type SchedulerConfig } from './config.js'
+import { PublishFailedError } from './errors.js'
+import { HookRunner, type HookConfig, type HookEvent } from './hooks.js'
+import { LogStore } from './logs.js'
+import { localInputs, type InputFetcher, type OutputPublisher } from './ports.js'
+
+const log = logger('guix-swarm:scheduler')
+
+/** The queue surface the scheduler uses (a QueueService satisfies it). */
+export type SchedulerQueue = Pick<QueueService, 'claimable' | 'get' | 'byDerivation' | 'claim' | 'renew' | 'release' | 'result' | 'view' | 'peerIdString' | 'addEventListener' | 'removeEventListener'>
+
+export interface SchedulerComponents {
+  queue: SchedulerQueue
+  store: StoreDaemon
+  /** null: `--builder none`, the node never claims (hooks still run). */
+  builder: Builder | null
+  publisher: OutputPublisher
+  /** Default: everything must already be valid locally. */
+  inputs?: InputFetcher
+  /** Build logs live here (compressed when the build ends). */
+  logsDir: string
+  /** If set, outputs are GC roots here from the build until they are published. */
+  gcRootsDir?: string
+  hooks?: Partial<HookConfig>
+  config?: Partial<SchedulerConfig>
+  now?: () => number
+}
+
+export type RunPhase = 'settling' | 'preparing' | 'building' | 'publishing' | 'finishing'
+
+export interface RunningBuild {
+  id: string
+  attempt: number
+  derivation: string
+  phase: RunPhase
+  since: number
+}
+
+export type DecisionAction = 'claimed' | 'started' | 'lost' | 'skipped' | 'succeeded' | 'failed' | 'missing-inputs' | 'released' | 'aborted'
+
+export interface Decision {
+  at: number
+  build: string
+  attempt?: number
+  action: DecisionAction
+  reason: string
+}
+
+export interface SchedulerStatus {
+  builder: string
+  maxBuilds: number
+  slotsUsed: number
+  slotsFree: number
+  systems: string[]
+  tags: string[]
+  running: RunningBuild[]
+  decisions: Decision[]
+  hookFailures: number
+}
+
+export interface StopOptions {
+  /** Release held claims so others take over at once (default). false: vanish as a crash would. */
+  release?: boolean
+}
+
+interface Run extends RunningBuild {
+  controller: AbortController
+  abortReason?: string
+  renewTimer?: NodeJS.Timeout
+  done?: Promise<void>
+}
+
+export class SchedulerService {
+  readonly name = 'scheduler'
+  readonly config: SchedulerConfig
+  readonly logs: LogStore
+  readonly hooks: HookRunner
+  private readonly queue: SchedulerQueue
+  private readonly store: StoreDaemon
+  private readonly builder: Builder | null
+  private readonly publisher: OutputPublisher
+  private readonly inputs: InputFetcher
+  private readonly now: () => number
+  private readonly self: string
+  private readonly runs = new Map<string, Run>()
+  private readonly decisions: Decision[] = []
+  /** Last skip reason per build, so a repeated scan does not flood the decision log. */
+  private readonly skipReasons = new Map<string, string>()
+  /** Builds this node must not claim before a local time (its own setup failures, unavailable .drv). */
+  private readonly localBackoff = new Map<string, { until: number, count: number }>()
+  /** Input .drv paths per derivation (read once). */
+  private readonly drvInputs = new Map<string, string[]>()
+  private started = false
+  /** Stopped without releasing: write no more ops. */
+  private silent = false
+  private pumping = false
+  private again = false
+  private pumpTimer?: NodeJS.Timeout
+  private pollTimer?: NodeJS.Timeout
+  private readonly lifetime = new AbortController()
+
+  constructor (private readonly components: SchedulerComponents) {
+    this.config = resolveConfig(components.config)
+    this.queue = components.queue
+    this.store = components.store
+    this.builder = components.builder
+    this.publisher = components.publisher
+    this.inputs = components.inputs ?? localInputs(components.store)
+    this.now = components.now ?? Date.now
+    this.self = components.queue.peerIdString()
+    this.logs = new LogStore(components.logsDir)
+    this.hooks = new HookRunner({ programs: components.hooks?.programs ?? {}, timeoutMs: components.hooks?.timeoutMs ?? 30_000 })
+  }
+
+  private get claiming (): boolean {
+    return this.builder !== null && this.config.maxBuilds > 0 && this.config.systems.length > 0
+  }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    await this.logs.init()
+    this.started = true
+    this.silent = false
+    this.queue.addEventListener('build', this.onBuild)
+    if (this.claiming) {
+      this.pollTimer = setInterval(() => { void this.pump() }, this.config.pollMs)
+      this.pollTimer.unref()
+      this.schedulePump(0)
+    }
+    log('started: %s, %d slots, systems %o, tags %o', this.builder?.kind ?? 'no builder', this.config.maxBuilds, this.config.systems, this.config.tags)
+  }
+
+  async stop (opts: StopOptions = {}): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.silent = opts.release === false
+    this.queue.removeEventListener('build', this.onBuild)
+    clearInterval(this.pollTimer)
+    clearTimeout(this.pumpTimer)
+    this.lifetime.abort()
+    for (const run of this.runs.values()) this.abortRun(run, 'scheduler stopping')
+    await Promise.allSettled([...this.runs.values()].map(async (r) => await r.done))
+    await this.hooks.stop()
+  }
+
+  status (): SchedulerStatus & Record<string, unknown> {
+    const used = this.runs.size
+    return {
+      builder: this.builder?.kind ?? 'none',
+      maxBuilds: this.claiming ? this.config.maxBuilds : 0,
+      slotsUsed: used,
+      slotsFree: this.claiming ? Math.max(0, this.config.maxBuilds - used) : 0,
+      systems: [...this.config.systems],
+      tags: [...this.config.tags],
+      running: [...this.runs.values()].map(({ id, attempt, derivation, phase, since }) => ({ id, attempt, derivation, phase, since })),
+      decisions: [...this.decisions],
+      hookFailures: this.hooks.failures.length
+    }
+  }
+
+  /** The log of `buildId`'s attempt (latest held here by default), decompressed; undefined if this node has none. */
+  async readLog (buildId: string, attempt?: number): Promise<{ name: string, attempt: number, log: Buffer } | undefined> {
+    const held = await this.logs.attempts(buildId)
+    const n = attempt ?? held.at(-1)
+    if (n === undefined || !held.includes(n)) return undefined
+    const name = `${buildId}.${n}`
+    const text = await this.logs.read(name)
+    return text === undefined ? undefined : { name, attempt: n, log: text }
+  }
+
+  /** A log by the name a LogRef carries. */
+  async readLogByName (name: string): Promise<Buffer | undefined> { return await this.logs.read(name) }
+
+  // ---- events --------------------------------------------------------------------------
+
+  private readonly onBuild = (evt: Event): void => {
+    const { record, previous } = (evt as CustomEvent<BuildChange>).detail
+    this.fireHooks(record, previous)
+    const run = this.runs.get(record.id)
+    if (run !== undefined) {
+      const lost = this.whyNotOurs(run)
+      if (lost !== undefined) this.abortRun(run, lost)
+    }
+    if (this.claiming) this.schedulePump(this.config.jitterMs)
+  }
+
+  private fireHooks (record: BuildRecord, previous: BuildRecord | undefined): void {
+    if (!this.hooks.has('build-submitted') && !this.hooks.has('build-success') && !this.hooks.has('build-failure') && !this.hooks.has('build-canceled')) return
+    if (previous === undefined && record.submitter === this.self) this.hook('build-submitted', record)
+    if (!isFinished(record.phase) || (previous !== undefined && isFinished(previous.phase))) return
+    if (record.phase === 'succeeded') {
+      if (record.attempts.find(a => a.result?.outcome === 'success')?.claimer === this.self) this.hook('build-success', record)
+    } else if (record.phase === 'failed') {
+      if (record.attempts.at(-1)?.claimer === this.self) this.hook('build-failure', record)
+    } else if (record.submitter === this.self || this.runs.has(record.id)) {
+      this.hook('build-canceled', record)
+    }
+  }
+
+  private hook (event: HookEvent, record: BuildRecord): void {
+    let build: unknown
+    try { build = this.queue.view(record.id) } catch { build = { id: record.id, derivation: record.derivation } }
+    void this.hooks.run(event, { event, node: this.self, build })
+  }
+
+  // ---- claiming ------------------------------------------------------------------------
+
+  private schedulePump (delayMs: number): void {
+    if (!this.started || this.pumpTimer !== undefined) return
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = undefined
+      void this.pump()
+    }, delayMs > 0 ? Math.floor(Math.random() * delayMs) : 0)
+  }
+
+  private async pump (): Promise<void> {
+    if (!this.started || !this.claiming) return
+    if (this.pumping) { this.again = true; return }
+    this.pumping = true
+    try {
+      do {
+        this.again = false
+        await this.fill()
+      } while (this.again && this.started)
+    } catch (e) {
+      log.error('claim scan failed: %s', (e as Error).message)
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  private decide (d: Omit<Decision, 'at'>): void {
+    if (d.action === 'skipped') {
+      if (this.skipReasons.get(d.build) === d.reason) return
+      this.skipReasons.set(d.build, d.reason)
+    } else {
+      this.skipReasons.delete(d.build)
+    }
+    this.decisions.push({ at: this.now(), ...d })
+    if (this.decisions.length > this.config.decisionLog) this.decisions.splice(0, this.decisions.length - this.config.decisionLog)
+    log('%s %s%s: %s', d.action, d.build, d.attempt !== undefined ? `#${d.attempt}` : '', d.reason)
+  }
+
+  private async fill (): Promise<void> {
+    let free = this.config.maxBuilds - this.runs.size
+    if (free <= 0) return
+    for (const c of this.queue.claimable(this.config.systems)) {
+      if (free <= 0 || !this.started) break
+      if (this.runs.has(c.id)) continue
+      const why = await this.whyNotClaim(c)
+      if (why !== undefined) { this.decide({ build: c.id, attempt: c.attempt, action: 'skipped', reason: why }); continue }
+      // the checks above may have awaited: take the queue's word again
+      const fresh = this.queue.claimable(this.config.systems).find(x => x.id === c.id)
+      if (fresh === undefined || this.runs.has(c.id) || !this.started) continue
+      this.begin(fresh)
+      free--
+    }
+  }
+
+  /** Why this node should not claim `c` now, or undefined if it should. */
+  private async whyNotClaim (c: Claimable): Promise<string | undefined> {
+    const r = this.queue.get(c.id)
+    if (r === undefined) return 'unknown build'
+    if (!tagsMet(r.tags, this.config.tags)) return `needs tags ${JSON.stringify(r.tags)}; this node offers ${JSON.stringify(this.config.tags)}`
+    const until = this.backoffUntil(r)
+    const now = this.now()
+    if (until > now) return `backing off for ${Math.ceil((until - now) / 1000)} s`
+    let inputs = this.drvInputs.get(r.derivation)
+    if (inputs === undefined) {
+      try {
+        await this.inputs.ensureDerivation(r.derivation, this.lifetime.signal)
+        const d = await this.store.readDerivation(r.derivation)
+        inputs = [...d.inputDrvs.keys()]
+        this.drvInputs.set(r.derivation, inputs)
+      } catch (e) {
+        const b = this.localBackoff.get(r.id)
+        const count = (b?.count ?? 0) + 1
+        this.localBackoff.set(r.id, { until: this.now() + backoffMs(this.config, count), count })
+        return `derivation not available here: ${(e as Error).message}`
+      }
+    }
+    for (const input of inputs) {
+      const builds = this.queue.byDerivation(input)
+      if (builds.length === 0 || builds.some(b => b.phase === 'succeeded')) continue
+      const pending = builds.find(b => !isFinished(b.phase))
+      if (pending !== undefined) return `input ${input} is build ${pending.id}, not built yet`
+    }
+    return undefined
+  }
+
+  /** Local time before which the next attempt of `r` should not start here. */
+  private backoffUntil (r: BuildRecord): number {
+    let until = this.localBackoff.get(r.id)?.until ?? 0
+    const last = r.attempts.at(-1)
+    const res = last?.result
+    if (res?.outcome === 'failure') {
+      until = Math.max(until, res.hlc[0] + backoffMs(this.config, r.failures))
+    } else if (res?.outcome === 'missing-inputs') {
+      // inputs that are builds of the queue and have succeeded since: retry at once
+      const resolved = (res.missing ?? []).length > 0 && (res.missing ?? []).every(m => this.queue.byDerivation(m).some(b => b.phase === 'succeeded'))
+      if (!resolved) {
+        let n = 0
+        for (let i = r.attempts.length - 1; i >= 0 && r.attempts[i].result?.outcome === 'missing-inputs'; i--) n++
+        until = Math.max(until, res.hlc[0] + backoffMs(this.config, n))
+      }
+    }
+    return until
+  }
+
+  /** undefined while `run` still holds the winning claim of a live build; else why not. */
+  private whyNotOurs (run: Run): string | undefined {
+    const r = this.queue.get(run.id)
+    if (r === undefined) return 'build vanished'
+    if (r.phase === 'succeeded' && r.attempts.find(a => a.result?.outcome === 'success')?.number !== run.attempt) return 'succeeded elsewhere'
+    if (r.canceled && r.phase === 'canceled') return 'canceled'
+    const a = r.attempts.find(x => x.number === run.attempt)
+    if (a === undefined) return undefined // our claim op has not been applied yet
+    if (a.claimer !== this.self) return `claim lost to ${a.claimer}`
+    if (a.released) return 'released'
+    const last = r.attempts.at(-1)!
+    if (last.number > run.attempt) return `attempt ${last.number} claimed by ${last.claimer} (our lease lapsed there)`
+    return undefined
+  }
+
+  private abortRun (run: Run, reason: string): void {
+    if (run.controller.signal.aborted) return
+    run.abortReason = reason
+    run.controller.abort(new Error(reason))
+  }
+
+  private begin (c: Claimable): void {
+    const run: Run = { id: c.id, attempt: c.attempt, derivation: c.derivation, phase: 'settling', since: this.now(), controller: new AbortController() }
+    this.runs.set(c.id, run)
+    run.done = this.runAttempt(run)
+      .catch((e: unknown) => { log.error('build %s#%d: %s', run.id, run.attempt, (e as Error).message) })
+      .finally(() => {
+        clearInterval(run.renewTimer)
+        this.runs.delete(run.id)
+        if (this.started) this.schedulePump(0)
+      })
+  }
+
+  // ---- one attempt -----------------------------------------------------------------------
+
+  private async op (what: string, f: () => Promise<unknown>): Promise<boolean> {
+    if (this.silent) return false
+    try {
+      await f()
+      return true
+    } catch (e) {
+      log.error('%s failed: %s', what, (e as Error).message)
+      return false
+    }
+  }
+
+  private async runAttempt (run: Run): Promise<void> {
+    const { id, attempt } = run
+    const signal = run.controller.signal
+    const leaseMs = this.config.leaseMs
+    if (!await this.op('claim', async () => await this.queue.claim(id, attempt, leaseMs))) return
+    this.decide({ build: id, attempt, action: 'claimed', reason: `best claimable for ${this.config.systems.join(',')}` })
+    await sleep(this.config.settleMs, undefined, { signal }).catch(() => {})
+    const lost = run.abortReason ?? this.whyNotOurs(run)
+    if (lost !== undefined) {
+      this.decide({ build: id, attempt, action: 'lost', reason: lost })
+      return
+    }
+    // the first renew marks the attempt as building for everyone
+    await this.op('renew', async () => await this.queue.renew(id, attempt, leaseMs))
+    run.renewTimer = setInterval(() => {
+      if (!signal.aborted) void this.op('renew', async () => await this.queue.renew(id, attempt, leaseMs))
+    }, Math.max(1, Math.floor(leaseMs / 3)))
+    this.decide({ build: id, attempt, action: 'started', reason: 'claim still wins after the settle window' })
+
+    run.phase = 'preparing'
+    const builder = this.builder!
+    let outcome: BuildOutcome
+    const writer = this.logs.open(id, attempt)
+    const root = this.components.gcRootsDir !== undefined ? join(this.components.gcRootsDir, `${id}-${attempt}`) : undefined
+    try {
+      try {
+        await this.inputs.ensureDerivation(run.derivation, signal)
+        const drv = await this.store.readDerivation(run.derivation)
+        const wanted: string[] = []
+        for (const [inputDrv, names] of drv.inputDrvs) {
+          const d = await this.store.readDerivation(inputDrv).catch(() => undefined)
+          for (const n of names) { const o = d?.outputs.get(n); if (o !== undefined) wanted.push(o.path) }
+        }
+        const stillMissing = await this.inputs.ensureOutputs(wanted, signal)
+        if (stillMissing.length > 0) writer.write(Buffer.from(`guix-swarm: inputs not available here: ${stillMissing.join(' ')}\n`))
+      } catch (e) {
+        if (!signal.aborted) writer.write(Buffer.from(`guix-swarm: preparing inputs failed: ${(e as Error).message}\n`))
+      }
+      run.phase = 'building'
+      outcome = signal.aborted ? { kind: 'canceled' } : await builder.build(run.derivation, { signal, onLog: writer.write, ...(root !== undefined ? { gcRoot: root } : {}) })
+      await writer.close().catch((e: unknown) => { log.error('compressing log %s: %s', writer.name, (e as Error).message) })
+      run.phase = 'publishing'
+      await this.finish(run, outcome, writer.name)
+    } finally {
+      clearInterval(run.renewTimer)
+      if (root !== undefined) await this.removeRoots(root)
+    }
+  }
+
+  private async finish (run: Run, outcome: BuildOutcome, logName: string): Promise<void> {
+    const { id, attempt } = run
+    if (run.controller.signal.aborted || outcome.kind === 'canceled') {
+      const reason = run.abortReason ?? 'build canceled'
+      this.decide({ build: id, attempt, action: 'aborted', reason })
+      // stopping gracefully: hand the build back at once instead of letting the lease lapse
+      if (reason === 'scheduler stopping') await this.op('release', async () => await this.queue.release(id, attempt))
+      return
+    }
+    const ours = (): boolean => this.whyNotOurs(run) === undefined
+    switch (outcome.kind) {
+      case 'success': {
+        let outputs: Record<string, NarOutput>
+        try {
+          outputs = await this.publish(outcome.outputs)
+        } catch (e) {
+          this.backoffLocally(id)
+          this.decide({ build: id, attempt, action: 'released', reason: (e as Error).message })
+          await this.op('release', async () => await this.queue.release(id, attempt))
+          return
+        }
+        run.phase = 'finishing'
+        if (!ours()) { this.decide({ build: id, attempt, action: 'lost', reason: `built, but ${this.whyNotOurs(run) ?? ''}` }); return }
+        await this.op('result', async () => await this.queue.result(id, attempt, { outcome: 'success', outputs }))
+        this.decide({ build: id, attempt, action: 'succeeded', reason: Object.values(outputs).map(o => o.path).join(' ') })
+        return
+      }
+      case 'failed':
+        await this.record(run, { outcome: 'failure', log: { peerId: this.self, name: logName } }, 'failed', outcome.message)
+        return
+      case 'missing-inputs':
+        await this.record(run, { outcome: 'missing-inputs', missing: outcome.missing.slice(0, 64) }, 'missing-inputs', outcome.missing.join(' '))
+        return
+      case 'setup-failed':
+        // not the derivation's fault: hand it back, uncounted, and stay away from it for a while
+        this.backoffLocally(id)
+        this.decide({ build: id, attempt, action: 'released', reason: `setup failed: ${outcome.message}` })
+        await this.op('release', async () => await this.queue.release(id, attempt))
+    }
+  }
+
+  private async record (run: Run, result: ResultRequest, action: DecisionAction, reason: string): Promise<void> {
+    run.phase = 'finishing'
+    const lost = this.whyNotOurs(run)
+    if (lost !== undefined) { this.decide({ build: run.id, attempt: run.attempt, action: 'lost', reason: lost }); return }
+    await this.op('result', async () => await this.queue.result(run.id, run.attempt, result))
+    this.decide({ build: run.id, attempt: run.attempt, action, reason })
+  }
+
+  private backoffLocally (id: string): void {
+    const count = (this.localBackoff.get(id)?.count ?? 0) + 1
+    this.localBackoff.set(id, { until: this.now() + backoffMs(this.config, count), count })
+  }
+
+  private async publish (outputs: Record<string, string>): Promise<Record<string, NarOutput>> {
+    const out: Record<string, NarOutput> = {}
+    for (const [name, path] of Object.entries(outputs)) {
+      try {
+        const e = await this.publisher.addFromStore(this.store, path)
+        out[name] = { path, narHash: e.narHash, narSize: e.narSize }
+      } catch (e) {
+        throw new PublishFailedError(path, e)
+      }
+    }
+    return out
+  }
+
+  private async removeRoots (root: string): Promise<void> {
+    const dir = this.components.gcRootsDir!
+    const base = root.slice(dir.length + 1)
+    for (const f of await readdir(dir).catch(() => [] as string[])) {
+      if (f === base || f.startsWith(`${base}-`)) await rm(join(dir, f), { force: true }).catch(() => {})
+    }
+  }
+}
