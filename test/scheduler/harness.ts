@@ -15,6 +15,8 @@ import { Level } from 'level'
 import { QueueService, type QueueConfig } from '../../src/crdt/index.js'
 import { openBackend, type Backend, type StoreDaemon } from '../../src/daemon/index.js'
 import { SchedulerService, type InputFetcher, type OutputPublisher, type SchedulerComponents, type SchedulerConfig } from '../../src/scheduler/index.js'
+import { BinaryCache } from '../../src/cache/index.js'
+import { generateNixKeyPair, type NixKeyPair } from '../../src/narinfo/index.js'
 import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
 type TestLibp2p = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, pubsub: GossipSub }>
@@ -107,6 +109,20 @@ export interface BuildNode {
   dir: string
   scheduler: SchedulerService
   published: string[]
+  /** The node's binary cache (real NARs, signed narinfos) and its signing key. */
+  cache: BinaryCache
+  key: NixKeyPair
+}
+
+/** The real BinaryCache as the publisher, noting what it was asked to publish. */
+export function cachePublisher (cache: BinaryCache, published: string[]): OutputPublisher {
+  return {
+    async addFromStore (store, storePath) {
+      const e = await cache.addFromStore(store, storePath)
+      published.push(storePath)
+      return e
+    }
+  }
 }
 
 /**
@@ -155,7 +171,9 @@ export async function startBuildNode (opts: BuildNodeOptions = {}): Promise<Buil
   const ns = await nixNamespace(dir)
   const nix = await openBackend('nix', { runner: ns.runner, env: ns.env, realStoreDir: ns.realStoreDir, inputs: 'require' })
   const published: string[] = []
-  const node: Partial<BuildNode> = { q, ns, nix, dir, published }
+  const key = generateNixKeyPair(`sched-test-${Math.random().toString(36).slice(2, 8)}`)
+  const cache = new BinaryCache({ dir: join(dir, 'cache'), storeDir: '/nix/store', keys: key, compressions: ['zstd'] })
+  const node: Partial<BuildNode> = { q, ns, nix, dir, published, cache, key }
   node.scheduler = makeScheduler(node as BuildNode, opts)
   return node as BuildNode
 }
@@ -165,7 +183,7 @@ export function makeScheduler (node: Omit<BuildNode, 'scheduler'>, opts: BuildNo
     queue: node.q.queue,
     store: node.nix.store,
     builder: node.nix.builder,
-    publisher: pathInfoPublisher(node.published),
+    publisher: cachePublisher(node.cache, node.published),
     inputs: peerInputs(() => node.nix, opts.peers ?? (() => [])),
     logsDir: join(node.dir, 'logs'),
     gcRootsDir: join(node.dir, 'gcroots'),

@@ -6,6 +6,7 @@ import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { compareStamp, type BuildRecord } from '../../src/crdt/index.js'
+import { assertNarinfoVerified } from '../../src/narinfo/index.js'
 import { nixSkip } from '../helpers/nix.js'
 import { drvExpr, instantiate, mesh, startBuildNode, startQueueNode, stopBuildNode, tempDir, waitFor, type BuildNode, type QueueNode } from './harness.js'
 
@@ -70,6 +71,11 @@ test('three schedulers in three stores build 18 builds from a non-building submi
     // NAR hashes in the result ops are the daemon's
     const info = await aBuilder.nix.store.queryPathInfo(aOut)
     assert.equal(winner(a).result!.outputs!.out.narHash, info.narHash)
+    // …and the builder's cache holds the NAR with a narinfo signed by its key
+    const narinfo = await aBuilder.cache.getNarinfo(aOut.slice('/nix/store/'.length, '/nix/store/'.length + 32))
+    assert.ok(narinfo !== undefined, 'narinfo in the builder cache')
+    const verified = assertNarinfoVerified(narinfo, [aBuilder.key.publicKey], { storeDir: '/nix/store' })
+    assert.equal(verified.narinfo.narHash, info.narHash)
 
     // logs stay with the node that built, compressed, and readable
     const logged = await aBuilder.scheduler.readLog(a.id)
