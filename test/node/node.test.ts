@@ -117,13 +117,16 @@ test('the host is ready for later issues: DHT provide/find and gossip between no
     // Identify has run both ways once capabilities are exchanged, so each DHT knows the other.
     await waitFor(() => a.service<CapabilitiesService>('capabilities')?.peers().has(b.peerId.toString()) === true &&
       b.service<CapabilitiesService>('capabilities')?.peers().has(a.peerId.toString()) === true, 'identify both ways')
-    await a.libp2p.contentRouting.provide(cid, { signal: AbortSignal.timeout(15_000) })
-    let found: string | undefined
-    for await (const p of b.libp2p.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(15_000) })) {
-      found = p.id.toString()
-      assert.ok(p.multiaddrs.some((m) => m.toString().startsWith('/ip4/127.0.0.1/')), 'provider addresses kept')
-      break
-    }
+    // Kad adds a peer to its routing table a moment after identify, so the first provide may
+    // reach no one; later issues re-provide periodically, the test retries the same way.
+    const found = await waitFor(async () => {
+      await a.libp2p.contentRouting.provide(cid, { signal: AbortSignal.timeout(5_000) })
+      for await (const p of b.libp2p.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(5_000) })) {
+        assert.ok(p.multiaddrs.some((m) => m.toString().startsWith('/ip4/127.0.0.1/')), 'provider addresses kept')
+        return p.id.toString()
+      }
+      return undefined
+    }, 'b to find a as provider', 20_000, 100)
     assert.equal(found, a.peerId.toString())
 
     // Gossip: b receives what a publishes on a swarm topic.
