@@ -31,6 +31,7 @@ import {
   CacheBadUrlPathError, CacheExportMismatchError, CacheFileSizeMismatchError, CacheMissingFileError, CacheNarinfoError,
   CacheNotFoundError, CacheStorePathError
 } from './errors.js'
+import { verifyFile } from './verify.js'
 
 const log = logger('guix-swarm:cache')
 
@@ -121,6 +122,11 @@ export interface VerifiedFile {
 export interface AddVerifiedOptions {
   narinfoText: string
   files: VerifiedFile[]
+  /**
+   * Decompress and hash every file against the narinfo before moving it in (verifyFile). On by
+   * default; pass false when the caller already hashed exactly these bytes.
+   */
+  verify?: boolean
 }
 
 export interface FileRange {
@@ -256,6 +262,7 @@ export class BinaryCache {
         }
         files.push({ compression: p.compression, url: p.url.url, fileSize: size })
       }
+      if (opts.verify !== false) for (const p of placed) await verifyFile(narinfo, p.compression, p.tempPath)
       for (const p of placed) await this.moveIn(p.tempPath, join(this.dir, p.url.url))
       const text = opts.narinfoText
       await this.writeAtomic(this.narinfoPath(hashPart), text)
