@@ -32,7 +32,7 @@ export async function tempDir (prefix = 'guix-swarm-sched-'): Promise<string> {
   return await mkdtemp(join(tmpdir(), prefix))
 }
 
-export async function startQueueNode (config: Partial<QueueConfig> = {}): Promise<QueueNode> {
+export async function startQueueNode (config: Partial<QueueConfig> = {}, now?: () => number): Promise<QueueNode> {
   const dir = await tempDir()
   const key = await generateKeyPair('Ed25519')
   const libp2p: TestLibp2p = await createLibp2p({
@@ -50,6 +50,7 @@ export async function startQueueNode (config: Partial<QueueConfig> = {}): Promis
     pubsub: libp2p.services.pubsub,
     db: db.sublevel<string, Uint8Array>('queue', { valueEncoding: 'view' }),
     privateKey: key,
+    ...(now !== undefined ? { now } : {}),
     config: { syncIntervalMs: 1000, verifyWorkers: 0, ...config }
   })
   await queue.start()

@@ -1,0 +1,284 @@
+// Scheduler decisions against a real QueueService (real libp2p, real level) with a small fake
+// store and builder behind the daemon interfaces: setup failures, missing inputs, tags, lost
+// claims, no builder, hooks that hang.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Builder, BuildOptions, BuildOutcome, Derivation, StoreDaemon } from '../../src/daemon/index.js'
+import {
+  SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
+  type SchedulerComponents
+} from '../../src/scheduler/index.js'
+import { startQueueNode, tempDir, waitFor, mesh, type QueueNode } from './harness.js'
+
+const SYS = 'x86_64-linux'
+let n = 0
+const drvPath = (name: string): string => `/nix/store/${(++n).toString(32).padStart(32, '0').replace(/[eotu]/g, 'x')}-${name}.drv`
+const outOf = (drv: string): string => drv.replace(/\.drv$/, '')
+
+/** A store that knows some derivations (all valid) and makes outputs valid when "built". */
+class FakeStore implements StoreDaemon {
+  readonly kind = 'nix' as const
+  readonly storeDir = '/nix/store'
+  readonly valid = new Set<string>()
+  readonly drvs = new Map<string, Derivation>()
+  add (drv: string, inputs: string[] = []): string {
+    this.drvs.set(drv, { outputs: new Map([['out', { path: outOf(drv), hashAlgo: '', hash: '' }]]), inputDrvs: new Map(inputs.map(i => [i, ['out']])), inputSrcs: [], system: SYS, builder: '/bin/sh', args: [], env: new Map() })
+    this.valid.add(drv)
+    return drv
+  }
+
+  async isValid (p: string): Promise<boolean> { return this.valid.has(p) }
+  async filterInvalid (ps: string[]): Promise<string[]> { return ps.filter(p => !this.valid.has(p)) }
+  async queryPathInfo (p: string): Promise<never> { throw new Error(`not in fake: ${p}`) }
+  async queryPathInfos (): Promise<never> { throw new Error('not in fake') }
+  async queryRequisites (ps: string[]): Promise<string[]> { return ps }
+  async readDerivation (p: string): Promise<Derivation> {
+    const d = this.drvs.get(p)
+    if (d === undefined) throw new Error(`no derivation ${p}`)
+    return d
+  }
+
+  async exportPath (): Promise<never> { throw new Error('not in fake') }
+  async importPath (): Promise<void> { throw new Error('not in fake') }
+}
+
+type Script = (drv: string, opts: BuildOptions) => Promise<BuildOutcome>
+
+class FakeBuilder implements Builder {
+  readonly kind = 'nix' as const
+  readonly calls: string[] = []
+  constructor (private readonly store: FakeStore, readonly scripts = new Map<string, Script[]>()) {}
+  async build (drv: string, opts: BuildOptions): Promise<BuildOutcome> {
+    this.calls.push(drv)
+    opts.onLog(Buffer.from(`building ${drv}\n`))
+    const next = this.scripts.get(drv)?.shift()
+    if (next !== undefined) return await next(drv, opts)
+    this.store.valid.add(outOf(drv))
+    return { kind: 'success', outputs: { out: outOf(drv) } }
+  }
+}
+
+const publisher: SchedulerComponents['publisher'] = {
+  async addFromStore (_store, storePath) { return { storePath, narHash: 'sha256:' + '0'.repeat(52), narSize: 120 } }
+}
+
+interface Rig { q: QueueNode, store: FakeStore, builder: FakeBuilder, dir: string, scheduler: SchedulerService }
+
+async function rig (opts: { q?: QueueNode, components?: Partial<SchedulerComponents>, config?: SchedulerComponents['config'] } = {}): Promise<Rig> {
+  const q = opts.q ?? await startQueueNode()
+  const store = new FakeStore()
+  const builder = new FakeBuilder(store)
+  const dir = await tempDir()
+  const scheduler = new SchedulerService({
+    queue: q.queue,
+    store,
+    builder,
+    publisher,
+    logsDir: join(dir, 'logs'),
+    config: { systems: [SYS], maxBuilds: 2, leaseMs: 1500, settleMs: 100, pollMs: 100, jitterMs: 10, backoffBaseMs: 100, backoffMaxMs: 400, ...opts.config },
+    ...opts.components
+  })
+  return { q, store, builder, dir, scheduler }
+}
+
+async function done (r: Rig, opts: { keepQueue?: boolean } = {}): Promise<void> {
+  await r.scheduler.stop()
+  if (opts.keepQueue !== true) await r.q.stop()
+  await rm(r.dir, { recursive: true, force: true })
+}
+
+test('config: tags, backoff, and refused settings', () => {
+  assert.equal(tagsMet({}, []), true)
+  assert.equal(tagsMet({ 'big-memory': '' }, ['big-memory']), true)
+  assert.equal(tagsMet({ 'big-memory': 'true' }, ['big-memory']), true)
+  assert.equal(tagsMet({ gpu: 'nvidia' }, ['gpu']), false)
+  assert.equal(tagsMet({ gpu: 'nvidia' }, ['gpu=nvidia', 'big-memory']), true)
+  assert.equal(tagsMet({ gpu: 'nvidia', arch: 'zen4' }, ['gpu=nvidia']), false)
+  const c = { backoffBaseMs: 1000, backoffMaxMs: 5000 }
+  assert.deepEqual([0, 1, 2, 3, 4, 40].map(k => backoffMs(c, k)), [0, 1000, 2000, 4000, 5000, 5000])
+  assert.throws(() => resolveConfig({ leaseMs: 1000, settleMs: 600 }), SchedulerConfigError)
+  assert.throws(() => resolveConfig({ maxBuilds: 1.5 }), SchedulerConfigError)
+  assert.throws(() => resolveConfig({ leaseMs: 0 }), SchedulerConfigError)
+  assert.equal(resolveConfig().leaseMs, 60_000)
+})
+
+test('setup failure: released, not counted, retried after a local backoff; missing inputs: recorded, not counted', async () => {
+  const r = await rig()
+  try {
+    const a = r.store.add(drvPath('setup'))
+    const b = r.store.add(drvPath('missing'))
+    r.builder.scripts.set(a, [async () => ({ kind: 'setup-failed', message: 'daemon socket gone' })])
+    r.builder.scripts.set(b, [async () => ({ kind: 'missing-inputs', missing: ['/nix/store/00000000000000000000000000000000-x.drv'] })])
+    const [ia, ib] = await r.q.queue.submit([{ drv: a, system: SYS }, { drv: b, system: SYS }])
+    await r.scheduler.start()
+    await waitFor('both to succeed', () => r.q.queue.get(ia)?.phase === 'succeeded' && r.q.queue.get(ib)?.phase === 'succeeded')
+    const ra = r.q.queue.get(ia)!
+    assert.equal(ra.failures, 0)
+    assert.equal(ra.attempts[0].released, true)
+    assert.equal(ra.attempts[1].result?.outcome, 'success')
+    const rb = r.q.queue.get(ib)!
+    assert.equal(rb.failures, 0)
+    assert.equal(rb.attempts[0].result?.outcome, 'missing-inputs')
+    assert.deepEqual(rb.attempts[0].result?.missing, ['/nix/store/00000000000000000000000000000000-x.drv'])
+    // retried only after the backoff: the result's stamp, then at least backoffBaseMs
+    assert.ok(rb.attempts[1].claimHlc[0] >= rb.attempts[0].result!.hlc[0] + 100)
+    const acts = r.scheduler.status().decisions.filter(d => d.build === ia && d.action !== 'skipped').map(d => d.action)
+    assert.deepEqual(acts, ['claimed', 'started', 'released', 'claimed', 'started', 'succeeded'])
+    assert.ok(r.scheduler.status().decisions.some(d => d.build === ia && d.action === 'skipped' && d.reason.startsWith('backing off')))
+    // every attempt left a readable log
+    assert.match((await r.scheduler.readLog(ia, 1))!.log.toString(), /building/)
+    assert.equal(await r.scheduler.readLog('nosuchbuild'), undefined)
+    await assert.rejects(r.scheduler.readLogByName('../../etc/passwd'), BadLogNameError)
+  } finally {
+    await done(r)
+  }
+})
+
+test('dependency order: a build waits while an input derivation is queued and unbuilt', async () => {
+  const r = await rig({ config: { maxBuilds: 3 } })
+  try {
+    const c = r.store.add(drvPath('c'))
+    const b = r.store.add(drvPath('b'), [c])
+    const a = r.store.add(drvPath('a'), [b])
+    await r.q.queue.submit([{ drv: a, system: SYS, priority: 9 }, { drv: b, system: SYS, priority: 9 }, { drv: c, system: SYS }])
+    await r.scheduler.start()
+    await waitFor('all built', () => r.builder.calls.length === 3 && r.scheduler.status().slotsUsed === 0)
+    assert.deepEqual(r.builder.calls, [c, b, a])
+    assert.ok(r.scheduler.status().decisions.some(d => d.action === 'skipped' && d.reason.includes(`input ${b}`)))
+  } finally {
+    await done(r)
+  }
+})
+
+test('tags: a build needing a tag this node lacks is never claimed; one that offers it builds', async () => {
+  const r = await rig()
+  try {
+    const drv = r.store.add(drvPath('gpu'))
+    const [id] = await r.q.queue.submit([{ drv, system: SYS, tags: { gpu: 'nvidia' } }])
+    await r.scheduler.start()
+    await waitFor('the skip decision', () => r.scheduler.status().decisions.some(d => d.build === id && d.action === 'skipped'))
+    assert.match(r.scheduler.status().decisions.find(d => d.build === id)!.reason, /needs tags/)
+    assert.equal(r.q.queue.get(id)?.attempts.length, 0)
+    await r.scheduler.stop()
+    const r2 = await rig({ q: r.q, config: { tags: ['gpu=nvidia'] } })
+    r2.store.add(drv)
+    await r2.scheduler.start()
+    await waitFor('the build', () => r.q.queue.get(id)?.phase === 'succeeded')
+    await done(r2, { keepQueue: true })
+  } finally {
+    await done(r)
+  }
+})
+
+test('a node without a builder never claims, and says so in its status', async () => {
+  const q = await startQueueNode()
+  const dir = await tempDir()
+  const s = new SchedulerService({ queue: q.queue, store: new FakeStore(), builder: null, publisher, logsDir: join(dir, 'logs'), config: { systems: [SYS], pollMs: 50 } })
+  try {
+    await s.start()
+    const [id] = await q.queue.submit([{ drv: drvPath('none'), system: SYS }])
+    await new Promise(resolve => setTimeout(resolve, 300)) // several poll periods: nothing may happen
+    assert.equal(q.queue.get(id)?.attempts.length, 0)
+    const st = s.status()
+    assert.equal(st.builder, 'none')
+    assert.equal(st.slotsFree, 0)
+    assert.deepEqual(st.decisions, [])
+  } finally {
+    await s.stop(); await q.stop(); await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('a claim that loses to an earlier competing claim aborts the running build', async () => {
+  // the builder node's clock runs 20 s ahead, so a claim the other node made while they were
+  // apart has the smaller stamp and wins everywhere once they reconnect
+  const other = await startQueueNode()
+  const skewed = await startQueueNode({}, () => Date.now() + 20_000)
+  const r = await rig({ q: skewed })
+  try {
+    await mesh([skewed, other])
+    const drv = r.store.add(drvPath('contested'))
+    let aborted: unknown
+    r.builder.scripts.set(drv, [async (_d, opts) => await new Promise<BuildOutcome>((resolve) => {
+      opts.signal.addEventListener('abort', () => { aborted = opts.signal.reason; resolve({ kind: 'canceled' }) }, { once: true })
+    })])
+    const [id] = await other.queue.submit([{ drv, system: SYS }])
+    await waitFor('the build to reach the builder node', () => skewed.queue.get(id) !== undefined)
+    await skewed.libp2p.hangUp(other.libp2p.peerId)
+    await waitFor('the hang-up', () => skewed.libp2p.getPeers().length === 0)
+    await other.queue.claim(id, 1, 60_000) // made while apart, earlier by HLC than the builder's own
+    await r.scheduler.start()
+    await waitFor('the build to start', () => r.builder.calls.length === 1)
+    await skewed.libp2p.dial(other.libp2p.getMultiaddrs()[0])
+    await waitFor('the abort', () => r.scheduler.status().slotsUsed === 0)
+    assert.match(String(aborted), /claim lost to/)
+    const d = r.scheduler.status().decisions.find(x => x.build === id && x.action === 'aborted')
+    assert.match(d!.reason, new RegExp(`claim lost to ${other.queue.peerIdString()}`))
+    assert.equal(skewed.queue.get(id)!.attempts[0].claimer, other.queue.peerIdString())
+  } finally {
+    await done(r)
+    await other.stop()
+  }
+})
+
+async function script (dir: string, name: string, body: string): Promise<string> {
+  const f = join(dir, name)
+  await writeFile(f, `#!/bin/sh\n${body}\n`)
+  await chmod(f, 0o755)
+  return f
+}
+
+test('hooks: JSON on stdin; a failing hook is logged; a hanging hook is killed at its limit and blocks nothing', async () => {
+  const dir = await tempDir()
+  try {
+    await mkdir(join(dir, 'out'))
+    const ok = await script(dir, 'ok.sh', `cat > "${dir}/out/$1.json"`)
+    const bad = await script(dir, 'bad.sh', 'echo nope >&2; exit 7')
+    const hang = await script(dir, 'hang.sh', `echo $$ > "${dir}/hang.pid"; exec /bin/sleep 60`)
+    const h = new HookRunner({ programs: { 'build-success': ok, 'build-failure': bad, 'build-canceled': hang }, timeoutMs: 1500 })
+    const hanging = h.run('build-canceled', { id: 'x' })!
+    const [good, failed] = await Promise.all([h.run('build-success', { id: 'b1', n: [1, 2] })!, h.run('build-failure', { id: 'b2' })!])
+    assert.deepEqual(good, { event: 'build-success', program: ok, ok: true })
+    assert.deepEqual(JSON.parse(await readFile(join(dir, 'out', 'build-success.json'), 'utf8')), { id: 'b1', n: [1, 2] })
+    assert.equal(failed.ok, false)
+    assert.match(failed.error!, /exited with 7: nope/)
+    const hung = await hanging
+    assert.equal(hung.ok, false)
+    assert.match(hung.error!, /time limit/)
+    const pid = Number(await readFile(join(dir, 'hang.pid'), 'utf8'))
+    assert.throws(() => process.kill(pid, 0), /ESRCH/, 'the hanging hook is gone')
+    assert.equal(h.failures.length, 2)
+    assert.equal(h.run('build-submitted', {}), undefined, 'no program, no run')
+    const missing = new HookRunner({ programs: { 'build-success': join(dir, 'absent') }, timeoutMs: 1000 })
+    assert.match((await missing.run('build-success', {})!).error!, /cannot start/)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('a hanging submitted-hook does not hold up building', async () => {
+  const r = await rig()
+  const dir = await tempDir()
+  const hang = await script(dir, 'hang.sh', 'exec /bin/sleep 60')
+  const s = new SchedulerService({
+    queue: r.q.queue, store: r.store, builder: r.builder, publisher, logsDir: join(dir, 'logs'),
+    hooks: { programs: { 'build-submitted': hang }, timeoutMs: 30_000 },
+    config: { systems: [SYS], settleMs: 50, pollMs: 50, jitterMs: 0 }
+  })
+  try {
+    await s.start()
+    const drvs = [1, 2, 3].map(i => r.store.add(drvPath(`h${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await waitFor('builds', () => ids.every(id => r.q.queue.get(id)?.phase === 'succeeded'))
+    let settled = false
+    void s.hooks.idle().then(() => { settled = true })
+    await new Promise(resolve => setImmediate(resolve))
+    assert.equal(settled, false, 'the three hooks are still running while the builds are done')
+    await s.stop() // kills them
+    assert.equal(s.hooks.failures.length, 3)
+    assert.deepEqual(await readdir(join(dir, 'logs')).then(f => f.length), 3)
+  } finally {
+    await s.stop(); await done(r); await rm(dir, { recursive: true, force: true })
+  }
+})
