@@ -42,7 +42,8 @@ async function joiner (addr: string, expected: number): Promise<void> {
   const t0 = performance.now()
   await node.libp2p.dial(multiaddr(addr))
   await new Promise<void>(resolve => {
-    const check = (): void => { if (node.queue.status().builds >= expected) resolve(); else setTimeout(check, 5) }
+    // poll the cheap counter: status() hashes the whole state
+    const check = (): void => { if (node.queue.replica.state.size >= expected) resolve(); else setTimeout(check, 5) }
     check()
   })
   const syncMs = performance.now() - t0

@@ -254,9 +254,29 @@ function publicKeyOf (author: string): KeyObject {
   return key
 }
 
+/** Throws OpAuthorMismatchError unless `author` is an Ed25519 peer id; returns its SPKI DER key. */
+const derCache = new Map<string, Uint8Array>()
+export function checkAuthor (author: string): Uint8Array {
+  let der = derCache.get(author)
+  if (der === undefined) {
+    der = publicKeyOf(author).export({ format: 'der', type: 'spki' }) // costly: once per author
+    if (derCache.size > 10_000) derCache.clear()
+    derCache.set(author, der)
+  }
+  return der
+}
+
+/** The exact bytes the author signed (for verification off the main thread). */
+export function signedInputOf (op: Op): Uint8Array {
+  return signingInput(bodyOf(op.author, op.seq, op.hlc, op.type, op.payload))
+}
+
+/** Ed25519 check of `sig` over `input` by `author`; throws OpAuthorMismatchError for a bad author. */
+export function checkSignature (author: string, input: Uint8Array, sig: Uint8Array): boolean {
+  return edVerify(null, input, publicKeyOf(author), sig)
+}
+
 /** Throws unless `op.sig` is the author's signature over the op. */
 export function verifyOp (op: Op): void {
-  const key = publicKeyOf(op.author)
-  const ok = edVerify(null, signingInput(bodyOf(op.author, op.seq, op.hlc, op.type, op.payload)), key, op.sig)
-  if (!ok) throw new OpBadSignatureError(op.author, op.seq)
+  if (!checkSignature(op.author, signedInputOf(op), op.sig)) throw new OpBadSignatureError(op.author, op.seq)
 }

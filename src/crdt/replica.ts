@@ -51,8 +51,10 @@ interface AuthorLog {
 export interface IngestOptions {
   /** Local receive time to record (defaults to now()); restored from disk on reload. */
   seenAt?: number
-  /** Skip the signature check: only for ops read back from our own disk. */
+  /** Skip every check: only for ops read back from our own disk. */
   trusted?: boolean
+  /** The signature was already checked (by the verify pool); the other checks still run. */
+  signatureChecked?: boolean
 }
 
 export class QueueReplica {
@@ -95,7 +97,7 @@ export class QueueReplica {
       const op = input instanceof Uint8Array ? decodeOp(input, this.config.maxOpBytes) : input
       if (input instanceof Uint8Array ? false : op.bytes.length > this.config.maxOpBytes) decodeOp(op.bytes, this.config.maxOpBytes)
       if (opts.trusted !== true) {
-        verifyOp(op)
+        if (opts.signatureChecked !== true) verifyOp(op)
         const ahead = op.hlc[0] - this.now()
         if (ahead > this.config.maxSkewMs) throw new OpFutureClockError(op.author, op.seq, ahead, this.config.maxSkewMs)
       }
@@ -106,6 +108,13 @@ export class QueueReplica {
       log('rejected op: %s', err.message)
       return { kind: 'rejected', error: err }
     }
+  }
+
+  /** Count a refusal decided outside ingest (e.g. a signature the verify pool refused). */
+  refuse (error: OpRejectedError): IngestResult {
+    this.counters.rejected[error.reason]++
+    log('rejected op: %s', error.message)
+    return { kind: 'rejected', error }
   }
 
   private sequence (op: Op, seenAt: number): IngestResult {

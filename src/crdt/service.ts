@@ -6,10 +6,12 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
 import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
-import { assertDerivationPath, buildIdOf, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { assertDerivationPath, buildIdOf, checkAuthor, decodeOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
 import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
-import { UnknownBuildError } from './errors.js'
+import { OpBadSignatureError, OpRejectedError, UnknownBuildError } from './errors.js'
+import { VerifyPool } from './verify-pool.js'
+import { availableParallelism } from 'node:os'
 
 const log = logger('guix-swarm:crdt')
 
@@ -27,6 +29,8 @@ export interface QueueConfig extends ReplicaConfig {
   garbageLimit: number
   banMs: number
   defaultMaxAttempts: number
+  /** Worker threads checking signatures of sync batches (0 = on the main thread). */
+  verifyWorkers: number
 }
 
 export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
@@ -43,7 +47,8 @@ export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
   batchOps: DEFAULT_SYNC_LIMITS.batchOps,
   garbageLimit: 16,
   banMs: 10 * 60_000,
-  defaultMaxAttempts: 3
+  defaultMaxAttempts: 3,
+  verifyWorkers: Math.min(4, availableParallelism())
 }
 
 /** The libp2p surface the queue uses (a full Libp2p satisfies it). */
@@ -124,6 +129,7 @@ export class QueueService extends EventTarget {
   private readonly banned = new Map<string, number>()
   private readonly syncing = new Map<string, Promise<SyncSummary>>()
   private timers: NodeJS.Timeout[] = []
+  private pool?: VerifyPool
   private started = false
   private counters = { syncs: 0, syncFailures: 0, droppedPeers: 0, compacted: 0, gossipPublished: 0 }
   /** Serialises disk writes so ops land in the order they were applied. */
@@ -151,6 +157,7 @@ export class QueueService extends EventTarget {
     const snap = await this.store.loadSnapshot()
     if (snap !== undefined) this.replica.restoreHeads(snap.vv)
     log('restored %d ops, %d builds in %d ms', n, this.replica.state.size, Math.round(performance.now() - t0))
+    if (this.config.verifyWorkers > 0) this.pool = new VerifyPool(this.config.verifyWorkers)
     const { libp2p, pubsub } = this.components
     pubsub.topicValidators.set(this.config.topic, this.validate)
     pubsub.subscribe(this.config.topic)
@@ -175,6 +182,8 @@ export class QueueService extends EventTarget {
     await libp2p.unhandle(this.config.syncProtocol)
     await Promise.allSettled([...this.syncing.values()])
     await this.writeChain
+    await this.pool?.close()
+    this.pool = undefined
     await this.checkpoint()
   }
 
@@ -368,33 +377,71 @@ export class QueueService extends EventTarget {
     }
   }
 
+  /**
+   * Take one sync batch: decode and check authors here, signatures on the verify pool, then
+   * apply and persist in arrival order. Returns how many ops were refused.
+   */
+  private async takeBatch (batch: Uint8Array[]): Promise<() => Promise<number>> {
+    let refused = 0
+    const ops: Op[] = []
+    for (const bytes of batch) {
+      try {
+        const op = decodeOp(bytes, this.config.maxOpBytes)
+        checkAuthor(op.author)
+        ops.push(op)
+      } catch (err) {
+        if (!(err instanceof OpRejectedError)) throw err
+        this.replica.refuse(err); refused++
+      }
+    }
+    const verdicts = this.pool !== undefined && ops.length >= 32 ? this.pool.verify(ops) : undefined
+    return async () => {
+      const ok = verdicts !== undefined ? await verdicts : undefined
+      const applied: SeenOp[] = []
+      ops.forEach((op, i) => {
+        let r
+        if (ok === undefined || ok.length !== ops.length) r = this.replica.ingest(op) // checked inline
+        else if (ok[i]) r = this.replica.ingest(op, { signatureChecked: true })
+        else r = this.replica.refuse(new OpBadSignatureError(op.author, op.seq))
+        if (r.kind === 'applied') applied.push(...r.applied)
+        else if (r.kind === 'rejected') refused++
+      })
+      await this.persist(applied)
+      return refused
+    }
+  }
+
   private async exchange (stream: Stream, peer: PeerId): Promise<SyncSummary> {
     let refused = 0
     let skipped = false
+    // batches are verified ahead (pool) but applied strictly in order; at most 4 in flight
+    let chain: Promise<void> = Promise.resolve()
+    let inFlight = 0
+    const settle = async (): Promise<void> => { await chain }
     try {
       const summary = await runSync(stream, {
         versionVector: () => this.replica.versionVector(),
         opsAfter: (a, after, upTo) => this.replica.opsAfter(a, after, upTo),
-        receive: async (ops) => {
-          const applied: SeenOp[] = []
-          for (const bytes of ops) {
-            const r = this.replica.ingest(bytes)
-            if (r.kind === 'applied') applied.push(...r.applied)
-            else if (r.kind === 'rejected') refused++
-          }
-          await this.persist(applied)
+        receive: async (batch) => {
+          const apply = await this.takeBatch(batch)
+          inFlight++
+          chain = chain.then(async () => { refused += await apply() }).finally(() => { inFlight-- })
+          if (inFlight >= 4) await chain
           if (refused >= this.config.garbageLimit) throw new Error(`peer sent ${refused} refused ops`)
         },
         receiveSkip: async (a, from, to) => {
+          await settle()
           const applied = this.replica.skipTo(a, from, to)
           skipped = true
           await this.persist(applied)
-        }
+        },
+        settle
       }, { maxFrameBytes: this.config.maxFrameBytes, batchOps: this.config.batchOps })
       this.counters.syncs++
       if (refused > 0) this.blame(peer, refused)
       return summary
     } catch (err) {
+      await chain.catch(() => {})
       this.counters.syncFailures++
       this.blame(peer, Math.max(refused, 1))
       throw err

@@ -269,7 +269,8 @@ export class QueueState {
 
   onChange (listener: ChangeListener | undefined): void { this.listener = listener }
 
-  get size (): number { return this.byPhase.size === 0 ? 0 : [...this.byPhase.values()].reduce((n, s) => n + s.size, 0) }
+  private count = 0
+  get size (): number { return this.count }
 
   /** Add one op (already validated). Returns the affected build id. */
   apply (op: Op, seenAt: number): string {
@@ -300,6 +301,7 @@ export class QueueState {
 
   private reindex (prev: BuildRecord | undefined, next: BuildRecord): void {
     if (prev === undefined) {
+      this.count++
       let s = this.byDrv.get(next.derivation)
       if (s === undefined) { s = new Set(); this.byDrv.set(next.derivation, s) }
       s.add(next.id)

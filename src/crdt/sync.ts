@@ -33,6 +33,8 @@ export interface SyncPeerSide {
   /** Take a batch of remote ops (checked, applied, persisted); resolves when durable. */
   receive: (ops: Uint8Array[]) => Promise<void>
   receiveSkip: (author: string, from: number, to: number) => Promise<void>
+  /** Resolves when everything handed to receive() is applied and durable. */
+  settle?: () => Promise<void>
 }
 
 export interface SyncSummary { sent: number, received: number, skipsSent: number }
@@ -166,6 +168,7 @@ export async function runSync (stream: Stream, side: SyncPeerSide, limits: SyncL
       if (ended) break
     }
     if (sending === undefined || !ended) throw new SyncProtocolError('stream ended before the exchange finished')
+    await side.settle?.()
     await sending
     await stream.close()
   } catch (err) {
