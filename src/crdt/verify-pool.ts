@@ -36,6 +36,8 @@ parentPort.on('message', (req) => {
 export class VerifyPool {
   private readonly workers: Worker[] = []
   private readonly waiting = new Map<number, (ok: boolean[]) => void>()
+  /** Requests in flight per worker: a busy worker keeps the process alive, an idle one not. */
+  private readonly busy = new Map<Worker, number>()
   private nextId = 0
   private turn = 0
 
@@ -43,6 +45,9 @@ export class VerifyPool {
     for (let i = 0; i < size; i++) {
       const w = new Worker(WORKER_SOURCE, { eval: true })
       w.on('message', (res: VerifyResponse) => {
+        const n = (this.busy.get(w) ?? 1) - 1
+        this.busy.set(w, n)
+        if (n === 0) w.unref()
         const done = this.waiting.get(res.id)
         this.waiting.delete(res.id)
         done?.(res.ok)
@@ -72,6 +77,8 @@ export class VerifyPool {
     const w = this.workers[this.turn++ % this.workers.length]
     return await new Promise<boolean[]>(resolve => {
       this.waiting.set(id, resolve)
+      this.busy.set(w, (this.busy.get(w) ?? 0) + 1)
+      w.ref()
       w.postMessage(req)
     })
   }
