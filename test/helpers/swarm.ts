@@ -74,7 +74,7 @@ export async function startNode (opts: StartNodeOptions = {}): Promise<TestNode>
   proc.stdout?.on('data', (b: Buffer) => { out += b.toString() })
   proc.stderr?.on('data', (b: Buffer) => { err += b.toString() })
   const timeoutMs = opts.timeoutMs ?? 30_000
-  await new Promise<void>((resolve, reject) => {
+  const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => { cleanup(); proc.kill('SIGKILL'); reject(new Error(`node in ${dataDir} not up after ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err}`)) }, timeoutMs)
     const onData = (): void => { if (/ is up /.test(out) && /\n {2}discovery /.test(out)) { cleanup(); resolve() } }
     const onExit = (code: number | null): void => { cleanup(); reject(new Error(`node in ${dataDir} exited with ${String(code)} before it was up\nstdout: ${out}\nstderr: ${err}`)) }
@@ -82,6 +82,13 @@ export async function startNode (opts: StartNodeOptions = {}): Promise<TestNode>
     proc.stdout?.on('data', onData)
     proc.on('exit', onExit)
   })
+  try {
+    await ready
+  } catch (err) {
+    // A temp dir we made is ours to remove when the node never came up.
+    if (opts.dataDir == null) await removeDir(dataDir)
+    throw err
+  }
   const url = (await readFile(join(dataDir, 'api'), 'utf8')).trim()
   const peerId = /node (\S+) is up/.exec(out)?.[1] ?? ''
   const addrs = [...out.matchAll(/(\/ip[46]\/\S+\/p2p\/\S+)/g)].map((m) => m[1])
