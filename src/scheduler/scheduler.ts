@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { logger } from '@libp2p/logger'
 import { isFinished, type BuildChange, type BuildRecord, type Claimable, type NarOutput, type QueueService, type ResultRequest } from '../crdt/index.js'
-import type { Builder, BuildOutcome, StoreDaemon } from '../daemon/index.js'
+import { PathNotValidError, type Builder, type BuildOutcome, type Derivation, type StoreDaemon } from '../daemon/index.js'
 import { backoffMs, resolveConfig, tagsMet, type SchedulerConfig } from './config.js'
 import { PublishFailedError } from './errors.js'
 import { HookRunner, type HookConfig, type HookEvent } from './hooks.js'
@@ -15,6 +15,8 @@ import { LogStore } from './logs.js'
 import { localInputs, type InputFetcher, type OutputPublisher } from './ports.js'
 
 const log = logger('guix-swarm:scheduler')
+
+const DRV_CACHE_MAX = 10_000
 
 /** The queue surface the scheduler uses (a QueueService satisfies it). */
 export type SchedulerQueue = Pick<QueueService, 'claimable' | 'get' | 'byDerivation' | 'claim' | 'renew' | 'release' | 'result' | 'view' | 'peerIdString' | 'addEventListener' | 'removeEventListener'>
@@ -98,8 +100,8 @@ export class SchedulerService {
   private readonly skipReasons = new Map<string, string>()
   /** Builds this node must not claim before a local time (its own setup failures, unavailable .drv). */
   private readonly localBackoff = new Map<string, { until: number, count: number }>()
-  /** Input .drv paths per derivation (read once). */
-  private readonly drvInputs = new Map<string, string[]>()
+  /** Derivations read from the local store (each read once: every store query is a process). */
+  private readonly drvCache = new Map<string, Derivation>()
   private started = false
   /** Stopped without releasing: write no more ops. */
   private silent = false
@@ -275,27 +277,37 @@ export class SchedulerService {
     const until = this.backoffUntil(r)
     const now = this.now()
     if (until > now) return `backing off for ${Math.ceil((until - now) / 1000)} s`
-    let inputs = this.drvInputs.get(r.derivation)
-    if (inputs === undefined) {
-      try {
-        await this.inputs.ensureDerivation(r.derivation, this.lifetime.signal)
-        const d = await this.store.readDerivation(r.derivation)
-        inputs = [...d.inputDrvs.keys()]
-        this.drvInputs.set(r.derivation, inputs)
-      } catch (e) {
-        const b = this.localBackoff.get(r.id)
-        const count = (b?.count ?? 0) + 1
-        this.localBackoff.set(r.id, { until: this.now() + backoffMs(this.config, count), count })
-        return `derivation not available here: ${(e as Error).message}`
-      }
+    let drv: Derivation
+    try {
+      drv = await this.derivation(r.derivation, this.lifetime.signal)
+    } catch (e) {
+      this.backoffLocally(r.id)
+      return `derivation not available here: ${(e as Error).message}`
     }
-    for (const input of inputs) {
+    for (const input of drv.inputDrvs.keys()) {
       const builds = this.queue.byDerivation(input)
       if (builds.length === 0 || builds.some(b => b.phase === 'succeeded')) continue
       const pending = builds.find(b => !isFinished(b.phase))
       if (pending !== undefined) return `input ${input} is build ${pending.id}, not built yet`
     }
     return undefined
+  }
+
+  /** The derivation from the local store, fetched through the input port when it is not valid here. */
+  private async derivation (path: string, signal: AbortSignal): Promise<Derivation> {
+    const cached = this.drvCache.get(path)
+    if (cached !== undefined) return cached
+    let d: Derivation
+    try {
+      d = await this.store.readDerivation(path) // checks validity first
+    } catch (e) {
+      if (!(e instanceof PathNotValidError)) throw e
+      await this.inputs.ensureDerivation(path, signal)
+      d = await this.store.readDerivation(path)
+    }
+    if (this.drvCache.size >= DRV_CACHE_MAX) this.drvCache.delete(this.drvCache.keys().next().value as string)
+    this.drvCache.set(path, d)
+    return d
   }
 
   /** Local time before which the next attempt of `r` should not start here. */
@@ -389,11 +401,10 @@ export class SchedulerService {
     const root = this.components.gcRootsDir !== undefined ? join(this.components.gcRootsDir, `${id}-${attempt}`) : undefined
     try {
       try {
-        await this.inputs.ensureDerivation(run.derivation, signal)
-        const drv = await this.store.readDerivation(run.derivation)
+        const drv = await this.derivation(run.derivation, signal)
         const wanted: string[] = []
         for (const [inputDrv, names] of drv.inputDrvs) {
-          const d = await this.store.readDerivation(inputDrv).catch(() => undefined)
+          const d = await this.derivation(inputDrv, signal).catch(() => undefined)
           for (const n of names) { const o = d?.outputs.get(n); if (o !== undefined) wanted.push(o.path) }
         }
         const stillMissing = await this.inputs.ensureOutputs(wanted, signal)
