@@ -101,8 +101,8 @@ export interface BinaryCacheComponents {
 }
 
 /**
- * Defaults measured on this project's build host (see the cache README): lzip -6 compresses at a
- * few MB/s, an order of magnitude slower than zstd -3 for ~10% smaller files, so it is opt-in.
+ * zstd for both dialects (measured in src/cache/README.md): lzip and xz at -6 take ~80x the CPU
+ * of zstd -3 for files a third smaller, so they are opt-in.
  */
 export function defaultCompressions (_dialect: Dialect): Compression[] {
   return ['zstd']

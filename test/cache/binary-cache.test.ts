@@ -2,7 +2,7 @@
 // /gnu/store, idempotency, atomic visibility, failure clean-up, addVerified, verifyFile, serving.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { copyFile, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
@@ -11,7 +11,7 @@ import {
   CacheMissingFileError, CacheNarHashMismatchError, CacheNarinfoError, CacheNarSizeMismatchError, CacheNotFoundError,
   CacheStorePathError, verifyFile, type CacheEntry
 } from '../../src/cache/index.js'
-import { hashPathSync } from '../../src/nar/index.js'
+import { encodeNixBase32, hashPathSync } from '../../src/nar/index.js'
 import { generateKeys, parseNarinfo, parsePublicKey, readSecretKeyFile, verifyNarinfo } from '../../src/narinfo/index.js'
 import { VECTORS } from '../helpers/paths.js'
 import { DirStore } from './dir-store.js'
@@ -105,8 +105,6 @@ test('nix dialect with NodeKeys signs Sig: with the node key; several URL groups
     // Nix takes the LAST group: it must be one it decodes (zstd is, through libarchive)
     assert.deepEqual(n.urls.map((u) => u.compression), ['xz', 'zstd'])
     for (const u of n.urls) {
-      const { createHash } = await import('node:crypto')
-      const { encodeNixBase32 } = await import('../../src/nar/index.js')
       const bytes = await readFile(join(tmp, 'cache', u.url))
       assert.equal(u.fileHash, `sha256:${encodeNixBase32(createHash('sha256').update(bytes).digest())}`)
     }
