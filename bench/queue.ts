@@ -48,7 +48,7 @@ async function joiner (addr: string, expected: number): Promise<void> {
   })
   const syncMs = performance.now() - t0
   const usage = process.resourceUsage()
-  const result = { syncMs, maxRssMiB: usage.maxRSS / 1024, builds: node.queue.status().builds, hash: node.queue.stateHash() }
+  const result = { syncMs, maxRssMiB: usage.maxRSS / 1024, heapMiB: process.memoryUsage().heapUsed / MiB, builds: node.queue.status().builds, hash: node.queue.stateHash() }
   process.stdout.write(JSON.stringify(result) + '\n')
   await node.stop()
   await removeDir(node.dir)
@@ -98,8 +98,8 @@ async function main (): Promise<void> {
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   const code = await new Promise<number | null>(resolve => child.on('exit', resolve))
   if (code !== 0) throw new Error(`joiner exited with ${String(code)}`)
-  const j = JSON.parse(out.trim().split('\n').at(-1)!) as { syncMs: number, maxRssMiB: number, builds: number, hash: string }
-  console.log(`sync ${j.builds} builds to a fresh joiner: ${j.syncMs.toFixed(0)} ms (${(j.builds / j.syncMs * 1000).toFixed(0)} ops/s), joiner peak RSS ${j.maxRssMiB.toFixed(0)} MiB; hash ${j.hash === hash ? 'matches' : 'DIFFERS'} (targets: < 5000 ms, < 300 MiB)`)
+  const j = JSON.parse(out.trim().split('\n').at(-1)!) as { syncMs: number, maxRssMiB: number, heapMiB: number, builds: number, hash: string }
+  console.log(`sync ${j.builds} builds to a fresh joiner: ${j.syncMs.toFixed(0)} ms (${(j.builds / j.syncMs * 1000).toFixed(0)} ops/s), joiner peak RSS ${j.maxRssMiB.toFixed(0)} MiB (JS heap at the end ${j.heapMiB.toFixed(0)} MiB); hash ${j.hash === hash ? 'matches' : 'DIFFERS'} (targets: < 5000 ms, < 300 MiB)`)
   await src.stop()
   await removeDir(src.dir)
 

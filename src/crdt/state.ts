@@ -238,19 +238,42 @@ function cmpKey (a: Key, b: Key): number {
 }
 const keyOf = (r: BuildRecord): Key => ({ id: r.id, priority: r.priority, ms: r.submitHlc[0], c: r.submitHlc[1] })
 
-/** Unfinished builds of one system, kept sorted: higher priority first, then oldest submit. */
+/**
+ * Unfinished builds of one system in claim order: higher priority first, then oldest submit.
+ * Bucketed by priority so that inserts land near the end of a bucket (submits arrive roughly
+ * in HLC order) instead of shifting one 100k-entry array on every insert.
+ */
 class PriorityIndex {
-  readonly keys: Key[] = []
-  private find (k: Key): number {
-    let lo = 0; let hi = this.keys.length
-    while (lo < hi) { const mid = (lo + hi) >>> 1; if (cmpKey(this.keys[mid], k) < 0) lo = mid + 1; else hi = mid }
+  private readonly buckets = new Map<number, Key[]>()
+  private order: number[] = [] // priorities, descending
+
+  private static find (arr: Key[], k: Key): number {
+    let lo = 0; let hi = arr.length
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (cmpKey(arr[mid], k) < 0) lo = mid + 1; else hi = mid }
     return lo
   }
 
-  insert (k: Key): void { this.keys.splice(this.find(k), 0, k) }
+  insert (k: Key): void {
+    let b = this.buckets.get(k.priority)
+    if (b === undefined) {
+      b = []
+      this.buckets.set(k.priority, b)
+      this.order = [...this.buckets.keys()].sort((x, y) => y - x)
+    }
+    if (b.length === 0 || cmpKey(b[b.length - 1], k) < 0) b.push(k)
+    else b.splice(PriorityIndex.find(b, k), 0, k)
+  }
+
   remove (k: Key): void {
-    const i = this.find(k)
-    if (i < this.keys.length && this.keys[i].id === k.id) this.keys.splice(i, 1)
+    const b = this.buckets.get(k.priority)
+    if (b === undefined) return
+    const i = PriorityIndex.find(b, k)
+    if (i < b.length && b[i].id === k.id) b.splice(i, 1)
+    if (b.length === 0) { this.buckets.delete(k.priority); this.order = this.order.filter(p => p !== k.priority) }
+  }
+
+  * keys (): IterableIterator<Key> {
+    for (const p of this.order) yield * (this.buckets.get(p) ?? [])
   }
 }
 
@@ -345,7 +368,7 @@ export class QueueState {
       const idx = this.bySystem.get(system)
       if (idx === undefined) continue
       let n = 0
-      for (const k of idx.keys) {
+      for (const k of idx.keys()) {
         if (n >= limit) break
         const r = this.get(k.id)!
         const attempt = nextAttempt(r, now)
