@@ -29,7 +29,7 @@ import {
 import type { StoreDaemon } from '../daemon/index.js'
 import {
   CacheBadUrlPathError, CacheExportMismatchError, CacheFileSizeMismatchError, CacheMissingFileError, CacheNarinfoError,
-  CacheNotFoundError, CacheStorePathError
+  CacheNotFoundError, CacheSinkClosedError, CacheStorePathError
 } from './errors.js'
 import { verifyFile } from './verify.js'
 
@@ -571,13 +571,19 @@ export class BinaryCache {
   }
 }
 
-/** Write every chunk of `source` to all `sinks`, waiting for the slowest; ends them at the end. */
+/**
+ * Write every chunk of `source` to all `sinks`, waiting for the slowest; ends them at the end.
+ * A sink that dies (its tool failed) ends the tee instead of leaving it waiting for a drain.
+ */
 async function teeInto (source: Readable, sinks: Writable[], onChunk: (b: Buffer) => void): Promise<void> {
   for await (const chunk of source) {
     const b = chunk as Buffer
     onChunk(b)
     const waits: Array<Promise<unknown>> = []
-    for (const s of sinks) if (!s.write(b)) waits.push(once(s, 'drain'))
+    for (const s of sinks) {
+      if (s.destroyed) throw new CacheSinkClosedError('a compressor stopped before the NAR ended')
+      if (!s.write(b)) waits.push(Promise.race([once(s, 'drain'), once(s, 'close')]))
+    }
     if (waits.length > 0) await Promise.all(waits)
   }
   for (const s of sinks) s.end()

@@ -62,3 +62,8 @@ export class CacheNarSizeMismatchError extends CacheVerifyError {
 export class CacheNotFoundError extends CacheError {
   override name = 'CacheNotFoundError'
 }
+
+/** A compressor went away in the middle of an export (its own error says why). */
+export class CacheSinkClosedError extends CacheError {
+  override name = 'CacheSinkClosedError'
+}

@@ -332,3 +332,17 @@ test('an index lost or never written (a narinfo put there by another tool) is re
     assert.equal((await cache.getRecord(e.hashPart))?.narSize, e.narSize)
   })
 })
+
+test('a compressor that dies mid-export fails the add with its own error and leaves nothing behind', { timeout: 30_000 }, async () => {
+  await withTemp(async (tmp) => {
+    const store = new DirStore(join(tmp, 'store'))
+    const p = await store.add('big', { blob: randomBytes(8 << 20) })
+    const root = join(tmp, 'cache')
+    // zstd refuses '--5' (level -5) at once, while gzip and the NAR stream are still going
+    const cache = new BinaryCache({ dir: root, storeDir: '/gnu/store', compressions: ['gzip', 'zstd'], compressOptions: { zstd: { level: -5 } } })
+    await assert.rejects(cache.addFromStore(store, p), (err: Error) => err.name === 'CompressionToolFailedError' || err.name === 'CacheSinkClosedError')
+    assert.deepEqual([...(await visibleFiles(root)).keys()], ['nix-cache-info'])
+    assert.deepEqual(await readdir(join(root, '.guix-swarm', 'tmp')), [])
+    assert.equal(await cache.has(p.slice(11, 43)), false)
+  })
+})
