@@ -29,6 +29,18 @@ export interface NodeConfig {
   systems: string[]
   /** Store the node's narinfos speak of; undefined = by builder (/nix/store for nix, else /gnu/store). */
   storeDir?: string
+  /** Files of public keys whose narinfo signatures this node believes (besides its own keys). */
+  trustedKeys?: string[]
+  /** Follow successful builds in the queue and pull their outputs into the local cache. */
+  mirror?: boolean
+  /** Mirror only builds for these systems (empty: all). */
+  mirrorSystems?: string[]
+  /** Mirror only builds carrying all these tags, each `key=value` or `key` (empty: all). */
+  mirrorTags?: string[]
+  /** Bytes the NAR cache may hold before automatic GC evicts; undefined = no limit. */
+  maxStoreSize?: number
+  /** Compressions of the NARs this node makes (zstd, xz, lzip, gzip, none); empty = the cache's default. */
+  compressions?: string[]
 }
 
 /** Settable settings (everything but the data dir, which decides where the config file is). */
@@ -39,7 +51,7 @@ interface Setting {
   key: keyof ConfigSettings
   flag: string
   env: string
-  kind: 'string' | 'list' | 'bool' | 'int' | 'builder'
+  kind: 'string' | 'list' | 'bool' | 'int' | 'builder' | 'size'
 }
 
 /** Every setting with its environment variable; `join --help` prints this table. */
@@ -53,8 +65,26 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'builder', flag: '--builder', env: 'GUIX_SWARM_BUILDER', kind: 'builder' },
   { key: 'maxBuilds', flag: '--max-builds', env: 'GUIX_SWARM_MAX_BUILDS', kind: 'int' },
   { key: 'systems', flag: '--system', env: 'GUIX_SWARM_SYSTEMS', kind: 'list' },
-  { key: 'storeDir', flag: '--store-dir', env: 'GUIX_SWARM_STORE_DIR', kind: 'string' }
+  { key: 'storeDir', flag: '--store-dir', env: 'GUIX_SWARM_STORE_DIR', kind: 'string' },
+  { key: 'trustedKeys', flag: '--trusted-key', env: 'GUIX_SWARM_TRUSTED_KEYS', kind: 'list' },
+  { key: 'mirror', flag: '--mirror', env: 'GUIX_SWARM_MIRROR', kind: 'bool' },
+  { key: 'mirrorSystems', flag: '--mirror-system', env: 'GUIX_SWARM_MIRROR_SYSTEMS', kind: 'list' },
+  { key: 'mirrorTags', flag: '--mirror-tag', env: 'GUIX_SWARM_MIRROR_TAGS', kind: 'list' },
+  { key: 'maxStoreSize', flag: '--max-store-size', env: 'GUIX_SWARM_MAX_STORE_SIZE', kind: 'size' },
+  { key: 'compressions', flag: '--compression', env: 'GUIX_SWARM_COMPRESSIONS', kind: 'list' }
 ]
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$/i
+
+/** A byte count: an integer, or a string like `512M`, `10GiB`, `1.5G` (powers of 1024). */
+export function parseSize (value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined
+  const m = SIZE.exec(value.trim())
+  if (m == null) return undefined
+  const exp = ' kmgt'.indexOf(m[2].toLowerCase() === '' ? ' ' : m[2].toLowerCase())
+  const bytes = Math.floor(Number(m[1]) * 1024 ** exp)
+  return Number.isSafeInteger(bytes) ? bytes : undefined
+}
 
 export function defaultSettings (): ConfigSettings {
   return {
@@ -67,7 +97,13 @@ export function defaultSettings (): ConfigSettings {
     builder: 'auto',
     maxBuilds: availableParallelism(),
     systems: [],
-    storeDir: undefined
+    storeDir: undefined,
+    trustedKeys: [],
+    mirror: false,
+    mirrorSystems: [],
+    mirrorTags: [],
+    maxStoreSize: undefined,
+    compressions: []
   }
 }
 
@@ -99,6 +135,11 @@ function check (key: keyof ConfigSettings, kind: Setting['kind'], value: unknown
     case 'int':
       if (typeof value !== 'number' || !Number.isInteger(value) || value < (key === 'maxBuilds' ? 0 : 1)) bad('a positive integer')
       return value
+    case 'size': {
+      const bytes = typeof value === 'string' || typeof value === 'number' ? parseSize(value) : undefined
+      if (bytes === undefined) bad('a size in bytes, e.g. 500000000, 512M or 10G')
+      return bytes
+    }
     case 'builder':
       if (value !== 'auto' && value !== 'guix' && value !== 'nix' && value !== 'none') bad('one of auto, guix, nix, none')
       return value
@@ -132,6 +173,7 @@ export function settingsFromEnv (env: NodeJS.ProcessEnv): PartialSettings {
         else throw new NodeConfigError(`environment ${s.env}: expected 1/0 or true/false, got "${v}"`)
         break
       case 'int': raw[s.key] = /^\d+$/.test(v) ? Number(v) : v; break
+      case 'size': raw[s.key] = v; break
       default: raw[s.key] = v
     }
   }

@@ -4,7 +4,7 @@ export type { SwarmNodeOptions, NodeStatus } from './node.js'
 export type { NodeComponents, NodeService, ServiceFactory, SwarmLibp2p, SwarmServices, NodeDb, NodeBuilder } from './components.js'
 export {
   resolveConfig, resolveDataDir, mergeConfig, validateSettings, settingsFromEnv, settingsFromFile, defaultSettings,
-  effectiveStoreDir, SETTINGS, CONFIG_FILE, DEFAULT_HTTP, DEFAULT_P2P_PORT, DEFAULT_SWARM
+  effectiveStoreDir, parseSize, SETTINGS, CONFIG_FILE, DEFAULT_HTTP, DEFAULT_P2P_PORT, DEFAULT_SWARM
 } from './config.js'
 export type { NodeConfig, ConfigSettings, PartialSettings, BuilderPref } from './config.js'
 export { SERVICES } from './services.js'

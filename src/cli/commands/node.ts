@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander'
 import {
   SwarmNode, resolveConfig, NodeError, NodeConfigError, DataDirInUseError, ListenError,
-  DEFAULT_HTTP, DEFAULT_P2P_PORT, SETTINGS, CONFIG_FILE, type PartialSettings, type NodeStatus
+  DEFAULT_HTTP, DEFAULT_P2P_PORT, SETTINGS, parseSize, CONFIG_FILE, type PartialSettings, type NodeStatus
 } from '../../node/index.js'
 import { HttpAddressInUseError, HttpError } from '../../http/index.js'
 import { addClientOptions, apiClient } from '../client.js'
@@ -12,6 +12,12 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 function positiveInt (value: string): number {
   if (!/^\d+$/.test(value)) throw new CliError(`expected a non-negative integer, got "${value}"`, EXIT.USAGE)
   return Number(value)
+}
+
+function sizeArg (value: string): number {
+  const bytes = parseSize(value)
+  if (bytes === undefined) throw new CliError(`expected a size such as 500000000, 512M or 10G, got "${value}"`, EXIT.USAGE)
+  return bytes
 }
 
 interface JoinFlags {
@@ -26,6 +32,12 @@ interface JoinFlags {
   maxBuilds?: number
   system?: string[]
   storeDir?: string
+  trustedKey?: string[]
+  mirror?: boolean
+  mirrorSystem?: string[]
+  mirrorTag?: string[]
+  maxStoreSize?: string
+  compression?: string[]
 }
 
 const JOIN_HELP = `
@@ -81,7 +93,13 @@ async function join (flags: JoinFlags, cmd: Command): Promise<void> {
     builder: flags.builder,
     maxBuilds: flags.maxBuilds,
     systems: flags.system,
-    storeDir: flags.storeDir
+    storeDir: flags.storeDir,
+    trustedKeys: flags.trustedKey,
+    mirror: flags.mirror,
+    mirrorSystems: flags.mirrorSystem,
+    mirrorTags: flags.mirrorTag,
+    maxStoreSize: flags.maxStoreSize === undefined ? undefined : sizeArg(flags.maxStoreSize),
+    compressions: flags.compression
   }
   let node: SwarmNode
   try {
@@ -149,10 +167,10 @@ function peersTable (peers: PeerEntry[]): string {
   return rows.map((r) => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i])).join('  ')).join('\n') + '\n'
 }
 
-export function register (program: Command): void {
+function nodeCommand (program: Command, name: string, description: string, mirror: boolean): void {
   program
-    .command('join')
-    .description('start a swarm node (identity, keys and database in the data dir, created on first start)')
+    .command(name)
+    .description(description)
     .option('--data-dir <dir>', 'data dir (default: $XDG_DATA_HOME/guix-swarm, i.e. ~/.local/share/guix-swarm)')
     .option('--swarm <name>', 'swarm name; separates swarms on one LAN (protocol ids, topics, mDNS tag) (default: main)')
     .option('--listen <multiaddr>', `libp2p listen address, repeatable (default: /ip4/0.0.0.0/tcp/${DEFAULT_P2P_PORT})`, collect)
@@ -164,8 +182,20 @@ export function register (program: Command): void {
     .option('--max-builds <n>', 'concurrent builds (default: number of cores)', positiveInt)
     .option('--system <system>', 'system to build for, repeatable (default: what the builder reports)', collect)
     .option('--store-dir <dir>', 'store the narinfos speak of (default: /gnu/store; /nix/store with the Nix builder)')
+    .option('--trusted-key <file>', 'believe narinfos signed by the keys in FILE (Guix ACL, .pub s-expression or Nix key lines); repeatable; the node\'s own keys are always trusted', collect)
+    .option('--mirror', 'follow successful builds in the queue and keep their outputs in the local cache')
+    .option('--mirror-system <system>', 'mirror only builds for this system; repeatable', collect)
+    .option('--mirror-tag <key[=value]>', 'mirror only builds with this tag; repeatable', collect)
+    .option('--max-store-size <size>', 'evict least-recently-served NARs (never a last copy) beyond this size, e.g. 50G')
+    .option('--compression <type>', 'compression of the NARs this node makes (zstd, xz, lzip, gzip, none); repeatable', collect)
     .addHelpText('after', JOIN_HELP)
-    .action(async (flags: JoinFlags, cmd: Command) => { await join(flags, cmd) })
+    .action(async (flags: JoinFlags, cmd: Command) => { await join(mirror ? { ...flags, mirror: true } : flags, cmd) })
+}
+
+export function register (program: Command): void {
+  nodeCommand(program, 'join', 'start a swarm node (identity, keys and database in the data dir, created on first start)', false)
+  // A mirror is a node whose substitutes service follows the queue's successful builds.
+  nodeCommand(program, 'mirror', 'start a swarm node that mirrors every successful build\'s outputs (join --mirror)', true)
 
   addClientOptions(program
     .command('status')
