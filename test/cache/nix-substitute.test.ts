@@ -38,7 +38,7 @@ async function cliIn (ns: NixNamespace, args: string[]): Promise<RunResult> {
 
 /** Build a fresh two-path closure: `top` references `dep`. */
 async function buildClosure (ns: NixNamespace, tag: string): Promise<{ top: string, dep: string }> {
-  const n = `${tag}-${randomBytes(6).toString('hex')}`
+  const n = `${tag.replace(/[^a-z0-9]/g, '-')}-${randomBytes(6).toString('hex')}`
   const f = join(ns.dir, '..', `${n}.nix`)
   await writeFile(f, `let dep = derivation { name = "cache-dep-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo dep ${n} > $out" ]; };
     in derivation { name = "cache-top-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${dep} > $out" ]; }`)
@@ -53,7 +53,8 @@ async function buildClosure (ns: NixNamespace, tag: string): Promise<{ top: stri
 
 const pub = async (file: string): Promise<string> => (await readFile(file, 'utf8')).trim()
 
-for (const compression of ['none', 'xz', 'zstd', 'gzip', 'lzip'] as const) {
+// 'lzip,zstd': two URL groups in one narinfo; Nix takes the last
+for (const compression of ['none', 'xz', 'zstd', 'gzip', 'lzip', 'lzip,zstd'] as const) {
   test(`cache export (${compression}) is substituted by a real Nix client from a static server; a wrong key is refused`, { skip: nixSkip(), timeout: 120_000 }, async () => {
     const ns = await nixNamespace()
     const cacheDir = join(ns.dir, '..', 'cache')
@@ -70,7 +71,7 @@ for (const compression of ['none', 'xz', 'zstd', 'gzip', 'lzip'] as const) {
       const info = await readFile(join(cacheDir, 'nix-cache-info'), 'utf8')
       assert.equal(info, 'StoreDir: /nix/store\nWantMassQuery: 0\nPriority: 100\n')
       const topInfo = await readFile(join(cacheDir, `${top.slice(11, 43)}.narinfo`), 'utf8')
-      assert.match(topInfo, new RegExp(`^Compression: ${compression}$`, 'm'))
+      assert.deepEqual(parseNarinfo(topInfo, { storeDir: '/nix/store' }).urls.map((u) => u.compression), compression.split(','))
       assert.match(topInfo, /^Sig: fmt-test-1:/m)
       assert.match(topInfo, /^Deriver: [a-z0-9]{32}-cache-top-.*\.drv$/m)
       assert.ok(parseNarinfo(topInfo, { storeDir: '/nix/store' }).references.includes(dep.slice(11)), topInfo)
@@ -97,7 +98,8 @@ for (const compression of ['none', 'xz', 'zstd', 'gzip', 'lzip'] as const) {
         assert.equal(check.code, 0, check.stderr.toString())
       }
       const nars = server.requests.filter((r) => r.startsWith('GET /nar/'))
-      assert.equal(nars.length, 2, server.requests.join('\n'))
+      const last = compression.split(',').at(-1) ?? ''
+      assert.deepEqual(nars.sort(), [dep, top].map((p) => `GET /${last === 'none' ? 'nar' : `nar/${last}`}/${p.slice(11)}`).sort(), server.requests.join('\n'))
     } finally {
       await server.close()
       await ns.destroy()
