@@ -2,6 +2,7 @@ import type { ServiceFactory } from './components.js'
 import { capabilitiesService } from './capabilities.js'
 import { metricsService } from './metrics.js'
 import { discoveryService } from './discovery.js'
+import { queueService } from './queue.js'
 
 /**
  * The services every node runs, started in this order and stopped in reverse.
@@ -10,5 +11,6 @@ import { discoveryService } from './discovery.js'
 export const SERVICES: readonly ServiceFactory[] = [
   metricsService,
   discoveryService,
-  capabilitiesService
+  capabilitiesService,
+  queueService
 ]
