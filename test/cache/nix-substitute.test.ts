@@ -113,8 +113,9 @@ test('cache export with a Guix key signs with Signature:, several compressions i
   try {
     const { top, dep } = await buildClosure(ns, 'guixkey')
     const compressions: Compression[] = ['zstd', 'lzip', 'gzip']
-    const r = await cliIn(ns, ['cache', 'export', top, '--to', cacheDir, '--key', GUIX_KEY, '--dialect', 'guix', '--host', 'test-host',
-      ...compressions.flatMap((c) => ['-c', c]), '--json'])
+    // -c before the path: repeatable, it must not swallow the positional argument
+    const r = await cliIn(ns, ['cache', 'export', ...compressions.flatMap((c) => ['-c', c]), top, '--to', cacheDir, '--key', GUIX_KEY,
+      '--dialect', 'guix', '--host', 'test-host', '--json'])
     assert.equal(r.code, 0, r.stderr)
     const guixPub = parsePublicKey(await readFile(GUIX_PUB, 'utf8'))
     const nixPub = parsePublicKey(await pub(NIX_PUB))

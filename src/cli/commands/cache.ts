@@ -64,7 +64,8 @@ export function register (program: Command): void {
     .argument('<storepath...>', 'store paths whose closures to export')
     .requiredOption('--to <dir>', 'cache directory (created if missing; existing entries are kept)')
     .option('-k, --key <secfile>', 'secret key: a Nix NAME:BASE64 key signs with Sig:, a Guix signing-key.sec with Signature:')
-    .option('-c, --compression <c...>', 'none, gzip, zstd, lzip or xz; repeat for several (one file each, made in one pass)')
+    .option('-c, --compression <c>', 'none, gzip, zstd, lzip or xz (default zstd); repeat or comma-separate for several, one file each, made in one pass',
+      (v: string, acc: string[]) => [...acc, v], [])
     .option('--store-dir <dir>', `store directory (default: the daemon's; ${NIX_STORE_DIR} for Nix)`)
     .option('--daemon <kind>', 'nix or guix (default: guix when --store-dir is /gnu/store, else nix)')
     .option('--dialect <d>', 'narinfo layout: guix or nix (default: guix for /gnu/store, else nix)')
@@ -73,6 +74,7 @@ export function register (program: Command): void {
     .option('--no-progress', 'no progress lines on stderr')
     .action(async (paths: string[], opts: ExportOptions) => {
       const keys = opts.key !== undefined ? await loadKey(opts.key) : undefined
+      if (keys === undefined) process.stderr.write('warning: no --key: narinfos are unsigned, and clients require signatures by default\n')
       const compressions = parseCompressions(opts.compression)
       const dialect = dialectOf(opts)
       let store: StoreDaemon
