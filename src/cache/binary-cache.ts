@@ -136,6 +136,7 @@ export interface FileRange {
   end?: number
 }
 
+const STALE_TEMP_MS = 24 * 3600 * 1000
 const HASH_PART = /^[0123456789abcdfghijklmnpqrsvwxyz]{32}$/
 
 export class BinaryCache {
@@ -183,10 +184,28 @@ export class BinaryCache {
     await mkdir(join(this.dir, PRIVATE, 'index'), { recursive: true })
     await mkdir(join(this.dir, PRIVATE, 'tmp'), { recursive: true })
     await mkdir(join(this.dir, 'nar'), { recursive: true })
+    await this.sweepStaleTemps()
     const info = join(this.dir, 'nix-cache-info')
     const want = this.nixCacheInfo()
     const have = await readFile(info, 'utf8').catch(() => undefined)
     if (have !== want) await this.writeAtomic(info, want)
+  }
+
+  /**
+   * Temp files left by a crash. Another process (the CLI beside a node) may be writing into the
+   * same directory right now, so only files untouched for a day are taken as abandoned.
+   */
+  private async sweepStaleTemps (): Promise<void> {
+    const tmp = join(this.dir, PRIVATE, 'tmp')
+    const cutoff = this.now() - STALE_TEMP_MS
+    for (const name of await readdir(tmp)) {
+      const file = join(tmp, name)
+      const s = await stat(file).catch(() => undefined)
+      if (s !== undefined && s.mtimeMs < cutoff) {
+        await rm(file, { force: true })
+        log('removed abandoned temp file %s', file)
+      }
+    }
   }
 
   // ------------------------------------------------------------------ adding

@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { copyFile, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { copyFile, mkdtemp, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import {
@@ -344,5 +344,20 @@ test('a compressor that dies mid-export fails the add with its own error and lea
     assert.deepEqual([...(await visibleFiles(root)).keys()], ['nix-cache-info'])
     assert.deepEqual(await readdir(join(root, '.guix-swarm', 'tmp')), [])
     assert.equal(await cache.has(p.slice(11, 43)), false)
+  })
+})
+
+test('start() sweeps temp files abandoned for over a day and keeps recent ones (another writer may own them)', async () => {
+  await withTemp(async (tmp) => {
+    const root = join(tmp, 'cache')
+    await new BinaryCache({ dir: root, storeDir: '/gnu/store' }).start()
+    const old = join(root, '.guix-swarm', 'tmp', 'old.part')
+    const fresh = join(root, '.guix-swarm', 'tmp', 'fresh.part')
+    await writeFile(old, 'x')
+    await writeFile(fresh, 'y')
+    const twoDaysAgo = new Date(Date.now() - 48 * 3600 * 1000)
+    await utimes(old, twoDaysAgo, twoDaysAgo)
+    await new BinaryCache({ dir: root, storeDir: '/gnu/store' }).start()
+    assert.deepEqual(await readdir(join(root, '.guix-swarm', 'tmp')), ['fresh.part'])
   })
 })
