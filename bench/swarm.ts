@@ -35,7 +35,7 @@ async function main (): Promise<void> {
   const ref = await nixNamespace()
   try {
     for (let i = 0; i < NODES; i++) {
-      nodes.push(await startBuildNode({ peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: 20 } }))
+      nodes.push(await startBuildNode({ peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: 20, decisionLog: 100_000 } }))
     }
     await mesh([submitter, ...nodes.map(n => n.q)])
     const tag = randomBytes(4).toString('hex')
@@ -68,6 +68,19 @@ async function main (): Promise<void> {
     }
     const lost = nodes.reduce((k, n) => k + n.scheduler.status().decisions.filter(d => d.action === 'lost').length, 0)
     console.log(`swarm (${NODES} schedulers, submit → all succeeded on the submitter): ${swarmMs.toFixed(0)} ms; builds per node ${[...perNode.values()].join('/')}; double builds ${doubles}; lost claims in the last decisions ${lost}`)
+    // where a slot's time went: mean ms per successful attempt in each phase
+    const sums = new Map<string, number>()
+    let finals = 0
+    for (const n of nodes) {
+      for (const d of n.scheduler.status().decisions) {
+        if (d.action !== 'succeeded' || d.phases === undefined) continue
+        finals++
+        for (const [k, v] of Object.entries(d.phases)) sums.set(k, (sums.get(k) ?? 0) + v)
+      }
+    }
+    // settling, preparing and building hold a slot; publishing and finishing run beside the next build
+    const busy = ['settling', 'preparing', 'building'].reduce((a, k) => a + (sums.get(k) ?? 0), 0)
+    console.log(`per build, mean ms by phase: ${[...sums].map(([k, v]) => `${k} ${(v / finals).toFixed(0)}`).join(', ')}; idle slot time ${((swarmMs * NODES * SLOTS - busy) / finals).toFixed(0)} ms/build`)
     console.log(`RATIO swarm / reference: ${(swarmMs / refMs).toFixed(2)} (target ≤ 1.2)`)
     const lat = recs.map(claimLatency)
     console.log(`submit-to-claim under load (queueing behind ${NODES * SLOTS} slots included): p50 ${pct(lat, 50)} ms, p95 ${pct(lat, 95)} ms`)

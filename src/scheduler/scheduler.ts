@@ -56,6 +56,8 @@ export interface Decision {
   attempt?: number
   action: DecisionAction
   reason: string
+  /** On an attempt's last decision: milliseconds spent in each phase. */
+  phases?: Partial<Record<RunPhase, number>>
 }
 
 export interface SchedulerStatus {
@@ -76,6 +78,9 @@ export interface StopOptions {
 }
 
 interface Run extends RunningBuild {
+  /** performance.now() when the current phase began, and time spent in finished phases. */
+  phaseStart: number
+  phases: Partial<Record<RunPhase, number>>
   controller: AbortController
   abortReason?: string
   renewTimer?: NodeJS.Timeout
@@ -102,6 +107,8 @@ export class SchedulerService {
   private readonly localBackoff = new Map<string, { until: number, count: number }>()
   /** Derivations read from the local store (each read once: every store query is a process). */
   private readonly drvCache = new Map<string, Derivation>()
+  private readonly drvReading = new Map<string, Promise<Derivation>>()
+  private readingAhead = false
   private started = false
   /** Stopped without releasing: write no more ops. */
   private silent = false
@@ -156,7 +163,7 @@ export class SchedulerService {
   }
 
   status (): SchedulerStatus & Record<string, unknown> {
-    const used = this.runs.size
+    const used = this.slotsUsed
     return {
       builder: this.builder?.kind ?? 'none',
       maxBuilds: this.claiming ? this.config.maxBuilds : 0,
@@ -253,10 +260,18 @@ export class SchedulerService {
     log('%s %s%s: %s', d.action, d.build, d.attempt !== undefined ? `#${d.attempt}` : '', d.reason)
   }
 
+  /** Runs holding a build slot: publishing and recording happen outside the daemon, so they free it. */
+  private get slotsUsed (): number {
+    let n = 0
+    for (const r of this.runs.values()) if (r.phase !== 'publishing' && r.phase !== 'finishing') n++
+    return n
+  }
+
   private async fill (): Promise<void> {
-    let free = this.config.maxBuilds - this.runs.size
-    if (free <= 0) return
-    for (const c of this.queue.claimable(this.config.systems)) {
+    let free = this.config.maxBuilds - this.slotsUsed
+    const candidates = this.queue.claimable(this.config.systems)
+    if (free <= 0) { this.readAhead(candidates); return }
+    for (const c of candidates) {
       if (free <= 0 || !this.started) break
       if (this.runs.has(c.id)) continue
       const why = await this.whyNotClaim(c)
@@ -267,6 +282,7 @@ export class SchedulerService {
       this.begin(fresh)
       free--
     }
+    if (free <= 0) this.readAhead(this.queue.claimable(this.config.systems))
   }
 
   /** Why this node should not claim `c` now, or undefined if it should. */
@@ -297,17 +313,41 @@ export class SchedulerService {
   private async derivation (path: string, signal: AbortSignal): Promise<Derivation> {
     const cached = this.drvCache.get(path)
     if (cached !== undefined) return cached
-    let d: Derivation
-    try {
-      d = await this.store.readDerivation(path) // checks validity first
-    } catch (e) {
-      if (!(e instanceof PathNotValidError)) throw e
-      await this.inputs.ensureDerivation(path, signal)
-      d = await this.store.readDerivation(path)
+    let pending = this.drvReading.get(path)
+    if (pending === undefined) {
+      pending = (async () => {
+        try {
+          return await this.store.readDerivation(path) // checks validity first
+        } catch (e) {
+          if (!(e instanceof PathNotValidError)) throw e
+          await this.inputs.ensureDerivation(path, signal)
+          return await this.store.readDerivation(path)
+        }
+      })()
+      this.drvReading.set(path, pending)
+      void pending.then((d) => {
+        if (this.drvCache.size >= DRV_CACHE_MAX) this.drvCache.delete(this.drvCache.keys().next().value as string)
+        this.drvCache.set(path, d)
+      }, () => {}).finally(() => this.drvReading.delete(path))
     }
-    if (this.drvCache.size >= DRV_CACHE_MAX) this.drvCache.delete(this.drvCache.keys().next().value as string)
-    this.drvCache.set(path, d)
-    return d
+    return await pending
+  }
+
+  /**
+   * Read the derivations of the next few candidates in the background while the slots are busy,
+   * so a freed slot is claimed without waiting on the store.
+   */
+  private readAhead (candidates: Claimable[]): void {
+    if (this.readingAhead) return
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, this.config.maxBuilds * 2)
+    if (todo.length === 0) return
+    this.readingAhead = true
+    void (async () => {
+      for (const c of todo) {
+        if (!this.started) break
+        await this.derivation(c.derivation, this.lifetime.signal).catch(() => {})
+      }
+    })().finally(() => { this.readingAhead = false })
   }
 
   /** Local time before which the next attempt of `r` should not start here. */
@@ -344,6 +384,19 @@ export class SchedulerService {
     return undefined
   }
 
+  private enter (run: Run, phase: RunPhase): void {
+    const t = performance.now()
+    run.phases[run.phase] = (run.phases[run.phase] ?? 0) + Math.round(t - run.phaseStart)
+    run.phase = phase
+    run.phaseStart = t
+  }
+
+  /** A decision that ends an attempt: carries where its time went. */
+  private final (run: Run, action: DecisionAction, reason: string): void {
+    this.enter(run, run.phase)
+    this.decide({ build: run.id, attempt: run.attempt, action, reason, phases: { ...run.phases } })
+  }
+
   private abortRun (run: Run, reason: string): void {
     if (run.controller.signal.aborted) return
     run.abortReason = reason
@@ -351,7 +404,7 @@ export class SchedulerService {
   }
 
   private begin (c: Claimable): void {
-    const run: Run = { id: c.id, attempt: c.attempt, derivation: c.derivation, phase: 'settling', since: this.now(), controller: new AbortController() }
+    const run: Run = { id: c.id, attempt: c.attempt, derivation: c.derivation, phase: 'settling', since: this.now(), phaseStart: performance.now(), phases: {}, controller: new AbortController() }
     this.runs.set(c.id, run)
     run.done = this.runAttempt(run)
       .catch((e: unknown) => { log.error('build %s#%d: %s', run.id, run.attempt, (e as Error).message) })
@@ -384,7 +437,7 @@ export class SchedulerService {
     await sleep(this.config.settleMs, undefined, { signal }).catch(() => {})
     const lost = run.abortReason ?? this.whyNotOurs(run)
     if (lost !== undefined) {
-      this.decide({ build: id, attempt, action: 'lost', reason: lost })
+      this.final(run, 'lost', lost)
       return
     }
     // the first renew marks the attempt as building for everyone
@@ -394,7 +447,7 @@ export class SchedulerService {
     }, Math.max(1, Math.floor(leaseMs / 3)))
     this.decide({ build: id, attempt, action: 'started', reason: 'claim still wins after the settle window' })
 
-    run.phase = 'preparing'
+    this.enter(run, 'preparing')
     const builder = this.builder!
     let outcome: BuildOutcome
     const writer = this.logs.open(id, attempt)
@@ -412,10 +465,11 @@ export class SchedulerService {
       } catch (e) {
         if (!signal.aborted) writer.write(Buffer.from(`guix-swarm: preparing inputs failed: ${(e as Error).message}\n`))
       }
-      run.phase = 'building'
+      this.enter(run, 'building')
       outcome = signal.aborted ? { kind: 'canceled' } : await builder.build(run.derivation, { signal, onLog: writer.write, ...(root !== undefined ? { gcRoot: root } : {}) })
       await writer.close().catch((e: unknown) => { log.error('compressing log %s: %s', writer.name, (e as Error).message) })
-      run.phase = 'publishing'
+      this.enter(run, 'publishing')
+      if (this.started) this.schedulePump(0) // the daemon is done: the slot is free for the next build
       await this.finish(run, outcome, writer.name)
     } finally {
       clearInterval(run.renewTimer)
@@ -427,7 +481,7 @@ export class SchedulerService {
     const { id, attempt } = run
     if (run.controller.signal.aborted || outcome.kind === 'canceled') {
       const reason = run.abortReason ?? 'build canceled'
-      this.decide({ build: id, attempt, action: 'aborted', reason })
+      this.final(run, 'aborted', reason)
       // stopping gracefully: hand the build back at once instead of letting the lease lapse
       if (reason === 'scheduler stopping') await this.op('release', async () => await this.queue.release(id, attempt))
       return
@@ -440,14 +494,14 @@ export class SchedulerService {
           outputs = await this.publish(outcome.outputs)
         } catch (e) {
           this.backoffLocally(id)
-          this.decide({ build: id, attempt, action: 'released', reason: (e as Error).message })
+          this.final(run, 'released', (e as Error).message)
           await this.op('release', async () => await this.queue.release(id, attempt))
           return
         }
-        run.phase = 'finishing'
-        if (!ours()) { this.decide({ build: id, attempt, action: 'lost', reason: `built, but ${this.whyNotOurs(run) ?? ''}` }); return }
+        this.enter(run, 'finishing')
+        if (!ours()) { this.final(run, 'lost', `built, but ${this.whyNotOurs(run) ?? ''}`); return }
         await this.op('result', async () => await this.queue.result(id, attempt, { outcome: 'success', outputs }))
-        this.decide({ build: id, attempt, action: 'succeeded', reason: Object.values(outputs).map(o => o.path).join(' ') })
+        this.final(run, 'succeeded', Object.values(outputs).map(o => o.path).join(' '))
         return
       }
       case 'failed':
@@ -459,17 +513,17 @@ export class SchedulerService {
       case 'setup-failed':
         // not the derivation's fault: hand it back, uncounted, and stay away from it for a while
         this.backoffLocally(id)
-        this.decide({ build: id, attempt, action: 'released', reason: `setup failed: ${outcome.message}` })
+        this.final(run, 'released', `setup failed: ${outcome.message}`)
         await this.op('release', async () => await this.queue.release(id, attempt))
     }
   }
 
   private async record (run: Run, result: ResultRequest, action: DecisionAction, reason: string): Promise<void> {
-    run.phase = 'finishing'
+    this.enter(run, 'finishing')
     const lost = this.whyNotOurs(run)
-    if (lost !== undefined) { this.decide({ build: run.id, attempt: run.attempt, action: 'lost', reason: lost }); return }
+    if (lost !== undefined) { this.final(run, 'lost', lost); return }
     await this.op('result', async () => await this.queue.result(run.id, run.attempt, result))
-    this.decide({ build: run.id, attempt: run.attempt, action, reason })
+    this.final(run, action, reason)
   }
 
   private backoffLocally (id: string): void {
