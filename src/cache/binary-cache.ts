@@ -29,7 +29,7 @@ import {
 import type { StoreDaemon } from '../daemon/index.js'
 import {
   CacheBadUrlPathError, CacheExportMismatchError, CacheFileSizeMismatchError, CacheMissingFileError, CacheNarinfoError,
-  CacheNotFoundError, CacheSinkClosedError, CacheStorePathError
+  CacheNotFoundError, CacheSinkClosedError, CacheStoreDirMismatchError, CacheStorePathError
 } from './errors.js'
 import { verifyFile } from './verify.js'
 
@@ -167,7 +167,8 @@ export class BinaryCache {
 
   /** Creates the layout and nix-cache-info; every other method calls it, so calling it is optional. */
   async start (): Promise<void> {
-    this.ready ??= this.init()
+    // a failed start (say, permissions) is retried on the next call, not remembered
+    this.ready ??= this.init().catch((err: unknown) => { this.ready = undefined; throw err })
     await this.ready
   }
 
@@ -188,6 +189,11 @@ export class BinaryCache {
     const info = join(this.dir, 'nix-cache-info')
     const want = this.nixCacheInfo()
     const have = await readFile(info, 'utf8').catch(() => undefined)
+    const haveDir = have === undefined ? undefined : /^StoreDir:[ \t]*(\S+)/m.exec(have)?.[1]
+    if (haveDir !== undefined && haveDir !== this.storeDir) {
+      // one cache directory serves one store; mixing would hand clients paths they reject
+      throw new CacheStoreDirMismatchError(`${this.dir} is a cache for ${haveDir}, not ${this.storeDir}`)
+    }
     if (have !== want) await this.writeAtomic(info, want)
   }
 

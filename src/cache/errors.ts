@@ -67,3 +67,8 @@ export class CacheNotFoundError extends CacheError {
 export class CacheSinkClosedError extends CacheError {
   override name = 'CacheSinkClosedError'
 }
+
+/** The directory already holds a cache for another store directory. */
+export class CacheStoreDirMismatchError extends CacheError {
+  override name = 'CacheStoreDirMismatchError'
+}

@@ -9,7 +9,7 @@ import { join, relative } from 'node:path'
 import {
   BinaryCache, CacheBadUrlPathError, CacheExportMismatchError, CacheFileCorruptError, CacheFileSizeMismatchError,
   CacheMissingFileError, CacheNarHashMismatchError, CacheNarinfoError, CacheNarSizeMismatchError, CacheNotFoundError,
-  CacheStorePathError, verifyFile, type CacheEntry
+  CacheStoreDirMismatchError, CacheStorePathError, verifyFile, type CacheEntry
 } from '../../src/cache/index.js'
 import { encodeNixBase32, hashPathSync } from '../../src/nar/index.js'
 import { generateKeys, parseNarinfo, parsePublicKey, readSecretKeyFile, verifyNarinfo } from '../../src/narinfo/index.js'
@@ -359,5 +359,7 @@ test('start() sweeps temp files abandoned for over a day and keeps recent ones (
     await utimes(old, twoDaysAgo, twoDaysAgo)
     await new BinaryCache({ dir: root, storeDir: '/gnu/store' }).start()
     assert.deepEqual(await readdir(join(root, '.guix-swarm', 'tmp')), ['fresh.part'])
+    // and one directory never serves two stores
+    await assert.rejects(new BinaryCache({ dir: root, storeDir: '/nix/store' }).start(), CacheStoreDirMismatchError)
   })
 })
