@@ -2,7 +2,8 @@ import type { ServiceFactory } from './components.js'
 import { capabilitiesService } from './capabilities.js'
 import { metricsService } from './metrics.js'
 import { discoveryService } from './discovery.js'
-import { queueService } from './queue.js'
+import { queueService, queueOf } from './queue.js'
+import { substitutesService } from '../substitutes/index.js'
 
 /**
  * The services every node runs, started in this order and stopped in reverse.
@@ -12,5 +13,6 @@ export const SERVICES: readonly ServiceFactory[] = [
   metricsService,
   discoveryService,
   capabilitiesService,
-  queueService
+  queueService,
+  (c) => substitutesService(c, { buildFeed: () => queueOf(c) })
 ]

@@ -1,0 +1,34 @@
+// One class per failure, each with a stable `name`; HTTP-facing ones carry their status.
+import { HttpError } from '../http/index.js'
+
+/** Base class of every error raised by src/substitutes. */
+export class SubstitutesError extends Error {
+  override name = 'SubstitutesError'
+}
+
+/** No peer in the DHT has the path, or none offered a narinfo signed by a trusted key. */
+export class SubstituteNotFoundError extends SubstitutesError {
+  override name = 'SubstituteNotFoundError'
+}
+
+/** A trusted narinfo was found but no provider delivered NAR bytes that verify. */
+export class SubstituteFetchError extends SubstitutesError {
+  override name = 'SubstituteFetchError'
+}
+
+/** A `--trusted-key` file cannot be read or holds no key. */
+export class TrustedKeyFileError extends SubstitutesError {
+  override name = 'TrustedKeyFileError'
+}
+
+/** The node has no local Nix/Guix daemon to publish from (builder none and no known store). */
+export class NoStoreDaemonError extends HttpError {
+  override name = 'NoStoreDaemonError'
+  constructor (message: string) { super(message, 409) }
+}
+
+/** A request body field of /api/publish, /api/mirror or /api/gc is missing or malformed. */
+export class SubstitutesRequestError extends HttpError {
+  override name = 'SubstitutesRequestError'
+  constructor (message: string) { super(message, 400) }
+}

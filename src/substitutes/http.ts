@@ -1,0 +1,185 @@
+// The substitute server on the node's HTTP front: what `guix publish` serves and what Nix
+// expects of a binary cache (FORMATS.md §3.4, §4.4). Narinfos always carry Content-Length (Guix
+// pipelines and reads exactly that many bytes); a path nobody has is a 404, never a 5xx (Nix
+// turns 5xx into a hard error after retries). A path the node lacks is fetched from the swarm
+// and verified completely before a byte is sent (fetch-then-serve).
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import { logger } from '@libp2p/logger'
+import { CacheBadUrlPathError, type BinaryCache } from '../cache/index.js'
+import type { HttpRouter, RoutePattern } from '../http/index.js'
+import type { Readable } from 'node:stream'
+
+const log = logger('guix-swarm:substitutes:http')
+
+/** Guix caches a 200 for max-age (else 36 h); a narinfo never changes once signed. */
+export const NARINFO_MAX_AGE = 36 * 60 * 60
+/** Short, so a path published a minute later is found (Guix: 2 min by default; Nix: its own negative TTL). */
+export const NOT_FOUND_MAX_AGE = 60
+/** NAR files are content-addressed by their URL's store path: immutable. */
+export const NAR_MAX_AGE = 365 * 24 * 60 * 60
+
+const NARINFO_ROUTE = /^\/(?<hash>[0123456789abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/
+const NAR_ROUTE = '/nar/*'
+const LOG_ROUTE = '/log/:drv'
+
+/** Build logs by derivation basename; the scheduler plugs its log store in here later. */
+export interface BuildLogSource {
+  openLog: (drvBaseName: string) => Promise<{ size: number, stream: Readable } | undefined>
+}
+
+export interface SubstitutesHttpComponents {
+  router: HttpRouter
+  cache: BinaryCache
+  /** Fetch a path from the swarm into the cache; rejects when nobody has a trusted copy. */
+  fetch: (hashPart: string) => Promise<unknown>
+  guixPublicKey: string
+  nixPublicKey: string
+  logs?: BuildLogSource
+}
+
+export class SubstitutesHttp {
+  private readonly patterns: RoutePattern[] = []
+  /** Last time we recorded a serve of each entry; index writes are throttled to one a minute. */
+  private readonly touched = new Map<string, number>()
+  readonly counters = { narinfoHits: 0, narinfoFetched: 0, narinfoMisses: 0, narRequests: 0, narBytes: 0 }
+
+  constructor (private readonly components: SubstitutesHttpComponents) {}
+
+  start (): void {
+    const add = (method: string, pattern: RoutePattern, handler: (req: IncomingMessage, res: ServerResponse, params: Record<string, string>) => Promise<void> | void): void => {
+      this.components.router.route(method, pattern, handler)
+      this.patterns.push(pattern)
+    }
+    add('GET', '/nix-cache-info', (_req, res) => { this.text(res, 200, this.components.cache.nixCacheInfo(), 'text/plain; charset=utf-8', 24 * 60 * 60) })
+    add('GET', NARINFO_ROUTE, async (_req, res, params) => { await this.narinfo(res, params.hash) })
+    add('GET', NAR_ROUTE, async (req, res, params) => { await this.nar(req, res, `nar/${params['*']}`) })
+    add('GET', '/signing-key.pub', (_req, res) => { this.text(res, 200, this.components.guixPublicKey + '\n', 'text/plain; charset=utf-8', 3600) })
+    add('GET', '/nix-key.pub', (_req, res) => { this.text(res, 200, this.components.nixPublicKey + '\n', 'text/plain; charset=utf-8', 3600) })
+    add('GET', LOG_ROUTE, async (req, res, params) => { await this.log(req, res, params.drv) })
+  }
+
+  stop (): void {
+    for (const p of this.patterns) this.components.router.unroute(p)
+    this.patterns.length = 0
+  }
+
+  private text (res: ServerResponse, status: number, body: string, type: string, maxAge: number): void {
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': `public, max-age=${maxAge}` })
+    res.end(body)
+  }
+
+  private notFound (res: ServerResponse, what: string): void {
+    this.text(res, 404, `${what} not found\n`, 'text/plain; charset=utf-8', NOT_FOUND_MAX_AGE)
+  }
+
+  private async narinfo (res: ServerResponse, hashPart: string): Promise<void> {
+    const { cache } = this.components
+    let text = await cache.getNarinfo(hashPart)
+    if (text === undefined) {
+      try {
+        await this.components.fetch(hashPart)
+        text = await cache.getNarinfo(hashPart)
+        this.counters.narinfoFetched++
+      } catch (err) {
+        // nobody has it, or nothing verified, or the swarm failed us: all "not available" to a client
+        log('%s.narinfo not available: %s: %s', hashPart, (err as Error).name, (err as Error).message)
+      }
+      if (text === undefined) {
+        this.counters.narinfoMisses++
+        this.notFound(res, `${hashPart}.narinfo`)
+        return
+      }
+    } else {
+      this.counters.narinfoHits++
+    }
+    this.text(res, 200, text, 'text/x-nix-narinfo', NARINFO_MAX_AGE)
+  }
+
+  private async nar (req: IncomingMessage, res: ServerResponse, urlPath: string): Promise<void> {
+    const { cache } = this.components
+    this.counters.narRequests++
+    let size: number | undefined
+    try {
+      size = await cache.statFile(urlPath)
+    } catch (err) {
+      if (err instanceof CacheBadUrlPathError) { this.notFound(res, urlPath); return }
+      throw err
+    }
+    const hashPart = /\/([0123456789abcdfghijklmnpqrsvwxyz]{32})-[^/]+$/.exec(urlPath)?.[1]
+    if (size === undefined && hashPart !== undefined) {
+      // a client that skipped the narinfo (or asked another node for it): fetch, then serve
+      await this.components.fetch(hashPart).catch(() => {})
+      size = await cache.statFile(urlPath)
+    }
+    if (size === undefined) { this.notFound(res, urlPath); return }
+    const range = parseRange(req.headers.range, size)
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/x-nix-archive',
+      'accept-ranges': 'bytes',
+      'cache-control': `public, max-age=${NAR_MAX_AGE}, immutable`
+    }
+    if (range === 'unsatisfiable') {
+      res.writeHead(416, { ...headers, 'content-range': `bytes */${size}`, 'content-length': 0 })
+      res.end()
+      return
+    }
+    const start = range?.start ?? 0
+    const end = range?.end ?? size - 1
+    const length = size === 0 ? 0 : end - start + 1
+    if (range != null) headers['content-range'] = `bytes ${start}-${end}/${size}`
+    headers['content-length'] = length
+    if (req.method === 'HEAD' || length === 0) {
+      res.writeHead(range != null ? 206 : 200, headers)
+      res.end()
+      return
+    }
+    const stream = await cache.openFile(urlPath, { start, end })
+    res.writeHead(range != null ? 206 : 200, headers)
+    if (hashPart !== undefined) this.touch(hashPart)
+    try {
+      await pipeline(stream, res)
+      this.counters.narBytes += length
+    } catch (err) {
+      // the client hung up: routine for substituters that cancel
+      log('%s: stream ended early: %s', urlPath, (err as Error).message)
+    }
+  }
+
+  private touch (hashPart: string): void {
+    const now = Date.now()
+    if (now - (this.touched.get(hashPart) ?? 0) < 60_000) return
+    this.touched.set(hashPart, now)
+    this.components.cache.touch(hashPart).catch((err: Error) => { log('touch %s: %s', hashPart, err.message) })
+  }
+
+  private async log (req: IncomingMessage, res: ServerResponse, drv: string): Promise<void> {
+    const found = await this.components.logs?.openLog(drv)
+    if (found === undefined) { this.notFound(res, `log of ${drv}`); return }
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': found.size, 'cache-control': 'no-cache' })
+    if (req.method === 'HEAD') { found.stream.destroy(); res.end(); return }
+    await pipeline(found.stream, res).catch(() => {})
+  }
+}
+
+/**
+ * One `bytes=` range (RFC 9110 §14.1.2): undefined to serve the whole file (no header, a
+ * multi-range or a unit we do not know), 'unsatisfiable' for 416, else inclusive bounds.
+ */
+export function parseRange (header: string | undefined, size: number): { start: number, end: number } | 'unsatisfiable' | undefined {
+  if (header === undefined) return undefined
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (m == null) return undefined
+  const [, a, b] = m
+  if (a === '' && b === '') return undefined
+  if (a === '') {
+    const n = Number(b)
+    if (n === 0 || size === 0) return 'unsatisfiable'
+    return { start: Math.max(0, size - n), end: size - 1 }
+  }
+  const start = Number(a)
+  if (start >= size) return 'unsatisfiable'
+  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
+  if (end < start) return undefined // invalid range: ignored, the whole file is served
+  return { start, end }
+}

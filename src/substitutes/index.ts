@@ -1,0 +1,23 @@
+/**
+ * src/substitutes: the node's substitutes — its binary cache served to peers (transfer protocol,
+ * DHT announcements) and to guix/nix clients (HTTP front), filled by publish, on-demand fetches
+ * and the mirror, trimmed by GC. A node-layer service:
+ *
+ *   SERVICES: (c) => substitutesService(c, { buildFeed: () => queueOf(c) })
+ *   const s = node.service<SubstitutesService>('substitutes')
+ *   await s.publish(['/nix/store/…-hello'])      // closure into the cache, signed, announced
+ *   await s.fetchPath('/nix/store/…-hello')      // from the swarm, verified, into the cache
+ *   await s.collectGarbage({ maxSize: 10 * 2 ** 30 })
+ */
+export { SubstitutesService, substitutesService } from './service.js'
+export type { SubstitutesInit, PublishedPath } from './service.js'
+export { SubstitutesHttp, parseRange, NARINFO_MAX_AGE, NOT_FOUND_MAX_AGE, NAR_MAX_AGE } from './http.js'
+export type { BuildLogSource, SubstitutesHttpComponents } from './http.js'
+export { SwarmFetcher } from './fetch.js'
+export type { SwarmFetcherComponents, SwarmFetcherInit, FetchOutcome } from './fetch.js'
+export { GarbageCollector } from './gc.js'
+export type { GcOptions, GcReport, GcRemoved, GarbageCollectorComponents } from './gc.js'
+export { Mirror, successfulOutputs, matchesFilters } from './mirror.js'
+export type { BuildFeed, MirrorComponents, MirrorFilters } from './mirror.js'
+export { CacheNarSource, NarHashIndex, narFileKey } from './source.js'
+export * from './errors.js'

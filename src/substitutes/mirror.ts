@@ -1,0 +1,139 @@
+// Mirroring: follow the queue's successful builds and pull every output into the local cache,
+// so the node keeps serving them when their builders go offline. Outputs are fetched like any
+// other substitute (trusted narinfo, verified NARs), one at a time, in the order builds succeed.
+import { logger } from '@libp2p/logger'
+import type { BuildChange, BuildRecord } from '../crdt/index.js'
+
+const log = logger('guix-swarm:substitutes:mirror')
+
+/** The queue, as the mirror sees it: an EventTarget of 'build' events (src/crdt QueueService). */
+export interface BuildFeed extends EventTarget {
+  /** Builds in a state, to catch up on start (src/crdt QueueService.byState). */
+  byState?: (state: 'succeeded') => BuildRecord[]
+}
+
+export interface MirrorComponents {
+  /** Fetch one store path into the cache (no-op when held); rejects when the swarm has no trusted copy. */
+  fetch: (storePath: string) => Promise<unknown>
+  /** The queue to follow, if the node runs one. */
+  feed: () => BuildFeed | undefined
+}
+
+export interface MirrorFilters {
+  /** Only builds for these systems (empty: any). */
+  systems: string[]
+  /** Only builds carrying every one of these tags, `key=value` or `key` (empty: any). */
+  tags: string[]
+  /** Tries per output before giving up until the next restart (default 5). */
+  maxTries?: number
+}
+
+/** The outputs of a succeeded build (empty for anything else). */
+export function successfulOutputs (record: BuildRecord): string[] {
+  if (record.phase !== 'succeeded') return []
+  const attempt = record.attempts.find((a) => a.result?.outcome === 'success')
+  return Object.values(attempt?.result?.outputs ?? {}).map((o) => o.path)
+}
+
+export function matchesFilters (record: Pick<BuildRecord, 'system' | 'tags'>, filters: Pick<MirrorFilters, 'systems' | 'tags'>): boolean {
+  if (filters.systems.length > 0 && !filters.systems.includes(record.system)) return false
+  for (const t of filters.tags) {
+    const eq = t.indexOf('=')
+    const key = eq < 0 ? t : t.slice(0, eq)
+    if (!(key in record.tags)) return false
+    if (eq >= 0 && record.tags[key] !== t.slice(eq + 1)) return false
+  }
+  return true
+}
+
+export class Mirror {
+  private feed?: BuildFeed
+  private readonly queue: string[] = []
+  private readonly queued = new Set<string>()
+  private readonly tries = new Map<string, number>()
+  private draining?: Promise<void>
+  private retryTimer?: NodeJS.Timeout
+  private running = false
+  readonly counters = { fetched: 0, held: 0, failed: 0, skipped: 0 }
+
+  constructor (private readonly components: MirrorComponents, private readonly filters: MirrorFilters) {}
+
+  start (): void {
+    this.running = true
+    this.attach()
+  }
+
+  stop (): void {
+    this.running = false
+    clearTimeout(this.retryTimer)
+    this.feed?.removeEventListener('build', this.onBuild)
+    this.feed = undefined
+  }
+
+  status (): Record<string, unknown> {
+    return { following: this.feed != null, pending: this.queue.length, filters: { systems: this.filters.systems, tags: this.filters.tags }, ...this.counters }
+  }
+
+  /** Mirror these store paths now (also how an operator mirrors without a queue). */
+  follow (paths: Iterable<string>): void {
+    for (const p of paths) {
+      if (this.queued.has(p)) continue
+      this.queued.add(p)
+      this.queue.push(p)
+    }
+    this.drain()
+  }
+
+  /** The queue may start after us: look for it until it is there. */
+  private attach (): void {
+    if (!this.running || this.feed != null) return
+    const feed = this.components.feed()
+    if (feed == null) {
+      this.retryTimer = setTimeout(() => { this.attach() }, 2000)
+      this.retryTimer.unref()
+      return
+    }
+    this.feed = feed
+    feed.addEventListener('build', this.onBuild)
+    for (const r of feed.byState?.('succeeded') ?? []) this.consider(r)
+    log('following the queue')
+  }
+
+  private readonly onBuild = (evt: Event): void => {
+    const change = (evt as CustomEvent<BuildChange>).detail
+    this.consider(change.record)
+  }
+
+  private consider (record: BuildRecord): void {
+    const outputs = successfulOutputs(record)
+    if (outputs.length === 0) return
+    if (!matchesFilters(record, this.filters)) { this.counters.skipped++; return }
+    this.follow(outputs)
+  }
+
+  private drain (): void {
+    if (this.draining != null) return
+    this.draining = (async () => {
+      while (this.running && this.queue.length > 0) {
+        const p = this.queue.shift() as string
+        try {
+          const got = await this.components.fetch(p)
+          if (got === undefined) this.counters.held++
+          else this.counters.fetched++
+          this.queued.delete(p)
+        } catch (err) {
+          const n = (this.tries.get(p) ?? 0) + 1
+          this.tries.set(p, n)
+          log('mirroring %s failed (try %d): %s', p, n, (err as Error).message)
+          if (n < (this.filters.maxTries ?? 5)) {
+            // the builder may not have announced yet: try again later, behind the others
+            setTimeout(() => { this.queue.push(p); this.drain() }, 2000 * n).unref()
+          } else {
+            this.counters.failed++
+            this.queued.delete(p)
+          }
+        }
+      }
+    })().finally(() => { this.draining = undefined })
+  }
+}

@@ -1,0 +1,312 @@
+// The node's substitutes: its binary cache at <data>/nar, served to peers over the transfer
+// protocol and to guix/nix clients over HTTP, announced in the DHT (narCid + storePathCid for every
+// entry, on start, on add and on a timer), filled by `publish` (local store), on-demand fetches,
+// and the mirror; trimmed by GC.
+import { join } from 'node:path'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { logger } from '@libp2p/logger'
+import type { CID } from 'multiformats/cid'
+import { BinaryCache, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
+import { openBackend, type StoreDaemon } from '../daemon/index.js'
+import { readJsonBody, sendJson, type RoutePattern } from '../http/index.js'
+import { parseCompression, type Compression } from '../nar/index.js'
+import {
+  formatGuixPublicKey, formatNixPublicKey, isStoreBaseName, narHashBytes, readPublicKeysFile, type PublicKey
+} from '../narinfo/index.js'
+import type { NodeComponents, NodeService } from '../node/index.js'
+import {
+  findProviders, narCid, NarTransferServer, provide, Reprovider, storePathCid, TransferClient, TransferMetrics
+} from '../transfer/index.js'
+import { NoStoreDaemonError, SubstitutesRequestError, TrustedKeyFileError } from './errors.js'
+import { SwarmFetcher, type FetchOutcome } from './fetch.js'
+import { GarbageCollector, type GcOptions, type GcReport } from './gc.js'
+import { SubstitutesHttp, type BuildLogSource } from './http.js'
+import { Mirror, type BuildFeed } from './mirror.js'
+import { CacheNarSource, NarHashIndex } from './source.js'
+
+const log = logger('guix-swarm:substitutes')
+
+const MAX_BODY_BYTES = 1024 * 1024
+
+export interface SubstitutesInit {
+  /** Re-announce every held CID this often (default 12 h; kad provider records live 48 h). */
+  reprovideIntervalMs?: number
+  /** Budget for finding a trusted narinfo in the swarm on a cache miss (default 30 s). */
+  lookupTimeoutMs?: number
+  /** How the node reaches its local store daemon for `publish` (tests inject; default openBackend). */
+  openStore?: () => Promise<StoreDaemon>
+  /** Where build logs come from (the scheduler's, later). */
+  logs?: BuildLogSource
+  /** The queue to follow when mirroring; looked up lazily because it may start after us. */
+  buildFeed?: () => BuildFeed | undefined
+}
+
+export interface PublishedPath {
+  storePath: string
+  narHash: string
+  narSize: number
+  files: CacheEntry['files']
+  /** Whether both DHT records went out (false: the re-provider retries later). */
+  announced: boolean
+}
+
+export class SubstitutesService implements NodeService {
+  readonly name = 'substitutes'
+  readonly cache: BinaryCache
+  readonly index = new NarHashIndex()
+  readonly metrics = new TransferMetrics()
+  readonly client: TransferClient
+  readonly server: NarTransferServer
+  readonly fetcher: SwarmFetcher
+  readonly gc: GarbageCollector
+  readonly http: SubstitutesHttp
+  readonly mirror: Mirror
+  private readonly reprovider: Reprovider
+  private trusted: PublicKey[] = []
+  private store?: Promise<StoreDaemon>
+  private readonly apiPatterns: RoutePattern[] = ['/api/publish', '/api/mirror', '/api/gc']
+  private autoGc?: Promise<unknown>
+
+  constructor (private readonly components: NodeComponents, private readonly init: SubstitutesInit = {}) {
+    const { config, keys, libp2p } = components
+    const compressions: Compression[] | undefined = config.compressions != null && config.compressions.length > 0
+      ? config.compressions.map((c) => parseCompression(c))
+      : undefined
+    this.cache = new BinaryCache({ dir: join(components.dataDir, 'nar'), storeDir: components.storeDir, keys, compressions })
+    const protocol = components.protocolId('nar', '1.0.0')
+    this.server = new NarTransferServer({ libp2p, source: new CacheNarSource(this.cache, this.index), metrics: this.metrics }, { protocol })
+    this.client = new TransferClient({ libp2p, metrics: this.metrics }, { protocol })
+    this.fetcher = new SwarmFetcher({
+      libp2p,
+      client: this.client,
+      cache: this.cache,
+      trusted: () => this.trusted,
+      tmpDir: join(components.dataDir, 'nar', '.guix-swarm', 'fetch'),
+      onAdded: async (entry) => { await this.added(entry) },
+      hasPeers: () => libp2p.getPeers().length > 0
+    }, { lookupTimeoutMs: init.lookupTimeoutMs })
+    this.reprovider = new Reprovider({ libp2p, held: async () => await this.heldCids() }, { intervalMs: init.reprovideIntervalMs })
+    this.gc = new GarbageCollector({
+      cache: this.cache,
+      hasOtherProvider: async (narHash) => await this.hasOtherProvider(narHash),
+      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r) }
+    })
+    this.http = new SubstitutesHttp({
+      router: components.http,
+      cache: this.cache,
+      fetch: async (hashPart) => await this.fetcher.fetch(hashPart),
+      guixPublicKey: formatGuixPublicKey(keys.guix.publicKey),
+      nixPublicKey: formatNixPublicKey(keys.nix.publicKey),
+      logs: init.logs
+    })
+    this.mirror = new Mirror({
+      fetch: async (storePath) => await this.fetchPath(storePath),
+      feed: () => init.buildFeed?.()
+    }, { systems: config.mirrorSystems ?? [], tags: config.mirrorTags ?? [] })
+  }
+
+  async start (): Promise<void> {
+    this.trusted = await this.loadTrustedKeys()
+    await this.cache.start()
+    for (const e of await this.cache.list()) this.index.add(e)
+    await this.server.start()
+    this.http.start()
+    this.routeApi()
+    await this.reprovider.start()
+    if (this.components.config.mirror === true) this.mirror.start()
+    log('serving %s (%d trusted keys)', this.cache.dir, this.trusted.length)
+  }
+
+  async stop (): Promise<void> {
+    this.mirror.stop()
+    for (const p of this.apiPatterns) this.components.http.unroute(p)
+    this.http.stop()
+    await this.reprovider.stop()
+    await this.server.stop()
+    await this.autoGc?.catch(() => {})
+    await this.cache.stop()
+  }
+
+  async status (): Promise<Record<string, unknown>> {
+    const entries = await this.cache.list()
+    return {
+      cacheDir: this.cache.dir,
+      entries: entries.length,
+      bytes: entries.reduce((s, e) => s + Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0), 0),
+      maxStoreSize: this.components.config.maxStoreSize ?? null,
+      trustedKeys: this.trusted.length,
+      mirror: this.components.config.mirror === true ? this.mirror.status() : false,
+      http: { ...this.http.counters },
+      transfer: this.metrics.snapshot()
+    }
+  }
+
+  /** Own keys, then every key in every --trusted-key file; a bad file stops the node (a typo must not silently distrust). */
+  private async loadTrustedKeys (): Promise<PublicKey[]> {
+    const { keys, config } = this.components
+    const out: PublicKey[] = [keys.guix.publicKey, keys.nix.publicKey]
+    for (const file of config.trustedKeys ?? []) {
+      let found: PublicKey[]
+      try {
+        found = await readPublicKeysFile(file)
+      } catch (err) {
+        throw new TrustedKeyFileError(`--trusted-key ${file}: ${(err as Error).name}: ${(err as Error).message}`)
+      }
+      if (found.length === 0) throw new TrustedKeyFileError(`--trusted-key ${file}: no public key in the file`)
+      out.push(...found)
+    }
+    return out
+  }
+
+  // ---------------------------------------------------------------- adding and announcing
+
+  /** Add the closure of local store paths to the cache, signed with the node's keys, and announce each. */
+  async publish (paths: string[]): Promise<PublishedPath[]> {
+    for (const p of paths) {
+      const dir = this.cache.storeDir
+      if (!p.startsWith(dir + '/') || !isStoreBaseName(p.slice(dir.length + 1))) {
+        throw new SubstitutesRequestError(`${JSON.stringify(p)} is not a store path in ${dir}`)
+      }
+    }
+    const store = await this.openStore()
+    const entries = await this.cache.addClosure(store, paths)
+    const out: PublishedPath[] = []
+    for (const e of entries) {
+      const announced = await this.added(e)
+      out.push({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced })
+    }
+    return out
+  }
+
+  /** Fetch a store path from the swarm into the cache (no-op when held). */
+  async fetchPath (storePath: string): Promise<FetchOutcome | undefined> {
+    const dir = this.cache.storeDir
+    const base = storePath.slice(dir.length + 1)
+    if (!storePath.startsWith(dir + '/') || !isStoreBaseName(base)) throw new SubstitutesRequestError(`${JSON.stringify(storePath)} is not a store path in ${dir}`)
+    const hashPart = base.slice(0, 32)
+    if (await this.cache.has(hashPart)) return undefined
+    return await this.fetcher.fetch(hashPart)
+  }
+
+  async collectGarbage (opts: GcOptions): Promise<GcReport> {
+    return await this.gc.collect(opts)
+  }
+
+  private async openStore (): Promise<StoreDaemon> {
+    if (this.init.openStore != null) return await this.init.openStore()
+    const kind = this.components.builder.kind !== 'none'
+      ? this.components.builder.kind
+      : this.components.storeDir === '/nix/store' ? 'nix' : 'guix'
+    this.store ??= openBackend(kind, { storeDir: this.components.storeDir }).then((b) => b.store)
+    try {
+      return await this.store
+    } catch (err) {
+      this.store = undefined
+      throw new NoStoreDaemonError(`no local ${kind} store to publish from: ${(err as Error).message}`)
+    }
+  }
+
+  /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
+  private async added (entry: CacheEntry): Promise<boolean> {
+    this.index.add(entry)
+    let announced = true
+    for (const cid of this.cidsOf(entry)) {
+      try {
+        await provide({ libp2p: this.components.libp2p }, cid, { signal: AbortSignal.timeout(30_000) })
+      } catch (err) {
+        announced = false
+        log('announcing %s (%s) failed, the re-provider will retry: %s', entry.storePath, cid, (err as Error).message)
+      }
+    }
+    this.maybeAutoGc()
+    return announced
+  }
+
+  private maybeAutoGc (): void {
+    const max = this.components.config.maxStoreSize
+    if (max === undefined || this.autoGc != null) return
+    this.autoGc = this.gc.collect({ maxSize: max })
+      .then((r) => { if (r.removed.length > 0) log('automatic gc freed %d bytes', r.freed) })
+      .catch((err: Error) => { log.error('automatic gc failed: %s', err.message) })
+      .finally(() => { this.autoGc = undefined })
+  }
+
+  private cidsOf (entry: Pick<CacheEntry, 'hashPart' | 'narHash'>): CID[] {
+    return [storePathCid(entry.hashPart), narCid(narHashBytes(entry.narHash))]
+  }
+
+  private async heldCids (): Promise<CID[]> {
+    return (await this.cache.list()).flatMap((e) => this.cidsOf(e))
+  }
+
+  private async hasOtherProvider (narHash: string): Promise<boolean> {
+    const signal = AbortSignal.timeout(15_000)
+    try {
+      for await (const _ of findProviders({ libp2p: this.components.libp2p }, narCid(narHashBytes(narHash)), { limit: 1, signal })) return true
+    } catch (err) {
+      if (!signal.aborted) log('provider lookup for %s failed: %s', narHash, (err as Error).message)
+    }
+    return false
+  }
+
+  // ---------------------------------------------------------------- local API
+
+  private routeApi (): void {
+    const { http } = this.components
+    http.route('POST', '/api/publish', async (req, res) => {
+      const paths = await storePaths(req, 'paths')
+      sendJson(res, 200, { paths: await this.publish(paths) })
+    })
+    http.route('POST', '/api/mirror', async (req, res) => { await this.apiMirror(req, res) })
+    http.route('POST', '/api/gc', async (req, res) => {
+      const body = await readJsonBody(req, MAX_BODY_BYTES) as Record<string, unknown>
+      const opts: GcOptions = {}
+      if (body.maxSize !== undefined) opts.maxSize = nonNegInt(body.maxSize, 'maxSize')
+      else if (this.components.config.maxStoreSize !== undefined) opts.maxSize = this.components.config.maxStoreSize
+      if (body.keepDays !== undefined) opts.keepDays = nonNegNumber(body.keepDays, 'keepDays')
+      if (body.force !== undefined) opts.force = body.force === true
+      if (body.dryRun !== undefined) opts.dryRun = body.dryRun === true
+      sendJson(res, 200, await this.collectGarbage(opts))
+    })
+  }
+
+  private async apiMirror (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const paths = await storePaths(req, 'paths')
+    const results = []
+    for (const p of paths) {
+      try {
+        const got = await this.fetchPath(p)
+        results.push(got === undefined
+          ? { storePath: p, status: 'held' }
+          : { storePath: p, status: 'fetched', narinfoFrom: got.narinfoFrom, narFrom: got.narFrom, badPeers: got.badPeers })
+      } catch (err) {
+        results.push({ storePath: p, status: 'failed', error: { name: (err as Error).name, message: (err as Error).message } })
+      }
+    }
+    sendJson(res, 200, { paths: results })
+  }
+}
+
+async function storePaths (req: IncomingMessage, field: string): Promise<string[]> {
+  const body = await readJsonBody(req, MAX_BODY_BYTES) as Record<string, unknown> | null
+  const v = body?.[field]
+  if (!Array.isArray(v) || v.length === 0 || !v.every((p) => typeof p === 'string')) {
+    throw new SubstitutesRequestError(`"${field}" must be a non-empty list of store paths`)
+  }
+  return v as string[]
+}
+
+function nonNegInt (v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new SubstitutesRequestError(`"${what}" must be a byte count, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function nonNegNumber (v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new SubstitutesRequestError(`"${what}" must be a non-negative number, got ${JSON.stringify(v)}`)
+  return v
+}
+
+/** The ServiceFactory for src/node/services.ts (with `init` for what only the node can wire, e.g. the queue). */
+export function substitutesService (components: NodeComponents, init: SubstitutesInit = {}): SubstitutesService {
+  return new SubstitutesService(components, init)
+}
