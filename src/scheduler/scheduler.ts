@@ -17,6 +17,7 @@ import { localInputs, type InputFetcher, type OutputPublisher } from './ports.js
 const log = logger('guix-swarm:scheduler')
 
 const DRV_CACHE_MAX = 10_000
+const STOPPING = 'scheduler stopping'
 
 /** The queue surface the scheduler uses (a QueueService satisfies it). */
 export type SchedulerQueue = Pick<QueueService, 'claimable' | 'get' | 'byDerivation' | 'claim' | 'renew' | 'release' | 'result' | 'view' | 'peerIdString' | 'addEventListener' | 'removeEventListener'>
@@ -157,7 +158,7 @@ export class SchedulerService {
     clearInterval(this.pollTimer)
     clearTimeout(this.pumpTimer)
     this.lifetime.abort()
-    for (const run of this.runs.values()) this.abortRun(run, 'scheduler stopping')
+    for (const run of this.runs.values()) this.abortRun(run, STOPPING)
     await Promise.allSettled([...this.runs.values()].map(async (r) => await r.done))
     await this.hooks.stop()
   }
@@ -195,6 +196,7 @@ export class SchedulerService {
   private readonly onBuild = (evt: Event): void => {
     const { record, previous } = (evt as CustomEvent<BuildChange>).detail
     this.fireHooks(record, previous)
+    if (isFinished(record.phase)) { this.skipReasons.delete(record.id); this.localBackoff.delete(record.id) }
     const run = this.runs.get(record.id)
     if (run !== undefined) {
       const lost = this.whyNotOurs(run)
@@ -292,7 +294,7 @@ export class SchedulerService {
     if (!tagsMet(r.tags, this.config.tags)) return `needs tags ${JSON.stringify(r.tags)}; this node offers ${JSON.stringify(this.config.tags)}`
     const until = this.backoffUntil(r)
     const now = this.now()
-    if (until > now) return `backing off for ${Math.ceil((until - now) / 1000)} s`
+    if (until > now) return `backing off until ${new Date(until).toISOString()}` // stable text: logged once per backoff
     let drv: Derivation
     try {
       drv = await this.derivation(r.derivation, this.lifetime.signal)
@@ -438,6 +440,7 @@ export class SchedulerService {
     const lost = run.abortReason ?? this.whyNotOurs(run)
     if (lost !== undefined) {
       this.final(run, 'lost', lost)
+      if (lost === STOPPING && this.whyNotOurs(run) === undefined) await this.op('release', async () => await this.queue.release(id, attempt))
       return
     }
     // the first renew marks the attempt as building for everyone
@@ -479,11 +482,12 @@ export class SchedulerService {
 
   private async finish (run: Run, outcome: BuildOutcome, logName: string): Promise<void> {
     const { id, attempt } = run
-    if (run.controller.signal.aborted || outcome.kind === 'canceled') {
+    // a build that ended anyway while we were stopping still gets recorded (op() is a no-op after a crash-stop)
+    if (outcome.kind === 'canceled' || (run.controller.signal.aborted && run.abortReason !== STOPPING)) {
       const reason = run.abortReason ?? 'build canceled'
       this.final(run, 'aborted', reason)
       // stopping gracefully: hand the build back at once instead of letting the lease lapse
-      if (reason === 'scheduler stopping') await this.op('release', async () => await this.queue.release(id, attempt))
+      if (reason === STOPPING) await this.op('release', async () => await this.queue.release(id, attempt))
       return
     }
     const ours = (): boolean => this.whyNotOurs(run) === undefined

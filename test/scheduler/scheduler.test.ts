@@ -10,6 +10,7 @@ import {
   SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
   type SchedulerComponents
 } from '../../src/scheduler/index.js'
+import type { NodeService } from '../../src/node/index.js'
 import { startQueueNode, tempDir, waitFor, mesh, type QueueNode } from './harness.js'
 
 const SYS = 'x86_64-linux'
@@ -181,6 +182,8 @@ test('a node without a builder never claims, and says so in its status', async (
     const [id] = await q.queue.submit([{ drv: drvPath('none'), system: SYS }])
     await new Promise(resolve => setTimeout(resolve, 300)) // several poll periods: nothing may happen
     assert.equal(q.queue.get(id)?.attempts.length, 0)
+    const service: NodeService = s // plugs into the node's service seam as it is
+    assert.equal(service.name, 'scheduler')
     const st = s.status()
     assert.equal(st.builder, 'none')
     assert.equal(st.slotsFree, 0)
@@ -280,5 +283,31 @@ test('a hanging submitted-hook does not hold up building', async () => {
     assert.deepEqual(await readdir(join(dir, 'logs')).then(f => f.length), 3)
   } finally {
     await s.stop(); await done(r); await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('a graceful stop kills the build and releases the claim, so another node takes it without waiting for the lease', async () => {
+  const r = await rig({ config: { leaseMs: 60_000 } })
+  try {
+    const drv = r.store.add(drvPath('handover'))
+    let killed = false
+    r.builder.scripts.set(drv, [async (_d, opts) => await new Promise<BuildOutcome>((resolve) => {
+      opts.signal.addEventListener('abort', () => { killed = true; resolve({ kind: 'canceled' }) }, { once: true })
+    })])
+    const [id] = await r.q.queue.submit([{ drv, system: SYS }])
+    await r.scheduler.start()
+    await waitFor('the build to start', () => r.builder.calls.length === 1)
+    await r.scheduler.stop()
+    assert.equal(killed, true)
+    assert.equal(r.q.queue.get(id)!.attempts[0].released, true)
+    const next = await rig({ q: r.q, config: { leaseMs: 60_000 } })
+    next.store.add(drv)
+    await next.scheduler.start()
+    // far less than the 60 s lease: only the release lets attempt 2 start this soon
+    await waitFor('the next attempt', () => r.q.queue.get(id)?.phase === 'succeeded', 20_000)
+    assert.equal(r.q.queue.get(id)!.attempts[1].result?.outcome, 'success')
+    await done(next, { keepQueue: true })
+  } finally {
+    await done(r)
   }
 })
