@@ -164,6 +164,8 @@ export interface BuildNodeOptions {
   hooks?: SchedulerComponents['hooks']
   peers?: () => Backend[]
   queue?: QueueNode
+  /** 'cache' (default): real NARs into the node's BinaryCache; 'pathinfo': only the daemon's hash and size. */
+  publish?: 'cache' | 'pathinfo'
 }
 
 export async function startBuildNode (opts: BuildNodeOptions = {}): Promise<BuildNode> {
@@ -184,7 +186,7 @@ export function makeScheduler (node: Omit<BuildNode, 'scheduler'>, opts: BuildNo
     queue: node.q.queue,
     store: node.nix.store,
     builder: node.nix.builder,
-    publisher: cachePublisher(node.cache, node.published),
+    publisher: opts.publish === 'pathinfo' ? pathInfoPublisher(node.published) : cachePublisher(node.cache, node.published),
     inputs: peerInputs(() => node.nix, opts.peers ?? (() => [])),
     logsDir: join(node.dir, 'logs'),
     gcRootsDir: join(node.dir, 'gcroots'),
