@@ -25,6 +25,8 @@ export interface SchedulerConfig {
   backoffMaxMs: number
   /** How many recent claim decisions status() keeps. */
   decisionLog: number
+  /** Claimable builds looked at per scan (best first); bounds the work a huge queue costs per event. */
+  scanLimit: number
 }
 
 export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
@@ -37,7 +39,8 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   jitterMs: 50,
   backoffBaseMs: 5_000,
   backoffMaxMs: 5 * 60_000,
-  decisionLog: 100
+  decisionLog: 100,
+  scanLimit: 1000
 }
 
 export function resolveConfig (partial: Partial<SchedulerConfig> = {}): SchedulerConfig {
@@ -46,7 +49,7 @@ export function resolveConfig (partial: Partial<SchedulerConfig> = {}): Schedule
     if (!Number.isFinite(v) || v <= 0) throw new SchedulerConfigError(`${what} must be a positive number, got ${v}`)
   }
   if (!Number.isInteger(c.maxBuilds) || c.maxBuilds < 0) throw new SchedulerConfigError(`maxBuilds must be a whole number ≥ 0, got ${c.maxBuilds}`)
-  positive(c.leaseMs, 'leaseMs'); positive(c.pollMs, 'pollMs'); positive(c.backoffBaseMs, 'backoffBaseMs'); positive(c.backoffMaxMs, 'backoffMaxMs')
+  positive(c.leaseMs, 'leaseMs'); positive(c.scanLimit, 'scanLimit'); positive(c.pollMs, 'pollMs'); positive(c.backoffBaseMs, 'backoffBaseMs'); positive(c.backoffMaxMs, 'backoffMaxMs')
   if (c.settleMs < 0 || c.jitterMs < 0) throw new SchedulerConfigError('settleMs and jitterMs must be ≥ 0')
   // the claim must still be ours when we start: the settle window has to fit well inside the lease
   if (c.settleMs * 2 >= c.leaseMs) throw new SchedulerConfigError(`settleMs (${c.settleMs}) must be under half of leaseMs (${c.leaseMs})`)

@@ -271,7 +271,7 @@ export class SchedulerService {
 
   private async fill (): Promise<void> {
     let free = this.config.maxBuilds - this.slotsUsed
-    const candidates = this.queue.claimable(this.config.systems)
+    const candidates = this.queue.claimable(this.config.systems, this.config.scanLimit)
     if (free <= 0) { this.readAhead(candidates); return }
     for (const c of candidates) {
       if (free <= 0 || !this.started) break
@@ -279,12 +279,12 @@ export class SchedulerService {
       const why = await this.whyNotClaim(c)
       if (why !== undefined) { this.decide({ build: c.id, attempt: c.attempt, action: 'skipped', reason: why }); continue }
       // the checks above may have awaited: take the queue's word again
-      const fresh = this.queue.claimable(this.config.systems).find(x => x.id === c.id)
+      const fresh = this.queue.claimable(this.config.systems, this.config.scanLimit).find(x => x.id === c.id)
       if (fresh === undefined || this.runs.has(c.id) || !this.started) continue
       this.begin(fresh)
       free--
     }
-    if (free <= 0) this.readAhead(this.queue.claimable(this.config.systems))
+    if (free <= 0) this.readAhead(this.queue.claimable(this.config.systems, this.config.scanLimit))
   }
 
   /** Why this node should not claim `c` now, or undefined if it should. */
