@@ -13,8 +13,8 @@ export interface BuildFeed extends EventTarget {
 }
 
 export interface MirrorComponents {
-  /** Fetch one store path into the cache (no-op when held); rejects when the swarm has no trusted copy. */
-  fetch: (storePath: string) => Promise<unknown>
+  /** Fetch one store path's closure into the cache; resolves with how many paths were fetched (0: all held). */
+  fetch: (storePath: string) => Promise<number>
   /** The queue to follow, if the node runs one. */
   feed: () => BuildFeed | undefined
 }
@@ -118,7 +118,7 @@ export class Mirror {
         const p = this.queue.shift() as string
         try {
           const got = await this.components.fetch(p)
-          if (got === undefined) this.counters.held++
+          if (got === 0) this.counters.held++
           else this.counters.fetched++
           this.queued.delete(p)
         } catch (err) {

@@ -11,7 +11,7 @@ import { openBackend, type StoreDaemon } from '../daemon/index.js'
 import { readJsonBody, sendJson, type RoutePattern } from '../http/index.js'
 import { parseCompression, type Compression } from '../nar/index.js'
 import {
-  formatGuixPublicKey, formatNixPublicKey, isStoreBaseName, narHashBytes, readPublicKeysFile, type PublicKey
+  formatGuixPublicKey, formatNixPublicKey, isStoreBaseName, narHashBytes, parseNarinfo, readPublicKeysFile, type PublicKey
 } from '../narinfo/index.js'
 import type { NodeComponents, NodeService } from '../node/index.js'
 import {
@@ -100,7 +100,7 @@ export class SubstitutesService implements NodeService {
       logs: init.logs
     })
     this.mirror = new Mirror({
-      fetch: async (storePath) => await this.fetchPath(storePath),
+      fetch: async (storePath) => (await this.pullClosure(storePath)).length,
       feed: () => init.buildFeed?.()
     }, { systems: config.mirrorSystems ?? [], tags: config.mirrorTags ?? [] })
   }
@@ -180,12 +180,40 @@ export class SubstitutesService implements NodeService {
 
   /** Fetch a store path from the swarm into the cache (no-op when held). */
   async fetchPath (storePath: string): Promise<FetchOutcome | undefined> {
+    const hashPart = this.hashPartOf(storePath)
+    if (await this.cache.has(hashPart)) return undefined
+    return await this.fetcher.fetch(hashPart)
+  }
+
+  /**
+   * Fetch a store path and everything it references (from the trusted narinfos' References), so
+   * a client can substitute the whole closure from this node. Returns what was fetched.
+   */
+  async pullClosure (storePath: string): Promise<FetchOutcome[]> {
+    const dir = this.cache.storeDir
+    const seen = new Set<string>([this.hashPartOf(storePath)])
+    const todo = [storePath]
+    const out: FetchOutcome[] = []
+    while (todo.length > 0) {
+      const p = todo.shift() as string
+      const got = await this.fetchPath(p)
+      if (got !== undefined) out.push(got)
+      const entry = await this.cache.getEntry(this.hashPartOf(p))
+      const refs = entry === undefined ? [] : parseNarinfo(entry.narinfo, { storeDir: dir }).references
+      for (const r of refs) {
+        if (seen.has(r.slice(0, 32))) continue
+        seen.add(r.slice(0, 32))
+        todo.push(`${dir}/${r}`)
+      }
+    }
+    return out
+  }
+
+  private hashPartOf (storePath: string): string {
     const dir = this.cache.storeDir
     const base = storePath.slice(dir.length + 1)
     if (!storePath.startsWith(dir + '/') || !isStoreBaseName(base)) throw new SubstitutesRequestError(`${JSON.stringify(storePath)} is not a store path in ${dir}`)
-    const hashPart = base.slice(0, 32)
-    if (await this.cache.has(hashPart)) return undefined
-    return await this.fetcher.fetch(hashPart)
+    return base.slice(0, 32)
   }
 
   async collectGarbage (opts: GcOptions): Promise<GcReport> {
@@ -275,10 +303,14 @@ export class SubstitutesService implements NodeService {
     const results = []
     for (const p of paths) {
       try {
-        const got = await this.fetchPath(p)
-        results.push(got === undefined
-          ? { storePath: p, status: 'held' }
-          : { storePath: p, status: 'fetched', narinfoFrom: got.narinfoFrom, narFrom: got.narFrom, badPeers: got.badPeers })
+        const got = await this.pullClosure(p)
+        results.push({
+          storePath: p,
+          status: got.length === 0 ? 'held' : 'fetched',
+          fetched: got.map((g) => g.entry.storePath),
+          narFrom: [...new Set(got.flatMap((g) => g.narFrom))],
+          badPeers: [...new Set(got.flatMap((g) => g.badPeers))]
+        })
       } catch (err) {
         results.push({ storePath: p, status: 'failed', error: { name: (err as Error).name, message: (err as Error).message } })
       }

@@ -12,7 +12,7 @@ const LONG_TIMEOUT_MS = 6 * 60 * 60 * 1000
 interface JsonFlags extends ApiClientOptions { json?: boolean }
 interface GcFlags extends JsonFlags { maxSize?: number, keepDays?: number, force?: boolean, dryRun?: boolean }
 
-interface PulledPath { storePath: string, status: 'held' | 'fetched' | 'failed', narinfoFrom?: string, narFrom?: string[], badPeers?: string[], error?: { name: string, message: string } }
+interface PulledPath { storePath: string, status: 'held' | 'fetched' | 'failed', fetched?: string[], narFrom?: string[], badPeers?: string[], error?: { name: string, message: string } }
 
 function sizeArg (value: string): number {
   const n = parseSize(value)

@@ -1,0 +1,105 @@
+// Real node processes for the substitutes tests, each optionally inside its own private Nix store
+// (nix-ns), so "B has a path, A never had it, the client is a third store" is literally true.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import assert from 'node:assert/strict'
+import { CLI_ARGV } from '../helpers/cli.js'
+import { inNamespace, type NixNamespace } from '../helpers/nix-ns.js'
+import { exited, PROCESS_SWARM, removeDir, tempDir, type TestNode } from '../helpers/swarm.js'
+
+export interface NsNodeOptions {
+  /** Run the node inside this private store (needed to publish from it). */
+  ns?: NixNamespace
+  bootstrap?: TestNode[]
+  args?: string[]
+  timeoutMs?: number
+}
+
+/** `guix-swarm join` for a Nix store (/nix/store narinfos), no builder, no mDNS, loopback only. */
+export async function startSubstituteNode (opts: NsNodeOptions = {}): Promise<TestNode> {
+  const dataDir = await tempDir('gs-subst-')
+  const args = [
+    'join', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--builder', 'none',
+    '--store-dir', '/nix/store', '--no-mdns', '--swarm', PROCESS_SWARM,
+    ...(opts.bootstrap ?? []).flatMap((n) => ['--bootstrap', n.addrs[0]]),
+    ...(opts.args ?? [])
+  ]
+  const [cmd, argv] = opts.ns != null ? inNamespace(opts.ns.dir, process.execPath, [...CLI_ARGV, ...args]) : [process.execPath, [...CLI_ARGV, ...args]]
+  const proc: ChildProcess = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.ns?.env ?? process.env })
+  let out = ''
+  let err = ''
+  proc.stdout?.on('data', (b: Buffer) => { out += b.toString() })
+  proc.stderr?.on('data', (b: Buffer) => { err += b.toString() })
+  const timeoutMs = opts.timeoutMs ?? 30_000
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { done(); proc.kill('SIGKILL'); reject(new Error(`node not up after ${timeoutMs} ms\n${out}\n${err}`)) }, timeoutMs)
+      const onData = (): void => { if (/ is up /.test(out) && /\n {2}discovery /.test(out)) { done(); resolve() } }
+      const onExit = (code: number | null): void => { done(); reject(new Error(`node exited with ${String(code)} before it was up\n${out}\n${err}`)) }
+      const done = (): void => { clearTimeout(timer); proc.stdout?.off('data', onData); proc.off('exit', onExit) }
+      proc.stdout?.on('data', onData)
+      proc.on('exit', onExit)
+    })
+  } catch (e) {
+    await removeDir(dataDir)
+    throw e
+  }
+  const url = (await readFile(join(dataDir, 'api'), 'utf8')).trim()
+  return {
+    proc,
+    dataDir,
+    url,
+    peerId: /node (\S+) is up/.exec(out)?.[1] ?? '',
+    addrs: [...out.matchAll(/(\/ip[46]\/\S+\/p2p\/\S+)/g)].map((m) => m[1]),
+    stdout: () => out,
+    stderr: () => err,
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      return await exited(proc)
+    }
+  }
+}
+
+export async function stopAll (nodes: Array<TestNode | undefined>): Promise<void> {
+  await Promise.all(nodes.map(async (n) => { if (n != null) { await n.stop(); await removeDir(n.dataDir) } }))
+}
+
+/** Build a fresh closure in `ns`: `top` references `dep`. The same `name` gives the same paths in any store. */
+export async function buildClosure (ns: NixNamespace, name = `subst-${randomBytes(6).toString('hex')}`): Promise<{ top: string, dep: string }> {
+  const f = join(ns.dir, '..', `${name}.nix`)
+  await writeFile(f, `let dep = derivation { name = "dep-${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo dep ${name} > $out" ]; };
+    in derivation { name = "top-${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${dep} > $out; i=0; while [ $i -lt 3000 ]; do echo line $i of ${name}; i=$((i+1)); done >> $out" ]; }`)
+  const drv = (await ns.exec('nix-instantiate', [f])).stdout.toString().trim()
+  const built = await ns.exec('nix-store', ['--realise', drv, '--option', 'substituters', ''])
+  assert.equal(built.code, 0, built.stderr.toString())
+  const top = built.stdout.toString().trim()
+  const dep = (await readFile(join(ns.realStoreDir, top.slice('/nix/store/'.length)), 'utf8')).split('\n')[0].trim()
+  assert.match(dep, /^\/nix\/store\/[a-z0-9]{32}-dep-/)
+  return { top, dep }
+}
+
+export const hashPartOf = (storePath: string): string => storePath.slice('/nix/store/'.length, '/nix/store/'.length + 32)
+
+/** POST to a node's API (JSON). */
+export async function api<T> (node: TestNode, path: string, body: unknown): Promise<T> {
+  const res = await fetch(node.url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const text = await res.text()
+  assert.equal(res.status, 200, `${path}: ${res.status} ${text}`)
+  return JSON.parse(text) as T
+}
+
+export interface Published { paths: Array<{ storePath: string, narHash: string, announced: boolean, files: Array<{ url: string, compression: string, fileSize: number }> }> }
+
+/**
+ * Publish and retry until every DHT record went out: kad fills its routing table a moment after
+ * identify, the way the re-provider would retry (publish is idempotent).
+ */
+export async function publishAnnounced (node: TestNode, paths: string[]): Promise<Published> {
+  for (let i = 0; ; i++) {
+    const r = await api<Published>(node, '/api/publish', { paths })
+    if (r.paths.every((p) => p.announced) || i >= 10) return r
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+}
