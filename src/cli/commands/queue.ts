@@ -1,6 +1,6 @@
 // The build queue from the command line: submit, builds, show, cancel, priority (talks to the local node).
 import type { Command } from 'commander'
-import { BUILD_STATES, isDerivationPath, type BuildView, type QueueStatus } from '../../crdt/index.js'
+import { BUILD_STATES, isDerivationPath, type AttemptView, type BuildView, type QueueStatus } from '../../crdt/index.js'
 import { addClientOptions, apiClient, type ApiClient, type ApiClientOptions } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
 
@@ -80,6 +80,19 @@ export function buildsTable (builds: BuildView[]): string {
   return rows.map((r) => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i])).join('  ')).join('\n') + '\n'
 }
 
+function resultLines (r: NonNullable<AttemptView['result']>): string[] {
+  switch (r.outcome) {
+    case 'success':
+      return ['     outputs', ...Object.entries(r.outputs ?? {}).map(([name, o]) => `       ${name}  ${o.path}  ${o.narHash} (${o.narSize} bytes)`)]
+    case 'failure':
+      return [`     log ${r.log?.name ?? '?'} on ${r.log?.peerId ?? '?'}`]
+    case 'missing-inputs':
+      return ['     missing inputs', ...(r.missing ?? []).map((m) => `       ${m}`)]
+    case 'canceled':
+      return ['     stopped: the build was canceled']
+  }
+}
+
 export function buildDetails (b: BuildView): string {
   const lines = [
     `build       ${b.id}`,
@@ -99,7 +112,7 @@ export function buildDetails (b: BuildView): string {
     lines.push(`  #${a.number} ${a.state} on ${a.peerId}, claimed ${fmtTime(a.claimedAt)}` +
       (a.leaseEndsAt != null ? `, lease until ${fmtTime(a.leaseEndsAt)}` : '') +
       (a.contenders > 1 ? `, ${a.contenders} contenders` : ''))
-    if (a.result != null) lines.push(`     result: ${JSON.stringify(a.result)}`)
+    if (a.result != null) lines.push(...resultLines(a.result))
   }
   return lines.join('\n') + '\n'
 }
