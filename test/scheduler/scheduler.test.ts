@@ -115,6 +115,7 @@ test('setup failure: released, not counted, retried after a local backoff; missi
     const [ia, ib] = await r.q.queue.submit([{ drv: a, system: SYS }, { drv: b, system: SYS }])
     await r.scheduler.start()
     await waitFor('both to succeed', () => r.q.queue.get(ia)?.phase === 'succeeded' && r.q.queue.get(ib)?.phase === 'succeeded')
+      .catch((e: Error) => { throw new Error(`${e.message}; decisions: ${JSON.stringify(r.scheduler.status().decisions)}`) })
     const ra = r.q.queue.get(ia)!
     assert.equal(ra.failures, 0)
     assert.equal(ra.attempts[0].released, true)
@@ -126,7 +127,7 @@ test('setup failure: released, not counted, retried after a local backoff; missi
     // retried only after the backoff: the result's stamp, then at least backoffBaseMs
     assert.ok(rb.attempts[1].claimHlc[0] >= rb.attempts[0].result!.hlc[0] + 100)
     const acts = r.scheduler.status().decisions.filter(d => d.build === ia && d.action !== 'skipped').map(d => d.action)
-    assert.deepEqual(acts, ['claimed', 'started', 'released', 'claimed', 'started', 'succeeded'])
+    assert.deepEqual(acts, ['claimed', 'started', 'released', 'claimed', 'started', 'succeeded'], JSON.stringify(r.scheduler.status().decisions))
     assert.ok(r.scheduler.status().decisions.some(d => d.build === ia && d.action === 'skipped' && d.reason.startsWith('backing off')))
     // every attempt left a readable log
     assert.match((await r.scheduler.readLog(ia, 1))!.log.toString(), /building/)

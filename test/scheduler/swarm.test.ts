@@ -33,7 +33,8 @@ test('three schedulers in three stores build 18 builds from a non-building submi
   const nodes: BuildNode[] = []
   try {
     for (let i = 0; i < 3; i++) {
-      nodes.push(await startBuildNode({ peers: () => nodes.map(n => n.nix), hooks: { programs: { 'build-success': hook }, timeoutMs: 10_000 } }))
+      // a longer lease than the other tests: no faults here, so a lease lapsing under CI load must not fake one
+      nodes.push(await startBuildNode({ peers: () => nodes.map(n => n.nix), hooks: { programs: { 'build-success': hook }, timeoutMs: 10_000 }, config: { leaseMs: 6000 } }))
     }
     await mesh([submitter, ...nodes.map(n => n.q)])
     const n = randomBytes(4).toString('hex')
