@@ -39,7 +39,7 @@ export class UnknownBuildStateError extends HttpError {
   constructor (state: string) { super(`unknown build state ${JSON.stringify(state).slice(0, 80)} (one of: ${BUILD_STATES.join(', ')})`, 400) }
 }
 
-/** No build with this id in the local replica. */
+/** No build with this id in the local replica (a 404 carrying the crdt error's name, so API and library agree). */
 export class BuildNotFoundError extends HttpNotFoundError {
   override name = 'UnknownBuildError'
 }
