@@ -23,7 +23,7 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DirectoryNarSource, NarTransferServer, TransferClient, transferYamuxOptions } from '../src/transfer/index.js'
+import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferYamuxOptions } from '../src/transfer/index.js'
 
 const MiB = 1024 * 1024
 const KEY = 'bench.nar'
@@ -38,16 +38,17 @@ interface Knobs {
   streams: number
 }
 
-const SETTLED: Knobs = { label: 'settled: transferYamuxOptions, 256 KiB chunks, 1 stream', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: 256 * 1024, streams: 1 }
+const SETTLED: Knobs = { label: 'settled: transferYamuxOptions, SEND_CHUNK_SIZE, 1 stream', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1 }
 
 const SWEEP: Knobs[] = [
   { label: 'library defaults (16 MiB window, 64 KiB chunks)', chunk: 64 * 1024, streams: 1 },
   { label: '4 MiB window, 64 KiB chunks', window: 4 * MiB, chunk: 64 * 1024, streams: 1 },
-  SETTLED,
-  { label: '4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1 },
+  { label: '8 MiB window, 64 KiB chunks', window: 8 * MiB, chunk: 64 * 1024, streams: 1 },
+  { label: '4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1 },
   { label: '16 MiB window, 1 MiB chunks', window: 16 * MiB, chunk: MiB, streams: 1 },
-  { label: '4 MiB window, 256 KiB chunks, 2 streams', window: 4 * MiB, chunk: 256 * 1024, streams: 2 },
-  { label: '4 MiB window, 256 KiB chunks, 4 streams', window: 4 * MiB, chunk: 256 * 1024, streams: 4 }
+  { label: '8 MiB window, 64 KiB chunks, 2 streams', window: 8 * MiB, chunk: 64 * 1024, streams: 2 },
+  { label: '8 MiB window, 64 KiB chunks, 4 streams', window: 8 * MiB, chunk: 64 * 1024, streams: 4 },
+  SETTLED
 ]
 
 function yamuxFor (k: Knobs): Parameters<typeof yamux>[0] {

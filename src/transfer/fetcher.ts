@@ -222,10 +222,12 @@ class Download {
             return
           }
           try {
+            log('%s range %d-%d from %p', this.key, task.pos, task.end, peer)
             const res = await this.client.openFile(peer, this.key, { offset: task.pos, length: task.end - task.pos, signal: inner.signal })
             this.checkTotal(peer, res.total, size)
             if (res.size > 0) this.contributors.add(peer.toString())
             await this.copy(fh, res, task.pos, (n) => { task.pos += n; received += n; this.progress(received, size) })
+            log('%s range %d done', this.key, task.index)
             done.add(task.index)
             state.done = [...done]
             await writeFile(this.statePath, JSON.stringify(state))

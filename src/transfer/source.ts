@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { isFileKey } from './protocol.js'
+import { SEND_CHUNK_SIZE } from './options.js'
 
 export interface NarSource {
   /** The narinfo text for a store path hash part, or undefined when not held. */
@@ -32,7 +33,7 @@ export class DirectoryNarSource implements NarSource {
 
   constructor (init: DirectoryNarSourceInit) {
     this.dir = init.dir
-    this.chunkSize = init.chunkSize ?? 256 * 1024
+    this.chunkSize = init.chunkSize ?? SEND_CHUNK_SIZE
   }
 
   async openNarinfo (hashPart: string): Promise<string | undefined> {

@@ -49,6 +49,7 @@ export class StreamReader {
   private error: Error | undefined
   private wake: (() => void) | undefined
   private paused = false
+  private resuming = false
   private readonly highWaterMark: number
   /** Total bytes handed to the caller. */
   consumed = 0
@@ -67,11 +68,17 @@ export class StreamReader {
     const bytes = toBytes(evt.data)
     this.chunks.push(bytes)
     this.queued += bytes.length
+    // Not while resume() is dispatching: pausing inside it would leave yamux granting window
+    // to a paused stream (resume() calls sendResume() after the dispatch); read() re-checks.
+    if (!this.resuming) this.maybePause()
+    this.notify()
+  }
+
+  private maybePause (): void {
     if (!this.paused && this.queued >= this.highWaterMark && this.stream.readStatus === 'readable') {
       this.paused = true
       this.stream.pause()
     }
-    this.notify()
   }
 
   private readonly onEnd = (): void => { this.ended = true; this.notify() }
@@ -106,7 +113,13 @@ export class StreamReader {
     this.consumed += chunk.length
     if (this.paused && this.queued < this.highWaterMark / 2 && this.stream.readStatus === 'paused') {
       this.paused = false
-      this.stream.resume()
+      this.resuming = true
+      try {
+        this.stream.resume()
+      } finally {
+        this.resuming = false
+      }
+      this.maybePause()
     }
     return chunk
   }

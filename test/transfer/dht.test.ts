@@ -30,7 +30,7 @@ describe('content ids', () => {
   })
 })
 
-describe('DHT provide / findProviders over 3 real nodes', () => {
+describe('DHT provide / findProviders over 3 real nodes', { timeout: 120_000 }, () => {
   let a: TestNode, b: TestNode, c: TestNode
   before(async () => {
     [a, b, c] = await Promise.all([createNode(), createNode(), createNode()])

@@ -40,7 +40,7 @@ function parseHeader (buf: Buffer): Record<string, unknown> {
   return JSON.parse(buf.subarray(4, 4 + n).toString('utf8')) as Record<string, unknown>
 }
 
-describe('hostile peers', () => {
+describe('hostile peers', { timeout: 120_000 }, () => {
   let server: TestNode
   let client: TestNode
   let rogue: TestNode
