@@ -2,7 +2,7 @@
 // claimable build while slots are free, waits a settle window, starts only if its claim still
 // wins, renews the lease while building, aborts the moment the claim is lost or the build is
 // canceled, publishes outputs as signed NARs and records the result.
-import { readdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { logger } from '@libp2p/logger'
@@ -139,6 +139,7 @@ export class SchedulerService {
   async start (): Promise<void> {
     if (this.started) return
     await this.logs.init()
+    if (this.components.gcRootsDir !== undefined) await mkdir(this.components.gcRootsDir, { recursive: true })
     this.started = true
     this.silent = false
     this.queue.addEventListener('build', this.onBuild)

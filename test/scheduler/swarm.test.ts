@@ -116,6 +116,8 @@ test('one slot: builds are claimed by priority (after a priority change), oldest
     const claimed = ids.map(id => node.q.queue.get(id)!).sort((x, y) => compareStamp(winner(x).claimHlc, winner(y).claimHlc)).map(r => ids.indexOf(r.id))
     const expected = ids.map((_, i) => i).sort((x, y) => (prios[y] - prios[x]) || (x - y))
     assert.deepEqual(claimed, expected)
+    await waitFor('the last result recorded', () => node.scheduler.status().running.length === 0)
+    assert.deepEqual(await readdir(join(node.dir, 'gcroots')), [], 'GC roots dropped once the outputs are published')
     const st = node.scheduler.status()
     assert.equal(st.slotsUsed, 0)
     assert.equal(st.slotsFree, 1)
