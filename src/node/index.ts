@@ -16,3 +16,7 @@ export { protocolIdFor, topicFor } from './libp2p.js'
 export { loadOrCreatePeerKey, PEER_KEY_FILE } from './identity.js'
 export { DataDirLock, LOCK_FILE } from './lock.js'
 export * from './errors.js'
+export {
+  QueueNodeService, queueService, queueOf, hostSystem, InvalidDerivationPathError, InvalidBuildRequestError,
+  UnknownBuildStateError, BuildNotFoundError, BuildFinishedError, type QueueNodeOptions
+} from './queue.js'

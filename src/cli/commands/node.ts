@@ -6,6 +6,8 @@ import {
 import { HttpAddressInUseError, HttpError } from '../../http/index.js'
 import { addClientOptions, apiClient } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
+import { queueStatusLines } from './queue.js'
+import type { QueueStatus } from '../../crdt/index.js'
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
 
@@ -216,6 +218,7 @@ export function register (program: Command): void {
         `store      ${s.storeDir}`,
         `http       ${s.http}`,
         `peers      ${s.peers}`,
+        ...(s.queue != null ? queueStatusLines(s.queue as QueueStatus) : []),
         'addresses',
         ...s.addresses.map((a) => `  ${a}`),
         ''
