@@ -27,6 +27,7 @@ import { CacheNarSource, NarHashIndex } from './source.js'
 const log = logger('guix-swarm:substitutes')
 
 const MAX_BODY_BYTES = 1024 * 1024
+const ANNOUNCE_TIMEOUT_MS = 15_000
 
 export interface SubstitutesInit {
   /** Re-announce every held CID this often (default 12 h; kad provider records live 48 h). */
@@ -66,6 +67,9 @@ export class SubstitutesService implements NodeService {
   private store?: Promise<StoreDaemon>
   private readonly apiPatterns: RoutePattern[] = ['/api/publish', '/api/mirror', '/api/gc']
   private autoGc?: Promise<unknown>
+  /** Entries whose DHT records did not go out yet. */
+  private readonly unannounced = new Map<string, Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>>()
+  private flushTimer?: NodeJS.Timeout
 
   constructor (private readonly components: NodeComponents, private readonly init: SubstitutesInit = {}) {
     const { config, keys, libp2p } = components
@@ -113,12 +117,15 @@ export class SubstitutesService implements NodeService {
     this.http.start()
     this.routeApi()
     await this.reprovider.start()
+    this.components.libp2p.addEventListener('peer:connect', this.onPeerConnect)
     if (this.components.config.mirror === true) this.mirror.start()
     log('serving %s (%d trusted keys)', this.cache.dir, this.trusted.length)
   }
 
   async stop (): Promise<void> {
     this.mirror.stop()
+    this.components.libp2p.removeEventListener('peer:connect', this.onPeerConnect)
+    clearTimeout(this.flushTimer)
     for (const p of this.apiPatterns) this.components.http.unroute(p)
     this.http.stop()
     await this.reprovider.stop()
@@ -135,6 +142,7 @@ export class SubstitutesService implements NodeService {
       bytes: entries.reduce((s, e) => s + Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0), 0),
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
+      unannounced: this.unannounced.size,
       mirror: this.components.config.mirror === true ? this.mirror.status() : false,
       http: { ...this.http.counters },
       transfer: this.metrics.snapshot()
@@ -237,17 +245,42 @@ export class SubstitutesService implements NodeService {
   /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
   private async added (entry: CacheEntry): Promise<boolean> {
     this.index.add(entry)
-    let announced = true
-    for (const cid of this.cidsOf(entry)) {
-      try {
-        await provide({ libp2p: this.components.libp2p }, cid, { signal: AbortSignal.timeout(30_000) })
-      } catch (err) {
-        announced = false
-        log('announcing %s (%s) failed, the re-provider will retry: %s', entry.storePath, cid, (err as Error).message)
-      }
-    }
+    const announced = await this.announce(entry)
     this.maybeAutoGc()
     return announced
+  }
+
+  /**
+   * Provide both CIDs of an entry. With no peer connected a DHT put can only time out, so the
+   * entry waits in `unannounced` for the next connection instead of blocking the caller.
+   */
+  private async announce (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>): Promise<boolean> {
+    if (this.components.libp2p.getPeers().length === 0) {
+      this.unannounced.set(entry.hashPart, entry)
+      return false
+    }
+    const results = await Promise.allSettled(this.cidsOf(entry).map(async (cid) => {
+      await provide({ libp2p: this.components.libp2p }, cid, { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) })
+    }))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed === undefined) {
+      this.unannounced.delete(entry.hashPart)
+      return true
+    }
+    this.unannounced.set(entry.hashPart, entry)
+    log('announcing %s failed, retried on the next connection: %s', entry.storePath, (failed.reason as Error).message)
+    return false
+  }
+
+  /** A peer connected: announce what could not be announced (after kad has had a moment to add it). */
+  private readonly onPeerConnect = (): void => {
+    if (this.unannounced.size === 0 || this.flushTimer != null) return
+    this.flushTimer = setTimeout(() => {
+      void (async () => {
+        for (const e of [...this.unannounced.values()]) await this.announce(e)
+      })().finally(() => { this.flushTimer = undefined })
+    }, 1000)
+    this.flushTimer.unref()
   }
 
   private maybeAutoGc (): void {

@@ -90,7 +90,7 @@ export async function api<T> (node: TestNode, path: string, body: unknown): Prom
   return JSON.parse(text) as T
 }
 
-export interface Published { paths: Array<{ storePath: string, narHash: string, announced: boolean, files: Array<{ url: string, compression: string, fileSize: number }> }> }
+export interface Published { paths: Array<{ storePath: string, narHash: string, narSize: number, announced: boolean, files: Array<{ url: string, compression: string, fileSize: number }> }> }
 
 /**
  * Publish and retry until every DHT record went out: kad fills its routing table a moment after
