@@ -24,13 +24,16 @@ async function makeOps (n: number): Promise<Op[]> {
   const keys = await Promise.all(Array.from({ length: AUTHORS }, async () => await generateKeyPair('Ed25519')))
   const ids = keys.map(k => peerIdFromPrivateKey(k).toString())
   const ops: Op[] = []
+  const tips: Array<Uint8Array | undefined> = ids.map(() => undefined)
   const t0 = Date.now() - 3600_000
   for (let i = 0; i < n; i++) {
     const a = i % AUTHORS
-    ops.push(signOp(keys[a], ids[a], Math.floor(i / AUTHORS) + 1, [t0 + Math.floor(i / 10), i % 10], {
+    const op = signOp(keys[a], ids[a], Math.floor(i / AUTHORS) + 1, [t0 + Math.floor(i / 10), i % 10], {
       type: 'submit',
       payload: { drv: drvPath(i), system: i % 3 === 0 ? 'aarch64-linux' : 'x86_64-linux', priority: i % 11, tags: { jobset: 'bench' }, maxAttempts: 3 }
-    }))
+    }, tips[a])
+    tips[a] = op.digest
+    ops.push(op)
   }
   return ops
 }

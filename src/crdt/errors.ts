@@ -48,6 +48,16 @@ export class OpAuthorMismatchError extends OpRejectedError {
   constructor (author: string) { super('author-mismatch', `author ${author.slice(0, 60)} is not an Ed25519 peer id that can sign`) }
 }
 
+/**
+ * In a sync run of one author's consecutive ops, an op does not name its predecessor's hash:
+ * the run's single signature does not cover it, so the whole run is refused (counted as a
+ * bad signature, since no valid signature vouches for those bytes).
+ */
+export class OpBrokenChainError extends OpRejectedError {
+  override name = 'OpBrokenChainError'
+  constructor (author: string, seq: number) { super('bad-signature', `op ${author}#${seq} does not link to its predecessor in the run`) }
+}
+
 export class OpFutureClockError extends OpRejectedError {
   override name = 'OpFutureClockError'
   constructor (author: string, seq: number, aheadMs: number, maxSkewMs: number) {

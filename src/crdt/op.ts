@@ -13,10 +13,11 @@ import {
   OpOversizedError, OpUnknownTypeError
 } from './errors.js'
 
-export const OP_VERSION = 1
+// v2: each op carries the hash of its author's previous op (a signed hash chain)
+export const OP_VERSION = 2
 /** Ops are small control messages; anything bigger is hostile or a bug. */
 export const DEFAULT_MAX_OP_BYTES = 16 * 1024
-const SIGN_DOMAIN = new TextEncoder().encode('guix-swarm/queue-op/1\n')
+const SIGN_DOMAIN = new TextEncoder().encode('guix-swarm/queue-op/2\n')
 const SHA2_256 = 0x12
 
 export interface NarOutput { path: string, narHash: string, narSize: number }
@@ -61,8 +62,13 @@ interface OpFields<T extends OpType> {
   hlc: Stamp
   type: T
   payload: PayloadByType[T]
+  /**
+   * sha-256 of the same author's op seq-1 (its `digest`); absent on seq 1. Signed, so a valid
+   * signature on op n commits to the author's ops 1..n (see README: hash chain).
+   */
+  prev?: Uint8Array
 }
-export type OpDraft = { [T in OpType]: Omit<OpFields<T>, 'author' | 'seq' | 'hlc'> }[OpType]
+export type OpDraft = { [T in OpType]: Omit<OpFields<T>, 'author' | 'seq' | 'hlc' | 'prev'> }[OpType]
 
 /** A decoded, shape-checked op plus its identity. */
 export type Op = { [T in OpType]: OpFields<T> & {
@@ -80,8 +86,10 @@ function sha256 (bytes: Uint8Array): Uint8Array {
   return createHash('sha256').update(bytes).digest()
 }
 
-function bodyOf (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown): Record<string, unknown> {
-  return { v: OP_VERSION, a: author, s: seq, h: [hlc[0], hlc[1]], t: type, p: payload }
+function bodyOf (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown, prev: Uint8Array | undefined): Record<string, unknown> {
+  const body: Record<string, unknown> = { v: OP_VERSION, a: author, s: seq, h: [hlc[0], hlc[1]], t: type, p: payload }
+  if (prev !== undefined) body.l = prev
+  return body
 }
 
 function signingInput (body: Record<string, unknown>): Uint8Array {
@@ -104,14 +112,24 @@ function identify (bytes: Uint8Array): { id: string, digest: Uint8Array } {
   return { id: flat(cid.toString()), digest }
 }
 
-/** Sign a draft as `author` (whose key is `key`). */
-export function signOp (key: PrivateKey, author: string, seq: number, hlc: Stamp, draft: OpDraft): Op {
+/**
+ * Sign a draft as `author` (whose key is `key`). `prev` is the `digest` of the author's op
+ * seq-1 (required from seq 2 on: replicas refuse an op that does not link to its predecessor).
+ */
+export function signOp (key: PrivateKey, author: string, seq: number, hlc: Stamp, draft: OpDraft, prev?: Uint8Array): Op {
+  if ((seq === 1) !== (prev === undefined)) throw new TypeError(`op ${author}#${seq}: prev is required exactly when seq > 1`)
+  if (prev !== undefined && prev.length !== 32) throw new TypeError('prev must be a 32-byte sha-256 digest')
   const payload = stripUndefined(draft.payload)
-  const body = bodyOf(author, seq, hlc, draft.type, payload)
+  const body = bodyOf(author, seq, hlc, draft.type, payload, prev)
   const sig = key.sign(signingInput(body))
   if (!(sig instanceof Uint8Array)) throw new TypeError('expected a synchronous Ed25519 signature')
   const bytes = dagCbor.encode({ ...body, sig })
-  return { author, seq, hlc, type: draft.type, payload, sig, bytes, ...identify(bytes) } as Op
+  return { author, seq, hlc, type: draft.type, payload, ...(prev !== undefined ? { prev } : {}), sig, bytes, ...identify(bytes) } as Op
+}
+
+/** Does `op` name `digest` as its predecessor's hash? */
+export function linksTo (op: Op, digest: Uint8Array): boolean {
+  return op.prev !== undefined && Buffer.compare(op.prev, digest) === 0
 }
 
 /** Build ids: short base32 of the submit op's hash (a replay is the same build, a second submit is not). */
@@ -227,10 +245,12 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   let raw: unknown
   try { raw = dagCbor.decode(bytes) } catch (err) { throw new OpMalformedError(`not dag-cbor (${(err as Error).message})`) }
   if (!isRec(raw)) throw new OpMalformedError('not a map')
-  keys(raw, ['v', 'a', 's', 'h', 't', 'p', 'sig'], 'op')
+  keys(raw, ['v', 'a', 's', 'h', 't', 'p', 'l', 'sig'], 'op')
   if (raw.v !== OP_VERSION) throw new OpMalformedError(`unsupported version ${String(raw.v).slice(0, 20)}`)
   const author = str(raw.a, 'author', 128)
   const seq = int(raw.s, 'seq', 1, Number.MAX_SAFE_INTEGER)
+  const prev = raw.l
+  if (seq === 1 ? prev !== undefined : !(prev instanceof Uint8Array) || prev.length !== 32) throw new OpMalformedError('l (previous op hash) must be 32 bytes from seq 2 on, absent on seq 1')
   const h = raw.h
   if (!Array.isArray(h) || h.length !== 2) throw new OpMalformedError('hlc must be [ms, counter]')
   const hlc: Stamp = [int(h[0], 'hlc ms', 0, Number.MAX_SAFE_INTEGER), int(h[1], 'hlc counter', 0, 0xffffffff)]
@@ -238,7 +258,7 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   if (!(OP_TYPES as readonly string[]).includes(raw.t)) throw new OpUnknownTypeError(raw.t)
   const payload = checkPayload(raw.t, raw.p)
   if (!(raw.sig instanceof Uint8Array) || raw.sig.length !== 64) throw new OpMalformedError('sig must be 64 bytes')
-  return { author, seq, hlc, type: raw.t, payload, sig: raw.sig, bytes, ...identify(bytes) } as Op
+  return { author, seq, hlc, type: raw.t, payload, ...(prev !== undefined ? { prev } : {}), sig: raw.sig, bytes, ...identify(bytes) } as Op
 }
 
 // Verifying through @libp2p/crypto rebuilds a node KeyObject from JWK on every call (a third of
@@ -274,7 +294,7 @@ export function checkAuthor (author: string): Uint8Array {
 
 /** The exact bytes the author signed (for verification off the main thread). */
 export function signedInputOf (op: Op): Uint8Array {
-  return signingInput(bodyOf(op.author, op.seq, op.hlc, op.type, op.payload))
+  return signingInput(bodyOf(op.author, op.seq, op.hlc, op.type, op.payload, op.prev))
 }
 
 /** Ed25519 check of `sig` over `input` by `author`; throws OpAuthorMismatchError for a bad author. */

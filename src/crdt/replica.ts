@@ -4,7 +4,7 @@
 import { logger } from '@libp2p/logger'
 import type { PrivateKey } from '@libp2p/interface'
 import { Hlc } from './hlc.js'
-import { decodeOp, DEFAULT_MAX_OP_BYTES, signOp, verifyOp, type Op, type OpDraft } from './op.js'
+import { decodeOp, DEFAULT_MAX_OP_BYTES, linksTo, signOp, verifyOp, type Op, type OpDraft } from './op.js'
 import { OpEquivocationError, OpFutureClockError, OpPendingOverflowError, OpRejectedError, type RejectReason } from './errors.js'
 import { QueueState, type SeenOp } from './state.js'
 
@@ -44,6 +44,11 @@ export interface ReplicaStats {
 interface AuthorLog {
   /** Highest contiguous seq applied (or skipped as compacted by a snapshot source). */
   head: number
+  /**
+   * Digest of the op at `head`: the next op must name it as `prev`. Undefined when the head
+   * was moved over seqs we never saw (a sync source's skip range), so the link is unknown.
+   */
+  tip?: Uint8Array
   ops: Map<number, Op>
   pending: Map<number, { op: Op, seenAt: number }>
 }
@@ -122,9 +127,14 @@ export class QueueReplica {
     if (op.seq <= l.head) {
       const have = l.ops.get(op.seq)
       if (have === undefined) {
+        // it must still fit the chain where we hold its neighbours
+        const before = l.ops.get(op.seq - 1)
+        const after = l.ops.get(op.seq + 1)
+        if ((before !== undefined && !linksTo(op, before.digest)) || (after !== undefined && !linksTo(after, op.digest))) throw new OpEquivocationError(op.author, op.seq)
         // A seq we skipped (compacted at a snapshot source) or compacted ourselves: the op is
         // signed, and the state is a function of the op set, so taking it back is harmless.
         l.ops.set(op.seq, op)
+        if (op.seq === l.head && l.tip === undefined) l.tip = op.digest
         this.state.apply(op, seenAt)
         this.hlc.observe(op.hlc)
         this.counters.applied++
@@ -144,14 +154,21 @@ export class QueueReplica {
       this.pendingTotal++
       return { kind: 'pending' }
     }
+    // exactly head+1: it must link to the op we hold at the head (a fork is an equivocation)
+    if (!this.fits(l, op)) throw new OpEquivocationError(op.author, op.seq - 1)
     const applied: SeenOp[] = [{ op, seenAt }]
     this.commit(l, op, seenAt)
     this.drain(l, applied)
     return { kind: 'applied', applied }
   }
 
+  private fits (l: AuthorLog, op: Op): boolean {
+    return op.seq === 1 || l.tip === undefined || linksTo(op, l.tip)
+  }
+
   private commit (l: AuthorLog, op: Op, seenAt: number): void {
     l.head = op.seq
+    l.tip = op.digest
     l.ops.set(op.seq, op)
     this.hlc.observe(op.hlc)
     this.state.apply(op, seenAt)
@@ -164,6 +181,12 @@ export class QueueReplica {
       if (next === undefined) break
       l.pending.delete(l.head + 1)
       this.pendingTotal--
+      if (!this.fits(l, next.op)) {
+        const err = new OpEquivocationError(next.op.author, next.op.seq - 1)
+        this.counters.rejected[err.reason]++
+        log('rejected held op: %s', err.message)
+        break
+      }
       this.commit(l, next.op, next.seenAt)
       applied.push(next)
     }
@@ -178,11 +201,14 @@ export class QueueReplica {
     const applied: SeenOp[] = []
     // only a range adjacent to what we have: never jump over ops we could still get
     if (upTo <= l.head || from > l.head + 1) return applied
+    // the skipped ops are unseen, so links across them cannot be checked: the tip is unknown
+    // after each one (held ops inside the range are signed and still chain among themselves)
     for (let s = l.head + 1; s <= upTo; s++) {
       const p = l.pending.get(s)
-      if (p !== undefined) { l.pending.delete(s); this.pendingTotal--; this.commit(l, p.op, p.seenAt); applied.push(p) }
+      if (p === undefined) { l.head = s; l.tip = undefined; continue }
+      l.pending.delete(s); this.pendingTotal--
+      if (this.fits(l, p.op)) { this.commit(l, p.op, p.seenAt); applied.push(p) } else { l.head = s; l.tip = undefined; this.counters.rejected.equivocation++ }
     }
-    l.head = upTo
     this.drain(l, applied)
     return applied
   }
@@ -195,20 +221,31 @@ export class QueueReplica {
     const l = this.logOf(op.author)
     if (l.ops.has(op.seq)) return
     l.ops.set(op.seq, op)
-    if (op.seq > l.head) l.head = op.seq
+    if (op.seq > l.head) { l.head = op.seq; l.tip = op.digest }
     this.hlc.observe(op.hlc)
     this.state.apply(op, seenAt)
   }
 
-  /** Restore heads persisted with a snapshot (covers seqs compacted away). */
-  restoreHeads (vv: VersionVector): void {
-    for (const [a, h] of Object.entries(vv)) { const l = this.logOf(a); if (h > l.head) l.head = h }
+  /** Restore heads (and their digests) persisted with a snapshot (covers seqs compacted away). */
+  restoreHeads (vv: VersionVector, tips: Record<string, Uint8Array> = {}): void {
+    for (const [a, h] of Object.entries(vv)) {
+      const l = this.logOf(a)
+      if (h > l.head) { l.head = h; l.tip = tips[a] }
+    }
+  }
+
+  /** Digest of each author's head op where known (persisted with the snapshot). */
+  tips (): Record<string, Uint8Array> {
+    const out: Record<string, Uint8Array> = {}
+    for (const [a, l] of this.logs) if (l.tip !== undefined) out[a] = l.tip
+    return out
   }
 
   /** Sign a new local op with the next seq and a fresh HLC stamp, and apply it. */
   createLocal (key: PrivateKey, author: string, draft: OpDraft): Op {
     const l = this.logOf(author)
-    const op = signOp(key, author, l.head + 1, this.hlc.tick(), draft)
+    if (l.head > 0 && l.tip === undefined) throw new Error(`cannot extend ${author}'s chain: the digest of its op ${l.head} is unknown`)
+    const op = signOp(key, author, l.head + 1, this.hlc.tick(), draft, l.head > 0 ? l.tip : undefined)
     const r = this.sequence(op, this.now())
     if (r.kind !== 'applied') throw new Error(`local op ${author}#${op.seq} not applied (${r.kind})`)
     return op

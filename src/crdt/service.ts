@@ -6,10 +6,10 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
 import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
-import { assertDerivationPath, buildIdOf, checkAuthor, decodeOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { assertDerivationPath, buildIdOf, checkAuthor, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
 import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
-import { OpBadSignatureError, OpRejectedError, UnknownBuildError } from './errors.js'
+import { OpBadSignatureError, OpBrokenChainError, OpRejectedError, UnknownBuildError } from './errors.js'
 import { VerifyPool } from './verify-pool.js'
 import { availableParallelism } from 'node:os'
 
@@ -29,7 +29,10 @@ export interface QueueConfig extends ReplicaConfig {
   garbageLimit: number
   banMs: number
   defaultMaxAttempts: number
-  /** Worker threads checking signatures of sync batches (0 = on the main thread). */
+  /**
+   * Worker threads checking signatures of sync batches (0 = on the main thread). Started only
+   * when a batch has many runs to check (hash chains make it one signature per run).
+   */
   verifyWorkers: number
 }
 
@@ -155,9 +158,8 @@ export class QueueService extends EventTarget {
     let n = 0
     for await (const s of this.store.ops()) { this.replica.restore(s.op, s.seenAt); n++ }
     const snap = await this.store.loadSnapshot()
-    if (snap !== undefined) this.replica.restoreHeads(snap.vv)
+    if (snap !== undefined) this.replica.restoreHeads(snap.vv, snap.tips)
     log('restored %d ops, %d builds in %d ms', n, this.replica.state.size, Math.round(performance.now() - t0))
-    if (this.config.verifyWorkers > 0) this.pool = new VerifyPool(this.config.verifyWorkers)
     const { libp2p, pubsub } = this.components
     pubsub.topicValidators.set(this.config.topic, this.validate)
     pubsub.subscribe(this.config.topic)
@@ -195,7 +197,7 @@ export class QueueService extends EventTarget {
       if (isFinished(r.phase) && r.finishedAt !== undefined && r.finishedAt < horizon) dropped.push(...this.replica.state.compactBuild(r.id))
     }
     // heads first: they must cover the seqs before the ops disappear from disk
-    await this.store.saveSnapshot({ vv: this.replica.versionVector(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
+    await this.store.saveSnapshot({ vv: this.replica.versionVector(), tips: this.replica.tips(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
     if (dropped.length > 0) {
       this.replica.forget(dropped)
       await this.store.deleteOps(dropped)
@@ -378,37 +380,67 @@ export class QueueService extends EventTarget {
   }
 
   /**
-   * Take one sync batch: decode and check authors here, signatures on the verify pool, then
-   * apply and persist in arrival order. Returns how many ops were refused.
+   * Take one sync batch. Ops are decoded and grouped into runs (consecutive seqs of one author,
+   * as the sender streams them); inside a run every op must name its predecessor's hash, so ONE
+   * valid signature on the run's newest op vouches for all of them (hash chain, README). A
+   * broken link or a bad signature refuses the whole run. Apply and persist happen later, in
+   * arrival order; returns how many ops were refused.
    */
   private async takeBatch (batch: Uint8Array[]): Promise<() => Promise<number>> {
     let refused = 0
-    const ops: Op[] = []
+    const runs: Op[][] = []
     for (const bytes of batch) {
       try {
         const op = decodeOp(bytes, this.config.maxOpBytes)
         checkAuthor(op.author)
-        ops.push(op)
+        const run = runs.at(-1)
+        const last = run?.at(-1)
+        if (run !== undefined && last !== undefined && last.author === op.author && last.seq + 1 === op.seq) run.push(op)
+        else runs.push([op])
       } catch (err) {
         if (!(err instanceof OpRejectedError)) throw err
         this.replica.refuse(err); refused++
       }
     }
-    const verdicts = this.pool !== undefined && ops.length >= 32 ? this.pool.verify(ops) : undefined
+    const good: Op[][] = []
+    for (const run of runs) {
+      const broken = run.findIndex((op, i) => i > 0 && !linksTo(op, run[i - 1].digest))
+      if (broken < 0) { good.push(run); continue }
+      this.replica.refuse(new OpBrokenChainError(run[broken].author, run[broken].seq))
+      refused += run.length // the whole run: its signature cannot vouch for it
+    }
+    const newest = good.map(run => run[run.length - 1])
+    const verdicts = this.verifyNewest(newest)
     return async () => {
-      const ok = verdicts !== undefined ? await verdicts : undefined
+      const ok = await verdicts
       const applied: SeenOp[] = []
-      ops.forEach((op, i) => {
-        let r
-        if (ok === undefined || ok.length !== ops.length) r = this.replica.ingest(op) // checked inline
-        else if (ok[i]) r = this.replica.ingest(op, { signatureChecked: true })
-        else r = this.replica.refuse(new OpBadSignatureError(op.author, op.seq))
-        if (r.kind === 'applied') applied.push(...r.applied)
-        else if (r.kind === 'rejected') refused++
+      good.forEach((run, i) => {
+        if (!ok[i]) {
+          this.replica.refuse(new OpBadSignatureError(newest[i].author, newest[i].seq))
+          refused += run.length
+          return
+        }
+        for (const op of run) {
+          const r = this.replica.ingest(op, { signatureChecked: true })
+          if (r.kind === 'applied') applied.push(...r.applied)
+          else if (r.kind === 'rejected') refused++
+        }
       })
       await this.persist(applied)
       return refused
     }
+  }
+
+  /** Check one signature per run: inline for a few, on the (lazily started) pool for many. */
+  private async verifyNewest (ops: Op[]): Promise<boolean[]> {
+    if (ops.length >= 16 && this.config.verifyWorkers > 0 && this.started) {
+      this.pool ??= new VerifyPool(this.config.verifyWorkers)
+      const ok = await this.pool.verify(ops)
+      if (ok.length === ops.length) return ok
+    }
+    return ops.map(op => {
+      try { verifyOp(op); return true } catch (err) { if (err instanceof OpRejectedError) return false; throw err }
+    })
   }
 
   private async exchange (stream: Stream, peer: PeerId): Promise<SyncSummary> {
@@ -447,7 +479,7 @@ export class QueueService extends EventTarget {
       throw err
     } finally {
       // heads moved over compacted seqs must survive a restart
-      if (skipped) await this.store.saveSnapshot({ vv: this.replica.versionVector(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
+      if (skipped) await this.store.saveSnapshot({ vv: this.replica.versionVector(), tips: this.replica.tips(), stateHash: this.replica.state.stateHash(), builds: this.replica.state.size, savedAt: this.now() })
     }
   }
 

@@ -19,6 +19,8 @@ export interface QueueDb {
 
 export interface Snapshot {
   vv: VersionVector
+  /** Digest of each author's head op, so the chain can be extended after its op was compacted. */
+  tips?: Record<string, Uint8Array>
   stateHash: string
   builds: number
   savedAt: number

@@ -5,7 +5,8 @@ import type { PrivateKey } from '@libp2p/interface'
 import { signOp, type Op, type OpDraft } from '../../src/crdt/index.js'
 import type { Stamp } from '../../src/crdt/index.js'
 
-export interface Author { key: PrivateKey, id: string, seq: number }
+/** `tip`: digest of the author's last op, which its next op must name (hash chain). */
+export interface Author { key: PrivateKey, id: string, seq: number, tip?: Uint8Array }
 
 export async function makeAuthor (): Promise<Author> {
   const key = await generateKeyPair('Ed25519')
@@ -15,7 +16,9 @@ export async function makeAuthor (): Promise<Author> {
 /** Sign the author's next op at an explicit stamp. */
 export function next (a: Author, hlc: Stamp, draft: OpDraft): Op {
   a.seq++
-  return signOp(a.key, a.id, a.seq, hlc, draft)
+  const op = signOp(a.key, a.id, a.seq, hlc, draft, a.seq > 1 ? a.tip : undefined)
+  a.tip = op.digest
+  return op
 }
 
 export function drv (n: number): string {

@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFrames, encodeFrame, SyncProtocolError, signOp } from '../../src/crdt/index.js'
 import { VerifyPool } from '../../src/crdt/verify-pool.js'
-import { makeAuthor, submit } from './fixtures.js'
+import { makeAuthor, next, submit } from './fixtures.js'
 
 async function * chunks (bytes: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size)
@@ -28,8 +28,8 @@ test('the verify pool accepts good signatures and refuses tampered ones', async 
   const pool = new VerifyPool(2)
   t.after(async () => { await pool.close() })
   const [a, b] = await Promise.all([makeAuthor(), makeAuthor()])
-  const good = Array.from({ length: 40 }, (_, i) => signOp(a.key, a.id, i + 1, [1000 + i, 0], submit(i)))
-  const forged = signOp(b.key, a.id, 41, [2000, 0], submit(99)) // b's signature under a's name
+  const good = Array.from({ length: 40 }, (_, i) => next(a, [1000 + i, 0], submit(i)))
+  const forged = signOp(b.key, a.id, 41, [2000, 0], submit(99), a.tip) // b's signature under a's name
   const flipped = { ...good[3], sig: Uint8Array.from(good[3].sig) }
   flipped.sig[5] ^= 0x10
   const ok = await pool.verify([...good, forged, flipped])
