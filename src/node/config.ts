@@ -41,6 +41,12 @@ export interface NodeConfig {
   maxStoreSize?: number
   /** Compressions of the NARs this node makes (zstd, xz, lzip, gzip, none); empty = the cache's default. */
   compressions?: string[]
+  /** Build lease in seconds (renewed every third of it); a dead builder's build is taken over when it lapses. */
+  lease?: number
+  /** Tags this node offers to builds that require them, `key=value` or bare `key`. */
+  tags?: string[]
+  /** Programs run on build events, each `EVENT=PROGRAM` (build-submitted, build-success, build-failure, build-canceled). */
+  hooks?: string[]
 }
 
 /** Settable settings (everything but the data dir, which decides where the config file is). */
@@ -51,7 +57,7 @@ interface Setting {
   key: keyof ConfigSettings
   flag: string
   env: string
-  kind: 'string' | 'list' | 'bool' | 'int' | 'builder' | 'size'
+  kind: 'string' | 'list' | 'bool' | 'int' | 'builder' | 'size' | 'hooks'
 }
 
 /** Every setting with its environment variable; `join --help` prints this table. */
@@ -71,7 +77,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'mirrorSystems', flag: '--mirror-system', env: 'GUIX_SWARM_MIRROR_SYSTEMS', kind: 'list' },
   { key: 'mirrorTags', flag: '--mirror-tag', env: 'GUIX_SWARM_MIRROR_TAGS', kind: 'list' },
   { key: 'maxStoreSize', flag: '--max-store-size', env: 'GUIX_SWARM_MAX_STORE_SIZE', kind: 'size' },
-  { key: 'compressions', flag: '--compression', env: 'GUIX_SWARM_COMPRESSIONS', kind: 'list' }
+  { key: 'compressions', flag: '--compression', env: 'GUIX_SWARM_COMPRESSIONS', kind: 'list' },
+  { key: 'lease', flag: '--lease', env: 'GUIX_SWARM_LEASE', kind: 'int' },
+  { key: 'tags', flag: '--tag', env: 'GUIX_SWARM_TAGS', kind: 'list' },
+  { key: 'hooks', flag: '--hook', env: 'GUIX_SWARM_HOOKS', kind: 'hooks' }
 ]
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$/i
@@ -103,9 +112,16 @@ export function defaultSettings (): ConfigSettings {
     mirrorSystems: [],
     mirrorTags: [],
     maxStoreSize: undefined,
-    compressions: []
+    compressions: [],
+    lease: 60,
+    tags: [],
+    hooks: []
   }
 }
+
+/** Events a `--hook EVENT=PROGRAM` may name (the scheduler's hook events). */
+export const HOOK_EVENT_NAMES = ['build-submitted', 'build-success', 'build-failure', 'build-canceled'] as const
+const HOOK_SPEC = /^(build-submitted|build-success|build-failure|build-canceled)=(\/.+)$/
 
 /** `--data-dir`, else GUIX_SWARM_DATA_DIR, else $XDG_DATA_HOME/guix-swarm, else ~/.local/share/guix-swarm. */
 export function resolveDataDir (flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -140,6 +156,10 @@ function check (key: keyof ConfigSettings, kind: Setting['kind'], value: unknown
       if (bytes === undefined) bad('a size in bytes, e.g. 500000000, 512M or 10G')
       return bytes
     }
+    case 'hooks':
+      // an absolute program path: hooks run without a shell and from the node's working dir
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && HOOK_SPEC.test(v))) bad(`a list of EVENT=/absolute/program (EVENT one of ${HOOK_EVENT_NAMES.join(', ')})`)
+      return value
     case 'builder':
       if (value !== 'auto' && value !== 'guix' && value !== 'nix' && value !== 'none') bad('one of auto, guix, nix, none')
       return value
@@ -166,7 +186,7 @@ export function settingsFromEnv (env: NodeJS.ProcessEnv): PartialSettings {
     const v = env[s.env]
     if (v == null || v === '') continue
     switch (s.kind) {
-      case 'list': raw[s.key] = v.split(',').map((x) => x.trim()).filter((x) => x !== ''); break
+      case 'list': case 'hooks': raw[s.key] = v.split(',').map((x) => x.trim()).filter((x) => x !== ''); break
       case 'bool':
         if (/^(1|true|yes|on)$/i.test(v)) raw[s.key] = true
         else if (/^(0|false|no|off)$/i.test(v)) raw[s.key] = false

@@ -40,6 +40,9 @@ interface JoinFlags {
   mirrorTag?: string[]
   maxStoreSize?: string
   compression?: string[]
+  lease?: number
+  tag?: string[]
+  hook?: string[]
 }
 
 const JOIN_HELP = `
@@ -101,7 +104,10 @@ async function join (flags: JoinFlags, cmd: Command): Promise<void> {
     mirrorSystems: flags.mirrorSystem,
     mirrorTags: flags.mirrorTag,
     maxStoreSize: flags.maxStoreSize === undefined ? undefined : sizeArg(flags.maxStoreSize),
-    compressions: flags.compression
+    compressions: flags.compression,
+    lease: flags.lease,
+    tags: flags.tag,
+    hooks: flags.hook
   }
   let node: SwarmNode
   try {
@@ -190,6 +196,9 @@ function nodeCommand (program: Command, name: string, description: string, mirro
     .option('--mirror-tag <key[=value]>', 'mirror only builds with this tag; repeatable', collect)
     .option('--max-store-size <size>', 'evict least-recently-served NARs (never a last copy) beyond this size, e.g. 50G')
     .option('--compression <type>', 'compression of the NARs this node makes (zstd, xz, lzip, gzip, none); repeatable', collect)
+    .option('--lease <seconds>', 'build lease, renewed every third of it; a dead builder\'s build is taken over when it lapses (default: 60)', positiveInt)
+    .option('--tag <key[=value]>', 'a tag this node offers to builds that require it; repeatable', collect)
+    .option('--hook <event=program>', 'run PROGRAM (absolute path) with the build\'s JSON on stdin on EVENT: build-submitted, build-success, build-failure, build-canceled; repeatable', collect)
     .addHelpText('after', JOIN_HELP)
     .action(async (flags: JoinFlags, cmd: Command) => { await join(mirror ? { ...flags, mirror: true } : flags, cmd) })
 }
