@@ -93,7 +93,7 @@ export class SubstitutesService implements NodeService {
     this.gc = new GarbageCollector({
       cache: this.cache,
       hasOtherProvider: async (narHash) => await this.hasOtherProvider(narHash),
-      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r) }
+      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r); this.http.forget(r.hashPart) }
     })
     this.http = new SubstitutesHttp({
       router: components.http,
