@@ -29,10 +29,10 @@ const size = (e: CacheEntry): number => Buffer.byteLength(e.narinfo) + e.files.r
 test('gc evicts least recently served first, keeps last copies unless forced, takes narinfos with NARs, and reports bytes', async () => {
   await withCache(async (cache, store, clock) => {
     const add = async (name: string): Promise<CacheEntry> => { clock.t += 1000; return await cache.addFromStore(store, await store.add(name, { f: name.repeat(500) })) }
+    const lonely = await add('lonely') // the only copy in the swarm, and the least recently used
     const old = await add('old')
     const mid = await add('mid')
     const fresh = await add('fresh')
-    const lonely = await add('lonely') // the only copy in the swarm
     clock.t += 1000
     await cache.touch(old.hashPart) // served recently: now the freshest of all
     const elsewhere = new Set([old.narHash, mid.narHash, fresh.narHash])
@@ -45,8 +45,8 @@ test('gc evicts least recently served first, keeps last copies unless forced, ta
     assert.equal((await cache.list()).length, 4, 'a dry run removes nothing')
     assert.deepEqual(removed, [])
 
-    // room for two entries: mid (least recently used, copy elsewhere) goes, then fresh; lonely,
-    // older than fresh, is kept as a last copy, and old (recently served) fits
+    // room for two entries: lonely (least recently used) is kept as a last copy, so mid and then
+    // fresh go; old (recently served) stays
     const r = await gc.collect({ maxSize: size(old) + size(lonely) })
     assert.deepEqual(r.removed.map((x) => x.storePath), [mid.storePath, fresh.storePath])
     assert.deepEqual(r.keptLastCopies, [lonely.storePath])
