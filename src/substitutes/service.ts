@@ -119,6 +119,7 @@ export class SubstitutesService implements NodeService {
     await this.reprovider.start()
     this.components.libp2p.addEventListener('peer:connect', this.onPeerConnect)
     if (this.components.config.mirror === true) this.mirror.start()
+    this.maybeAutoGc() // --max-store-size may have been lowered since the last run
     log('serving %s (%d trusted keys)', this.cache.dir, this.trusted.length)
   }
 

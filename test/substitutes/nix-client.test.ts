@@ -90,6 +90,9 @@ test('a path published on B is served by A (which never had it) to a real Nix cl
     assert.deepEqual(Buffer.from(await part.arrayBuffer()), whole.subarray(10, 100))
     const beyond = await fetch(`${a.url}/${url}`, { headers: { range: `bytes=${whole.length}-` } })
     assert.equal(beyond.status, 416)
+    // many clients at once, each gets every byte
+    const many = await Promise.all(Array.from({ length: 24 }, async () => Buffer.from(await (await fetch(`${a.url}/${url}`)).arrayBuffer())))
+    for (const body of many) assert.ok(body.equals(whole))
 
     // missing path: 404 (never 5xx), and the client says it is not available
     const missing = `/nix/store/${'0'.repeat(31)}z-missing-${randomBytes(3).toString('hex')}`

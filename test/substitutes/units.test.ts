@@ -9,6 +9,7 @@ import { BinaryCache, type CacheEntry } from '../../src/cache/index.js'
 import type { BuildRecord } from '../../src/crdt/index.js'
 import { CacheNarSource, GarbageCollector, matchesFilters, NarHashIndex, narFileKey, parseRange, successfulOutputs } from '../../src/substitutes/index.js'
 import { DirStore } from '../cache/dir-store.js'
+import { runCli } from '../helpers/cli.js'
 
 const DAY = 24 * 60 * 60 * 1000
 
@@ -116,4 +117,11 @@ test('mirror filters: systems and tags (key or key=value); only succeeded builds
   assert.equal(matchesFilters(rec('succeeded', 'x86_64-linux', { channel: 'stable' }), { systems: [], tags: ['channel=next'] }), false)
   assert.equal(matchesFilters(rec('succeeded', 'x86_64-linux', { channel: 'stable' }), { systems: [], tags: ['channel'] }), true)
   assert.equal(matchesFilters(rec('succeeded'), { systems: [], tags: ['channel'] }), false)
+})
+
+test('publish, pull and gc refuse malformed arguments with exit 2 before asking any node', async () => {
+  for (const args of [['publish', 'not-a-store-path'], ['pull', '/nix/store/short-x'], ['gc', '--max-size', 'lots'], ['gc', '--keep-days', '-1']]) {
+    const r = await runCli([...args, '--api', 'http://127.0.0.1:9'])
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+  }
 })
