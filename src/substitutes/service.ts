@@ -302,6 +302,8 @@ export class SubstitutesService implements NodeService {
   }
 
   private async hasOtherProvider (narHash: string): Promise<boolean> {
+    // alone, we cannot know of another copy: treat it as the last one
+    if (this.components.libp2p.getPeers().length === 0) return false
     const signal = AbortSignal.timeout(15_000)
     try {
       for await (const _ of findProviders({ libp2p: this.components.libp2p }, narCid(narHashBytes(narHash)), { limit: 1, signal })) return true

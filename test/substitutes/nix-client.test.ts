@@ -91,7 +91,8 @@ test('a path published on B is served by A (which never had it) to a real Nix cl
     const beyond = await fetch(`${a.url}/${url}`, { headers: { range: `bytes=${whole.length}-` } })
     assert.equal(beyond.status, 416)
     // many clients at once, each gets every byte
-    const many = await Promise.all(Array.from({ length: 24 }, async () => Buffer.from(await (await fetch(`${a.url}/${url}`)).arrayBuffer())))
+    const narUrl = `${a.url}/${url}`
+    const many = await Promise.all(Array.from({ length: 24 }, async () => Buffer.from(await (await fetch(narUrl)).arrayBuffer())))
     for (const body of many) assert.ok(body.equals(whole))
 
     // missing path: 404 (never 5xx), and the client says it is not available
