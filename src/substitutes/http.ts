@@ -127,7 +127,7 @@ export class SubstitutesHttp {
       throw err
     }
     const hashPart = /\/([0123456789abcdfghijklmnpqrsvwxyz]{32})-[^/]+$/.exec(urlPath)?.[1]
-    if (size === undefined && hashPart !== undefined) {
+    if (size === undefined && hashPart !== undefined && !await cache.has(hashPart)) {
       // a client that skipped the narinfo (or asked another node for it): fetch, then serve
       await this.components.fetch(hashPart).catch(() => {})
       size = await cache.statFile(urlPath)
