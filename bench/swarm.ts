@@ -4,7 +4,7 @@
 // Schedulers run in-process (the process-level node wiring is not there yet).
 // Run: npm run bench:swarm. Env: SWARM_BENCH_N (200), SWARM_BENCH_SLOTS (per scheduler, 1),
 // SWARM_BENCH_JOBS (--max-jobs of the reference, default: the swarm's total slots),
-// SWARM_BENCH_SETTLE_MS (100), SWARM_BENCH_LEASE_MS (10000), SWARM_BENCH_PUBLISH (cache: zstd NARs +
+// SWARM_BENCH_SETTLE_MS (100), SWARM_BENCH_LEASE_MS (10000), SWARM_BENCH_JITTER_MS (20), SWARM_BENCH_PUBLISH (cache: zstd NARs +
 // signed narinfos; pathinfo: no NARs, to see the scheduling cost alone).
 import '../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
@@ -19,6 +19,7 @@ const NODES = 3
 const JOBS = Number(process.env.SWARM_BENCH_JOBS ?? NODES * SLOTS)
 const SETTLE = Number(process.env.SWARM_BENCH_SETTLE_MS ?? 100)
 const LEASE = Number(process.env.SWARM_BENCH_LEASE_MS ?? 10_000)
+const JITTER = Number(process.env.SWARM_BENCH_JITTER_MS ?? 20)
 const PUBLISH = process.env.SWARM_BENCH_PUBLISH === 'pathinfo' ? 'pathinfo' : 'cache'
 
 const pct = (xs: number[], p: number): number => {
@@ -31,13 +32,13 @@ const claimLatency = (r: BuildRecord): number => {
 }
 
 async function main (): Promise<void> {
-  console.log(`swarm benchmark: ${N} trivial derivations, ${NODES} schedulers × ${SLOTS} slot(s), settle ${SETTLE} ms, publish ${PUBLISH}, reference --max-jobs ${JOBS}; ${cpus().length} cores, node ${process.version}`)
+  console.log(`swarm benchmark: ${N} trivial derivations, ${NODES} schedulers × ${SLOTS} slot(s), settle ${SETTLE} ms, jitter ${JITTER} ms, publish ${PUBLISH}, reference --max-jobs ${JOBS}; ${cpus().length} cores, node ${process.version}`)
   const submitter = await startQueueNode()
   const nodes: BuildNode[] = []
   const ref = await nixNamespace()
   try {
     for (let i = 0; i < NODES; i++) {
-      nodes.push(await startBuildNode({ publish: PUBLISH, peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: 20, decisionLog: 100_000 } }))
+      nodes.push(await startBuildNode({ publish: PUBLISH, peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: JITTER, decisionLog: 100_000 } }))
     }
     await mesh([submitter, ...nodes.map(n => n.q)])
     const tag = randomBytes(4).toString('hex')

@@ -3,6 +3,7 @@
 // wins, renews the lease while building, aborts the moment the claim is lost or the build is
 // canceled, publishes outputs as signed NARs and records the result.
 import { mkdir, readdir, rm } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { logger } from '@libp2p/logger'
@@ -110,6 +111,8 @@ export class SchedulerService {
   private readonly drvCache = new Map<string, Derivation>()
   private readonly drvReading = new Map<string, Promise<Derivation>>()
   private readingAhead = false
+  /** Peers seen holding claims, by the local time last seen (see activeBuilders). */
+  private readonly claimers = new Map<string, number>()
   private started = false
   /** Stopped without releasing: write no more ops. */
   private silent = false
@@ -198,6 +201,8 @@ export class SchedulerService {
     const { record, previous } = (evt as CustomEvent<BuildChange>).detail
     this.fireHooks(record, previous)
     if (isFinished(record.phase)) { this.skipReasons.delete(record.id); this.localBackoff.delete(record.id) }
+    const last = record.attempts.at(-1)
+    if (last !== undefined && last.result === undefined && !last.released) this.claimers.set(last.claimer, this.now())
     const run = this.runs.get(record.id)
     if (run !== undefined) {
       const lost = this.whyNotOurs(run)
@@ -270,18 +275,48 @@ export class SchedulerService {
     return n
   }
 
+  /**
+   * Builders seen claiming or renewing within two lease periods, this node included. With one,
+   * claims follow the queue's order exactly; with k, each node picks among the best 2k eligible
+   * builds of the top priority by a per-node hash, so nodes whose slots free at the same moment
+   * rarely claim the same build and lose a settle window over it.
+   */
+  private activeBuilders (): number {
+    const since = this.now() - 2 * this.config.leaseMs
+    let k = 1
+    for (const [peer, at] of this.claimers) {
+      if (at < since) this.claimers.delete(peer)
+      else if (peer !== this.self) k++
+    }
+    return k
+  }
+
+  private rank (id: string): string { return createHash('sha256').update(this.self).update(id).digest('hex') }
+
   private async fill (): Promise<void> {
     let free = this.config.maxBuilds - this.slotsUsed
     const candidates = this.queue.claimable(this.config.systems, this.config.scanLimit)
     if (free <= 0) { this.readAhead(candidates); return }
+    const k = this.activeBuilders()
+    const window = k === 1 ? 1 : 2 * k
+    const eligible: Claimable[] = []
     for (const c of candidates) {
-      if (free <= 0 || !this.started) break
+      if (eligible.length >= free + window - 1 || !this.started) break
       if (this.runs.has(c.id)) continue
       const why = await this.whyNotClaim(c)
       if (why !== undefined) { this.decide({ build: c.id, attempt: c.attempt, action: 'skipped', reason: why }); continue }
+      eligible.push(c)
+    }
+    while (free > 0 && eligible.length > 0 && this.started) {
+      const top = eligible[0].priority
+      let pick = 0
+      for (let i = 1; i < Math.min(window, eligible.length); i++) {
+        if (eligible[i].priority === top && this.rank(eligible[i].id) < this.rank(eligible[pick].id)) pick = i
+      }
+      const [c] = eligible.splice(pick, 1)
       // the checks above may have awaited: take the queue's word again
       const fresh = this.queue.claimable(this.config.systems, this.config.scanLimit).find(x => x.id === c.id)
-      if (fresh === undefined || this.runs.has(c.id) || !this.started) continue
+      if (fresh === undefined || this.runs.has(c.id)) continue
       this.begin(fresh)
       free--
     }
@@ -342,7 +377,9 @@ export class SchedulerService {
    */
   private readAhead (candidates: Claimable[]): void {
     if (this.readingAhead) return
-    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, this.config.maxBuilds * 2)
+    // as many as the next scan may look at (see fill)
+    const k = this.activeBuilders()
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, this.config.maxBuilds + (k === 1 ? 1 : 2 * k))
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
