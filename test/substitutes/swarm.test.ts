@@ -48,8 +48,10 @@ test('a provider whose NAR was tampered with on disk is caught by hash; the NAR 
     assert.ok(pulled.paths[0].narFrom.includes(c.peerId), JSON.stringify(pulled))
     // A keeps and serves the honest bytes only
     assert.equal(sha(await readFile(join(a.dataDir, 'nar', url))), sha(honest))
+    // no download left behind (checked before serving: serving records last-use through tmp/)
+    assert.deepEqual(await readdir(join(a.dataDir, 'nar', '.guix-swarm', 'tmp')), [])
+    assert.deepEqual(await readdir(join(a.dataDir, 'nar', '.guix-swarm', 'fetch')), [])
     assert.equal(sha(Buffer.from(await (await fetch(`${a.url}/${url}`)).arrayBuffer())), sha(honest))
-    assert.deepEqual((await readdir(join(a.dataDir, 'nar', '.guix-swarm', 'tmp'))).filter((f) => !f.startsWith('.')), [])
 
     const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
     const xdg = join(nsClient.dir, '..', 'xdg')
