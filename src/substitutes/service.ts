@@ -40,6 +40,8 @@ export interface SubstitutesInit {
   logs?: BuildLogSource
   /** The queue to follow when mirroring; looked up lazily because it may start after us. */
   buildFeed?: () => BuildFeed | undefined
+  /** Store paths running builds need (their inputs): GC never evicts them. */
+  pinned?: () => ReadonlySet<string>
 }
 
 export interface PublishedPath {
@@ -93,7 +95,8 @@ export class SubstitutesService implements NodeService {
     this.gc = new GarbageCollector({
       cache: this.cache,
       hasOtherProvider: async (narHash) => await this.hasOtherProvider(narHash),
-      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r); this.http.forget(r.hashPart) }
+      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r); this.http.forget(r.hashPart) },
+      pinned: init.pinned
     })
     this.http = new SubstitutesHttp({
       router: components.http,
