@@ -125,3 +125,15 @@ test('publish, pull and gc refuse malformed arguments with exit 2 before asking 
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
   }
 })
+
+test('gc never evicts what a running build needs, even forced', async () => {
+  await withCache(async (cache, store) => {
+    const a = await cache.addFromStore(store, await store.add('input', { f: 'a' }))
+    const b = await cache.addFromStore(store, await store.add('other', { f: 'b' }))
+    const gc = new GarbageCollector({ cache, hasOtherProvider: async () => true, onRemoved: () => {}, pinned: () => new Set([a.storePath]) })
+    const r = await gc.collect({ maxSize: 0, force: true })
+    assert.deepEqual(r.keptPinned, [a.storePath])
+    assert.deepEqual(r.removed.map((x) => x.storePath), [b.storePath])
+    assert.ok(await cache.has(a.hashPart))
+  })
+})
