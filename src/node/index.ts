@@ -17,6 +17,6 @@ export { loadOrCreatePeerKey, PEER_KEY_FILE } from './identity.js'
 export { DataDirLock, LOCK_FILE } from './lock.js'
 export * from './errors.js'
 export {
-  QueueNodeService, queueService, queueOf, hostSystem, InvalidDerivationPathError, InvalidBuildRequestError,
-  UnknownBuildStateError, BuildNotFoundError, BuildFinishedError, type QueueNodeOptions
+  QueueNodeService, queueService, queueOf, queueNodeOf, hostSystem, InvalidDerivationPathError, InvalidBuildRequestError,
+  UnknownBuildStateError, BuildNotFoundError, BuildFinishedError, type QueueNodeOptions, type SubmitHook
 } from './queue.js'

@@ -63,10 +63,23 @@ export interface QueueNodeOptions {
   readSystem?: (drv: string) => Promise<string | undefined>
 }
 
+/**
+ * Runs after a submit request is validated and before its builds enter the queue, with the
+ * derivations named; e.g. the scheduler publishes the .drv closures so builders can fetch them.
+ * A hook that throws fails the request (its error is the response).
+ */
+export type SubmitHook = (derivations: string[]) => Promise<void>
+
 /** Find the queue a node runs, from another service's factory (e.g. the scheduler's). */
 const queues = new WeakMap<NodeComponents, QueueService>()
 export function queueOf (components: NodeComponents): QueueService | undefined {
   return queues.get(components)
+}
+
+/** The queue node service itself (its submit hooks), from another service's factory. */
+const queueNodes = new WeakMap<NodeComponents, QueueNodeService>()
+export function queueNodeOf (components: NodeComponents): QueueNodeService | undefined {
+  return queueNodes.get(components)
 }
 
 /** The queue as a node service: the crdt QueueService plus its HTTP routes, status and metrics. */
@@ -74,6 +87,7 @@ export class QueueNodeService implements NodeService {
   readonly name = 'queue'
   readonly queue: QueueService
   private backend?: Promise<Backend | undefined>
+  private readonly submitHooks = new Set<SubmitHook>()
 
   constructor (private readonly components: NodeComponents, private readonly opts: QueueNodeOptions = {}) {
     this.queue = new QueueService({
@@ -85,6 +99,7 @@ export class QueueNodeService implements NodeService {
       config: { topic: components.topic('queue/1'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
     })
     queues.set(components, this.queue)
+    queueNodes.set(components, this)
   }
 
   async start (): Promise<void> {
@@ -106,6 +121,12 @@ export class QueueNodeService implements NodeService {
 
   status (): Record<string, unknown> {
     return { ...this.queue.status() }
+  }
+
+  /** Run `hook` before each submit is recorded; returns a function that removes it. */
+  addSubmitHook (hook: SubmitHook): () => void {
+    this.submitHooks.add(hook)
+    return () => { this.submitHooks.delete(hook) }
   }
 
   // ---- routes ---------------------------------------------------------------------------
@@ -137,6 +158,7 @@ export class QueueNodeService implements NodeService {
         ...(deferUntil !== undefined ? { deferUntil } : {})
       })
     }
+    for (const hook of this.submitHooks) await hook(requests.map((r) => r.drv))
     let ids: string[]
     try {
       ids = await this.queue.submit(requests)

@@ -1,9 +1,13 @@
-import type { ServiceFactory } from './components.js'
+import type { NodeComponents, ServiceFactory } from './components.js'
 import { capabilitiesService } from './capabilities.js'
 import { metricsService } from './metrics.js'
 import { discoveryService } from './discovery.js'
 import { queueService, queueOf } from './queue.js'
-import { substitutesService } from '../substitutes/index.js'
+import { substitutesService, type SubstitutesService } from '../substitutes/index.js'
+import { buildLogsOf, schedulerService } from './scheduler.js'
+
+/** Each node's substitutes service, for the scheduler (its publisher and swarm fetcher). */
+const substitutes = new WeakMap<NodeComponents, SubstitutesService>()
 
 /**
  * The services every node runs, started in this order and stopped in reverse.
@@ -14,5 +18,6 @@ export const SERVICES: readonly ServiceFactory[] = [
   discoveryService,
   capabilitiesService,
   queueService,
-  (c) => substitutesService(c, { buildFeed: () => queueOf(c) })
+  (c) => { const s = substitutesService(c, { buildFeed: () => queueOf(c), logs: buildLogsOf(c) }); substitutes.set(c, s); return s },
+  (c) => schedulerService(c, { substitutes: () => substitutes.get(c) })
 ]

@@ -1,12 +1,18 @@
-// The build queue from the command line: submit, builds, show, cancel, priority (talks to the local node).
+// The build queue from the command line: submit, builds, show, cancel, priority, log (talks to the local node).
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Command } from 'commander'
 import { BUILD_STATES, isDerivationPath, type AttemptView, type BuildView, type QueueStatus } from '../../crdt/index.js'
 import { addClientOptions, apiClient, type ApiClient, type ApiClientOptions } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
 
-interface SubmitFlags extends ApiClientOptions { priority?: number, tag?: string[], system?: string, json?: boolean }
+interface SubmitFlags extends ApiClientOptions { priority?: number, tag?: string[], system?: string, json?: boolean, follow?: boolean }
 interface ListFlags extends ApiClientOptions { state?: string, limit?: number, json?: boolean }
-interface ShowFlags extends ApiClientOptions { json?: boolean }
+interface ShowFlags extends ApiClientOptions { json?: boolean, follow?: boolean }
+interface LogFlags extends ApiClientOptions { attempt?: number }
+
+/** How often --follow asks the node (a local HTTP GET: cheap). */
+const FOLLOW_POLL_MS = 500
+const ENDED = new Set(['succeeded', 'failed', 'canceled'])
 
 const MAX_PRIORITY = 1_000_000
 
@@ -54,6 +60,24 @@ async function call<T> (client: ApiClient, method: string, path: string, body?: 
     if (err instanceof CliError && /: BuildFinishedError: /.test(err.message)) throw new CliError(err.message, EXIT.FAILED)
     throw err
   }
+}
+
+/** GET a plain-text log; errors come as the API's JSON and map to exit codes as for any call. */
+async function fetchLog (client: ApiClient, path: string): Promise<Buffer> {
+  let res: Response
+  try {
+    res = await fetch(client.baseUrl + path, { signal: AbortSignal.timeout(60_000) })
+  } catch (err) {
+    throw new CliError(`no node answers at ${client.baseUrl} (${(err as Error).message}); is \`guix-swarm join\` running?`, EXIT.UNAVAILABLE)
+  }
+  const body = Buffer.from(await res.arrayBuffer())
+  if (res.ok) return body
+  let msg = `HTTP ${res.status}`
+  try {
+    const e = (JSON.parse(body.toString('utf8')) as { error?: { name?: string, message?: string } }).error
+    if (e != null) msg = `${e.name ?? 'Error'}: ${e.message ?? ''}`
+  } catch {}
+  throw new CliError(`GET ${path}: ${msg}`, res.status >= 400 && res.status < 500 && res.status !== 404 ? EXIT.USAGE : EXIT.FAILED)
 }
 
 function fmtTime (ms: number | null | undefined): string {
@@ -117,6 +141,44 @@ export function buildDetails (b: BuildView): string {
   return lines.join('\n') + '\n'
 }
 
+/** One line per change a follower should see: the build's state, and each attempt's claimer and state. */
+export function progressLines (b: BuildView, before: BuildView | undefined): string[] {
+  const out: string[] = []
+  const stamp = new Date().toISOString().slice(11, 19)
+  if (before === undefined || before.state !== b.state) out.push(`${stamp} ${b.id} ${b.state}: ${b.reason}`)
+  for (const a of b.attempts) {
+    const old = before?.attempts.find((x) => x.number === a.number)
+    if (old !== undefined && old.state === a.state && old.peerId === a.peerId) continue
+    let line = `${stamp} ${b.id} attempt ${a.number} ${a.state} on ${a.peerId}`
+    if (a.result?.outcome === 'failure' && a.result.log != null) line += ` (log ${a.result.log.name}: guix-swarm log ${b.id} --attempt ${a.number})`
+    if (a.result?.outcome === 'missing-inputs') line += ` (missing ${(a.result.missing ?? []).length} input(s))`
+    out.push(line)
+  }
+  return out
+}
+
+/**
+ * Print progress of the builds until every one has ended; throws exit 1 if any did not succeed.
+ * A node that stops answering ends the wait with its own error (exit 3).
+ */
+export async function follow (client: ApiClient, ids: string[], write: (s: string) => void): Promise<void> {
+  const last = new Map<string, BuildView>()
+  const open = new Set(ids)
+  for (;;) {
+    for (const id of [...open]) {
+      const b = await call<BuildView>(client, 'GET', `/api/builds/${id}`)
+      const lines = progressLines(b, last.get(id))
+      if (lines.length > 0) write(lines.join('\n') + '\n')
+      last.set(id, b)
+      if (ENDED.has(b.state)) open.delete(id)
+    }
+    if (open.size === 0) break
+    await sleep(FOLLOW_POLL_MS)
+  }
+  const bad = ids.filter((id) => last.get(id)?.state !== 'succeeded')
+  if (bad.length > 0) throw new CliError(`${bad.length} of ${ids.length} build(s) did not succeed: ${bad.map((id) => `${id} ${last.get(id)?.state ?? '?'}`).join(', ')}`, EXIT.FAILED)
+}
+
 /** Lines for `guix-swarm status`: queue size, state hash and refused ops by reason. */
 export function queueStatusLines (q: QueueStatus): string[] {
   const states = Object.entries(q.byState).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')
@@ -136,6 +198,7 @@ export function register (program: Command): void {
     .option('--priority <n>', 'higher builds first (default 0)', priorityArg)
     .option('--tag <key=value>', 'a tag, repeatable (builders may require tags)', collect)
     .option('--system <system>', 'system to build for (default: the .drv\'s own, if the node\'s daemon has it, else the node\'s first system)')
+    .option('--follow', 'then print progress until every build ends; exit 0 only if all succeeded')
     .option('--json', 'print the raw JSON'))
     .action(async (drvs: string[], opts: SubmitFlags) => {
       for (const d of drvs) {
@@ -148,8 +211,10 @@ export function register (program: Command): void {
         ...(tags !== undefined ? { tags } : {}),
         ...(opts.system !== undefined ? { system: opts.system } : {})
       }
-      const r = await call<{ ids: string[] }>(await apiClient(opts), 'POST', '/api/builds', body)
+      const client = await apiClient(opts)
+      const r = await call<{ ids: string[] }>(client, 'POST', '/api/builds', body)
       process.stdout.write(opts.json === true ? JSON.stringify(r, null, 2) + '\n' : r.ids.join('\n') + '\n')
+      if (opts.follow === true) await follow(client, r.ids, (t) => process.stdout.write(t))
     })
 
   addClientOptions(program
@@ -176,10 +241,24 @@ export function register (program: Command): void {
     .command('show')
     .description('one build in detail: attempts, leases, results and why it is where it is')
     .argument('<id>', 'build id')
+    .option('--follow', 'then print progress until the build ends; exit 0 only if it succeeded')
     .option('--json', 'print the raw JSON'))
     .action(async (id: string, opts: ShowFlags) => {
-      const b = await call<BuildView>(await apiClient(opts), 'GET', `/api/builds/${buildIdArg(id)}`)
+      const client = await apiClient(opts)
+      const b = await call<BuildView>(client, 'GET', `/api/builds/${buildIdArg(id)}`)
       process.stdout.write(opts.json === true ? JSON.stringify(b, null, 2) + '\n' : buildDetails(b))
+      if (opts.follow === true) await follow(client, [b.id], (t) => process.stdout.write(t))
+    })
+
+  addClientOptions(program
+    .command('log')
+    .description('print a build\'s log, fetched from whichever node holds it')
+    .argument('<id>', 'build id')
+    .option('--attempt <n>', 'this attempt (default: the latest with a log)', limitArg))
+    .action(async (id: string, opts: LogFlags) => {
+      const client = await apiClient(opts)
+      const q = opts.attempt !== undefined ? `?attempt=${opts.attempt}` : ''
+      process.stdout.write(await fetchLog(client, `/api/builds/${buildIdArg(id)}/log${q}`))
     })
 
   addClientOptions(program

@@ -1,0 +1,383 @@
+// The scheduler on the node: adapts NodeComponents to src/scheduler's SchedulerService. Builds run
+// on the local daemon; the .drv closures and input outputs they need come from the swarm through
+// this node's substitutes (trusted narinfo, verified NAR) and are imported into the local store;
+// outputs become signed NARs in the node's cache, announced in the DHT. Submitting through this
+// node publishes the submitted .drv closures first. Build logs are served whichever node holds
+// them: locally from the scheduler's LogStore, else fetched over the `build-log` protocol.
+import { Readable } from 'node:stream'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { join } from 'node:path'
+import { logger } from '@libp2p/logger'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Connection, Stream } from '@libp2p/interface'
+import type { BuildRecord } from '../crdt/index.js'
+import { openBackend, type Backend, type StoreDaemon } from '../daemon/index.js'
+import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
+import { decompressStream } from '../nar/index.js'
+import { parseNarinfo } from '../narinfo/index.js'
+import {
+  DerivationUnavailableError, HOOK_EVENTS, SchedulerService, logName,
+  type HookEvent, type InputFetcher, type OutputPublisher, type SchedulerConfig
+} from '../scheduler/index.js'
+import type { BuildLogSource, SubstitutesService } from '../substitutes/index.js'
+import type { NodeComponents, NodeService } from './components.js'
+import { NodeError } from './errors.js'
+import { queueNodeOf, queueOf } from './queue.js'
+
+const log = logger('guix-swarm:node:scheduler')
+
+/** A log bigger than this is not sent over the swarm (logs are text; a runaway one is cut). */
+const MAX_LOG_BYTES = 64 * 1024 * 1024
+const LOG_FETCH_TIMEOUT_MS = 15_000
+const LOG_STATUS_OK = 0
+const LOG_STATUS_MISSING = 1
+
+/** The node has no queue service to schedule from (a services list without it). */
+export class SchedulerNoQueueError extends NodeError {
+  override name = 'SchedulerNoQueueError'
+}
+
+/** A peer's answer on the build-log protocol was malformed or cut short. */
+export class BuildLogProtocolError extends NodeError {
+  override name = 'BuildLogProtocolError'
+}
+
+/** The build has no log on this node nor on the peer that ran it. */
+export class BuildLogNotFoundError extends HttpNotFoundError {
+  override name = 'BuildLogNotFoundError'
+}
+
+export interface SchedulerNodeInit {
+  /** The node's substitutes service: publisher, swarm fetcher (required to build from other stores). */
+  substitutes?: () => SubstitutesService | undefined
+  /** How to reach the local daemon (tests inject; default openBackend). */
+  openBackend?: (kind: 'nix' | 'guix', opts: Parameters<typeof openBackend>[1]) => Promise<Backend>
+  /** Overrides of the scheduler config (tests shorten intervals). */
+  config?: Partial<SchedulerConfig>
+}
+
+/** `EVENT=PROGRAM` specs (validated by the node config) to the scheduler's hook table. */
+export function parseHookSpecs (specs: readonly string[]): Partial<Record<HookEvent, string>> {
+  const out: Partial<Record<HookEvent, string>> = {}
+  for (const s of specs) {
+    const eq = s.indexOf('=')
+    const event = s.slice(0, eq) as HookEvent
+    if (eq <= 0 || !(HOOK_EVENTS as readonly string[]).includes(event)) throw new NodeError(`--hook ${s}: expected EVENT=PROGRAM with EVENT one of ${HOOK_EVENTS.join(', ')}`)
+    out[event] = s.slice(eq + 1)
+  }
+  return out
+}
+
+/** Store paths of a cache's closure of `storePath`, references first (from the trusted narinfos). */
+async function cachedClosure (subs: SubstitutesService, storePath: string): Promise<Array<{ storePath: string, narinfo: string }>> {
+  const storeDir = subs.cache.storeDir
+  const order: Array<{ storePath: string, narinfo: string }> = []
+  const state = new Map<string, 'visiting' | 'done'>()
+  const visit = async (path: string): Promise<void> => {
+    const hashPart = path.slice(storeDir.length + 1, storeDir.length + 33)
+    if (state.has(hashPart)) return // a self-reference or a path already placed
+    state.set(hashPart, 'visiting')
+    const entry = await subs.cache.getEntry(hashPart)
+    if (entry === undefined) throw new DerivationUnavailableError(path, 'not in the node\'s cache after fetching its closure')
+    for (const ref of parseNarinfo(entry.narinfo, { storeDir }).references) await visit(`${storeDir}/${ref}`)
+    state.set(hashPart, 'done')
+    order.push({ storePath: entry.storePath, narinfo: entry.narinfo })
+  }
+  await visit(storePath)
+  return order
+}
+
+/**
+ * Fetch `storePath`'s closure from the swarm into the cache (verified against trusted keys), then
+ * import what the local store lacks, references first. The store re-checks each NAR's hash.
+ */
+export async function importFromSwarm (subs: SubstitutesService, store: StoreDaemon, storePath: string, signal?: AbortSignal): Promise<number> {
+  await subs.pullClosure(storePath)
+  signal?.throwIfAborted()
+  const closure = await cachedClosure(subs, storePath)
+  const invalid = new Set(await store.filterInvalid(closure.map((c) => c.storePath)))
+  const storeDir = subs.cache.storeDir
+  let imported = 0
+  for (const { storePath: p, narinfo } of closure) {
+    if (!invalid.has(p)) continue
+    signal?.throwIfAborted()
+    const info = parseNarinfo(narinfo, { storeDir })
+    const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
+    // the cheapest file to unpack: uncompressed, then zstd, then whatever the cache made
+    const files = [...(entry?.files ?? [])].sort((a, b) => rank(a.compression) - rank(b.compression))
+    const file = files[0]
+    if (file === undefined) throw new DerivationUnavailableError(p, 'the cache has no NAR file for it')
+    const raw = await subs.cache.openFile(file.url)
+    const nar = file.compression === 'none' ? raw : raw.pipe(decompressStream(file.compression))
+    await store.importPath({
+      storePath: p,
+      narHash: info.narHash,
+      narSize: info.narSize,
+      references: info.references.map((r) => `${storeDir}/${r}`),
+      ...(info.deriver !== undefined ? { deriver: `${storeDir}/${info.deriver}` } : {})
+    }, nar)
+    imported++
+  }
+  if (imported > 0) log('imported %d path(s) of the closure of %s', imported, storePath)
+  return imported
+}
+
+function rank (c: string): number {
+  return c === 'none' ? 0 : c === 'zstd' ? 1 : c === 'gzip' ? 2 : 3
+}
+
+/** The InputFetcher port over the node's substitutes: .drv closures and input outputs from the swarm. */
+export function swarmInputs (subs: SubstitutesService, store: StoreDaemon): InputFetcher {
+  return {
+    async ensureDerivation (drv, signal) {
+      if (await store.isValid(drv)) return
+      try {
+        await importFromSwarm(subs, store, drv, signal)
+      } catch (err) {
+        if (err instanceof DerivationUnavailableError) throw err
+        throw new DerivationUnavailableError(drv, `${(err as Error).name}: ${(err as Error).message}`)
+      }
+      if (!await store.isValid(drv)) throw new DerivationUnavailableError(drv, 'still not valid after importing its closure')
+    },
+    async ensureOutputs (paths, signal) {
+      const missing = paths.length === 0 ? [] : await store.filterInvalid(paths)
+      // one output at a time: they share references, and the second import finds them valid
+      for (const p of missing) {
+        await importFromSwarm(subs, store, p, signal).catch((err: Error) => { log('input %s not fetched: %s: %s', p, err.name, err.message) })
+      }
+      return missing.length === 0 ? [] : await store.filterInvalid(missing)
+    }
+  }
+}
+
+/** Outputs published through the substitutes service: NAR + signed narinfo in the cache, announced in the DHT. */
+function substitutesPublisher (subs: SubstitutesService): OutputPublisher {
+  return {
+    async addFromStore (_store, storePath) {
+      const published = await subs.publish([storePath])
+      const mine = published.find((p) => p.storePath === storePath)
+      if (mine === undefined) throw new NodeError(`publishing ${storePath} returned no entry for it`)
+      return { storePath, narHash: mine.narHash, narSize: mine.narSize }
+    }
+  }
+}
+
+/** The scheduler as a node service, plus build logs (API, HTTP front, swarm protocol) and publish-on-submit. */
+export class SchedulerNodeService implements NodeService {
+  readonly name = 'scheduler'
+  scheduler?: SchedulerService
+  private store?: StoreDaemon
+  private removeSubmitHook?: () => void
+  private readonly protocol: string
+
+  constructor (private readonly components: NodeComponents, private readonly init: SchedulerNodeInit = {}) {
+    this.protocol = components.protocolId('build-log', '1.0.0')
+  }
+
+  async start (): Promise<void> {
+    const c = this.components
+    const queue = queueOf(c)
+    if (queue === undefined) throw new SchedulerNoQueueError('the scheduler needs the queue service to start first')
+    const subs = this.init.substitutes?.()
+    const kind = c.builder.kind !== 'none' ? c.builder.kind : c.storeDir === '/nix/store' ? 'nix' : 'guix'
+    const backend = await (this.init.openBackend ?? openBackend)(kind, {
+      storeDir: c.storeDir,
+      // Inputs reach the store through swarmInputs (verified NAR import), so the daemon needs no
+      // substituter and must never build an input itself: missing ones are reported and retried.
+      substituters: [],
+      trustedPublicKeys: [],
+      inputs: 'require'
+    })
+    this.store = backend.store
+    const hookSpecs = c.config.hooks ?? []
+    this.scheduler = new SchedulerService({
+      queue,
+      store: backend.store,
+      builder: c.builder.kind === 'none' || subs === undefined ? null : backend.builder,
+      publisher: subs !== undefined ? substitutesPublisher(subs) : { addFromStore: async (s, p) => { throw new NodeError(`no substitutes service to publish ${p} (${s.storeDir})`) } },
+      ...(subs !== undefined ? { inputs: swarmInputs(subs, backend.store) } : {}),
+      logsDir: join(c.dataDir, 'logs'),
+      gcRootsDir: join(c.dataDir, 'gcroots'),
+      hooks: { programs: parseHookSpecs(hookSpecs) },
+      config: {
+        maxBuilds: c.config.maxBuilds,
+        systems: c.builder.kind === 'none' ? [] : [...c.builder.systems],
+        tags: [...(c.config.tags ?? [])],
+        ...(c.config.lease !== undefined ? { leaseMs: c.config.lease * 1000 } : {}),
+        ...this.init.config
+      }
+    })
+    await this.scheduler.start()
+    const qn = queueNodeOf(c)
+    if (qn !== undefined && subs !== undefined) this.removeSubmitHook = qn.addSubmitHook(async (drvs) => { await this.publishSubmitted(subs, drvs) })
+    await c.libp2p.handle(this.protocol, (stream: Stream, _conn: Connection) => { void this.serveLog(stream) }, { runOnLimitedConnection: false })
+    c.http.route('GET', '/api/builds/:id/log', async (req, res, p, url) => { await this.apiLog(req, res, p, url) })
+    log('scheduler started (%s, %d slot(s), systems %s)', c.builder.kind, this.scheduler.config.maxBuilds, this.scheduler.config.systems.join(','))
+  }
+
+  async stop (): Promise<void> {
+    this.removeSubmitHook?.()
+    this.components.http.unroute('/api/builds/:id/log')
+    await this.components.libp2p.unhandle(this.protocol).catch(() => {})
+    await this.scheduler?.stop()
+  }
+
+  status (): Record<string, unknown> {
+    return this.scheduler === undefined ? {} : { ...this.scheduler.status() }
+  }
+
+  /** What the HTTP front's /log/<drv> serves: the latest build of that derivation. */
+  readonly logSource: BuildLogSource = {
+    openLog: async (drvBaseName) => {
+      const queue = queueOf(this.components)
+      if (queue === undefined || !/^[0-9a-z]{32}-[^/]+\.drv$/.test(drvBaseName)) return undefined
+      const builds = queue.byDerivation(`${this.components.storeDir}/${drvBaseName}`)
+      const latest = [...builds].sort((a, b) => b.submitHlc[0] - a.submitHlc[0])
+      for (const b of latest) {
+        const found = await this.findLog(b).catch(() => undefined)
+        if (found !== undefined) return { size: found.log.length, stream: Readable.from([found.log]) }
+      }
+      return undefined
+    }
+  }
+
+  // ---- submit ---------------------------------------------------------------------------
+
+  /** Publish the closures of the submitted .drv files this node's store has, so builders can fetch them. */
+  private async publishSubmitted (subs: SubstitutesService, drvs: string[]): Promise<void> {
+    const store = this.store
+    if (store === undefined) return
+    const local = drvs.filter((d) => d.startsWith(this.components.storeDir + '/'))
+    if (local.length === 0) return
+    let invalid: Set<string>
+    try {
+      invalid = new Set(await store.filterInvalid(local))
+    } catch (err) {
+      // no daemon here: the builders must find the .drv elsewhere (or report it unavailable)
+      log('cannot check the submitted derivations locally: %s', (err as Error).message)
+      return
+    }
+    const valid = local.filter((d) => !invalid.has(d))
+    if (valid.length === 0) return
+    const published = await subs.publish(valid)
+    log('published %d path(s) for %d submitted derivation(s)', published.length, valid.length)
+  }
+
+  // ---- logs -----------------------------------------------------------------------------
+
+  /** The log of a build's attempt (default: the latest attempt whose log any node holds). */
+  async findLog (record: BuildRecord, attempt?: number): Promise<{ attempt: number, peerId: string, log: Buffer } | undefined> {
+    const scheduler = this.scheduler
+    if (scheduler === undefined) return undefined
+    const candidates = [...record.attempts].reverse().filter((a) => attempt === undefined || a.number === attempt)
+    for (const a of candidates) {
+      const name = a.result?.log?.name ?? logName(record.id, a.number)
+      const holder = a.result?.log?.peerId ?? a.claimer
+      const local = await scheduler.readLogByName(name)
+      if (local !== undefined) return { attempt: a.number, peerId: this.components.libp2p.peerId.toString(), log: local }
+      if (holder === this.components.libp2p.peerId.toString()) continue
+      // an attempt that never started has no log anywhere
+      if (!a.started && a.result === undefined) continue
+      const remote = await this.fetchLog(holder, name).catch((err: Error) => { log('log %s from %s: %s', name, holder, err.message); return undefined })
+      if (remote !== undefined) return { attempt: a.number, peerId: holder, log: remote }
+    }
+    return undefined
+  }
+
+  private async apiLog (_req: IncomingMessage, res: ServerResponse, p: RouteParams, url: URL): Promise<void> {
+    const queue = queueOf(this.components)
+    const record = queue?.get(p.id)
+    if (record === undefined) throw new BuildLogNotFoundError(`no build ${p.id} in the queue`)
+    const a = url.searchParams.get('attempt')
+    let attempt: number | undefined
+    if (a !== null && a !== '') {
+      attempt = Number(a)
+      if (!Number.isSafeInteger(attempt) || attempt < 1) throw new HttpBadRequestError(`"attempt" must be a positive integer, got ${JSON.stringify(a).slice(0, 40)}`)
+    }
+    const found = await this.findLog(record, attempt)
+    if (found === undefined) throw new BuildLogNotFoundError(`no node has a log of build ${p.id}${attempt !== undefined ? ` attempt ${attempt}` : ''}`)
+    res.writeHead(200, {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': found.log.length,
+      'x-build-attempt': String(found.attempt),
+      'x-log-peer': found.peerId
+    })
+    res.end(found.log)
+  }
+
+  /** Request: the log name and a newline. Answer: one status byte, then the log until the stream ends. */
+  private async serveLog (stream: Stream): Promise<void> {
+    try {
+      let req = ''
+      for await (const chunk of stream) {
+        req += Buffer.from(chunk instanceof Uint8Array ? chunk : chunk.subarray()).toString('utf8')
+        if (req.includes('\n') || req.length > 200) break
+      }
+      const name = req.split('\n')[0]
+      let text: Buffer | undefined
+      try { text = await this.scheduler?.readLogByName(name) } catch { text = undefined } // a bad name is "no such log"
+      if (text === undefined || text.length > MAX_LOG_BYTES) {
+        stream.send(Uint8Array.of(LOG_STATUS_MISSING))
+      } else {
+        await send(stream, Uint8Array.of(LOG_STATUS_OK))
+        for (let i = 0; i < text.length; i += 64 * 1024) await send(stream, text.subarray(i, i + 64 * 1024))
+      }
+      await stream.close()
+    } catch (err) {
+      log('serving a log failed: %s', (err as Error).message)
+      stream.abort(err as Error)
+    }
+  }
+
+  private async fetchLog (peer: string, name: string): Promise<Buffer | undefined> {
+    const signal = AbortSignal.timeout(LOG_FETCH_TIMEOUT_MS)
+    const stream = await this.components.libp2p.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
+    try {
+      await send(stream, Buffer.from(name + '\n'))
+      await stream.close() // half-close: the request is complete
+      const parts: Buffer[] = []
+      let size = 0
+      for await (const chunk of stream) {
+        const b = Buffer.from(chunk instanceof Uint8Array ? chunk : chunk.subarray())
+        size += b.length
+        if (size > MAX_LOG_BYTES + 1) throw new BuildLogProtocolError(`log ${name} from ${peer} exceeds ${MAX_LOG_BYTES} bytes`)
+        parts.push(b)
+      }
+      const all = Buffer.concat(parts)
+      if (all.length === 0) throw new BuildLogProtocolError(`empty answer for log ${name} from ${peer}`)
+      if (all[0] === LOG_STATUS_MISSING) return undefined
+      if (all[0] !== LOG_STATUS_OK) throw new BuildLogProtocolError(`unknown status ${all[0]} for log ${name} from ${peer}`)
+      return all.subarray(1)
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+}
+
+async function send (stream: Stream, buf: Uint8Array): Promise<void> {
+  if (stream.send(buf)) return
+  // backpressure: the 'drain' event, not onDrain() (LIBP2P.md pitfall 1)
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => { cleanup(); resolve() }
+    const onClose = (): void => { cleanup(); reject(new BuildLogProtocolError('stream closed while sending')) }
+    const cleanup = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
+    stream.addEventListener('drain', onDrain)
+    stream.addEventListener('close', onClose)
+  })
+}
+
+/** Scheduler services by node, so the substitutes' /log route can find the logs. */
+const schedulers = new WeakMap<NodeComponents, SchedulerNodeService>()
+
+/** A BuildLogSource for the substitutes' HTTP front that asks this node's scheduler, once it runs. */
+export function buildLogsOf (components: NodeComponents): BuildLogSource {
+  return { openLog: async (drv) => await schedulers.get(components)?.logSource.openLog(drv) }
+}
+
+/** The ServiceFactory for src/node/services.ts. */
+export function schedulerService (components: NodeComponents, init: SchedulerNodeInit = {}): SchedulerNodeService {
+  const s = new SchedulerNodeService(components, init)
+  schedulers.set(components, s)
+  return s
+}
