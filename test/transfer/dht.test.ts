@@ -14,17 +14,17 @@ describe('content ids', () => {
     assert.equal(cid.code, 0x55)
     assert.equal(cid.multihash.code, 0x12)
     assert.deepEqual(Buffer.from(cid.multihash.digest), digest)
-    assert.ok(CID.parse(cid.toString()).equals(cid))
+    assert.ok(CID.parse(cid.toString()).equals(cid), `${cid.toString()} does not round-trip`)
     assert.throws(() => narCid(new Uint8Array(20)), InvalidNarHashError)
   })
 
   it('storePathCid is deterministic, domain-separated and checks the hash part', () => {
     const hp = '0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r'
     const a = storePathCid(hp)
-    assert.ok(a.equals(storePathCid(hp)))
+    assert.ok(a.equals(storePathCid(hp)), 'the same hash part gave another CID')
     const expected = createHash('sha256').update(`guix-swarm:storepath:${hp}`).digest()
     assert.deepEqual(Buffer.from(a.multihash.digest), expected)
-    assert.ok(!a.equals(storePathCid(hp.replace(/^./, 'z'))))
+    assert.ok(!a.equals(storePathCid(hp.replace(/^./, 'z'))), 'different hash parts gave the same CID')
     assert.throws(() => storePathCid('E'.repeat(32)), InvalidHashPartError)
     assert.throws(() => storePathCid('a'.repeat(31)), InvalidHashPartError)
   })
@@ -51,7 +51,7 @@ describe('DHT provide / findProviders over 3 real nodes', { timeout: 120_000 }, 
     assert.ok(ids.includes(a.peerId.toString()), `A not among ${ids.join(', ')}`)
     assert.equal(new Set(ids).size, ids.length)
     const entry = found.find((p) => p.id.equals(a.peerId))
-    assert.ok(entry != null && entry.multiaddrs.length > 0)
+    assert.ok(entry != null && entry.multiaddrs.length > 0, `provider entry without addresses: ${JSON.stringify(entry?.multiaddrs.map(String))}`)
   })
 
   it('Reprovider announces every held CID on start', async () => {

@@ -58,7 +58,7 @@ describe('NAR transfer over real libp2p (3 providers, 1 fetcher)', { timeout: 12
   })
 
   beforeEach(() => {
-    for (const s of sources) { s.calls.length = 0; s.corruptAt = undefined; s.cut = undefined }
+    for (const s of sources) { s.calls.length = 0; s.corruptAt = undefined; s.corruptEveryRange = false; s.cut = undefined }
   })
 
   const peers = (...idx: number[]): PeerId[] => idx.map((i) => servers[i].peerId)
@@ -150,8 +150,7 @@ describe('NAR transfer over real libp2p (3 providers, 1 fetcher)', { timeout: 12
     }
     const r = await tc.fetchFile(SMALL_KEY, { providers: peers(2, 0), dest, verify })
     assert.deepEqual(checked, ['bad', 'good'])
-    assert.ok(tc.isBad(SMALL_KEY, servers[2].peerId))
-    assert.ok(!tc.isBad(SMALL_KEY, servers[0].peerId))
+    assert.deepEqual(tc.badPeers(SMALL_KEY), [servers[2].peerId.toString()])
     assert.deepEqual(r.providers, [servers[0].peerId.toString()])
     assert.equal(await sha256File(dest), small.sha256)
     // Marked bad: not even asked next time.
@@ -162,17 +161,27 @@ describe('NAR transfer over real libp2p (3 providers, 1 fetcher)', { timeout: 12
     const key = KEY
     const dest = join(out, 'liar')
     const fresh = new TransferClient({ libp2p: client })
-    sources[1].corruptAt = 20 * MiB + 1
+    // The liar lies in every range it serves. A lie at one fixed offset (as this test once
+    // had) is caught only when the scheduler happens to give the liar that range; under load
+    // the honest peer often served it, the first assembly verified, and the test failed.
+    sources[1].corruptEveryRange = true
     let verifications = 0
+    const callsAtVerify: number[][] = []
     const r = await fresh.fetchFile(key, {
       providers: peers(1, 0),
       dest,
       chunkSize: 4 * MiB,
-      verify: async (p) => { verifications++; await verifySha256(big.sha256)(p) }
+      verify: async (p) => {
+        verifications++
+        callsAtVerify.push(sources.map((s) => s.calls.filter((c) => c.length > 0).length))
+        await verifySha256(big.sha256)(p)
+      }
     })
+    // Premise: the first (parallel) assembly held ranges from both peers.
+    const [liarRanges, honestRanges] = [callsAtVerify[0][1], callsAtVerify[0][0]]
+    assert.ok(liarRanges > 0 && honestRanges > 0, `parallel phase ranges: liar ${liarRanges}, honest ${honestRanges}`)
     assert.equal(await sha256File(dest), big.sha256)
-    assert.ok(fresh.isBad(key, servers[1].peerId))
-    assert.ok(!fresh.isBad(key, servers[0].peerId))
+    assert.deepEqual(fresh.badPeers(key), [servers[1].peerId.toString()])
     assert.deepEqual(r.providers, [servers[0].peerId.toString()])
     assert.equal(verifications, 3)
     assert.equal(fresh.metrics.verifyFailures, 2)
@@ -230,11 +239,12 @@ describe('NAR transfer over real libp2p (3 providers, 1 fetcher)', { timeout: 12
     for await (const chunk of { [Symbol.asyncIterator]: () => it }) got += chunk.length
     const first = sources[2].calls.at(-1)
     assert.equal(first?.offset, 0)
-    assert.ok(got > 0)
+    assert.ok(got > 0, 'nothing arrived after the reader resumed')
   })
 
   it('counts bytes on both sides', () => {
-    assert.ok(tc.metrics.bytesFetched >= big.size * 3)
-    assert.ok(serverMetrics.reduce((s, m) => s + m.bytesServed, 0) >= big.size * 3)
+    const served = serverMetrics.reduce((s, m) => s + m.bytesServed, 0)
+    assert.ok(tc.metrics.bytesFetched >= big.size * 3, `fetched ${tc.metrics.bytesFetched}`)
+    assert.ok(served >= big.size * 3, `served ${served}`)
   })
 })

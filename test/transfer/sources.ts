@@ -12,6 +12,8 @@ export class RecordingSource implements NarSource {
   private readonly inner: DirectoryNarSource
   /** Flip one byte at this absolute file offset (a lying provider). */
   corruptAt: number | undefined
+  /** Flip the first byte of every response (a provider that lies in whatever range it is asked for). */
+  corruptEveryRange = false
   /** The n-th openFile (0-based) stops after `cutAfter` bytes and fails. */
   cut: { call: number, after: number } | undefined
 
@@ -31,7 +33,8 @@ export class RecordingSource implements NarSource {
     const n = this.calls.length
     this.calls.push({ key, offset, length })
     const inner = this.inner.openFile(key, offset, length)
-    const corruptAt = this.corruptAt
+    // An absolute offset only lands if this provider happens to serve the range holding it.
+    const corruptAt = this.corruptEveryRange ? offset : this.corruptAt
     const cut = this.cut?.call === n ? this.cut.after : undefined
     return (async function * () {
       let pos = offset
