@@ -3,10 +3,10 @@
 // Part 1 (here now): 256 MiB over /guix-swarm/nar/1.0.0 between two libp2p nodes in two OS
 // processes vs a raw `net` socket between the same two processes, over 127.0.0.1, several
 // rounds per configuration (yamux window, send chunk size, parallel streams).
-// Part 2 (later, when the HTTP front exists): HTTP NAR serving at 1 and 16 connections and
-// 373 sequential narinfo GETs vs nginx serving the same files; see httpVsNginx() below.
+// Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
+// directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //
-// Options: --size-mib N (256), --rounds N (3), --quick (one config only).
+// Options: --size-mib N (256), --rounds N (3), --quick (one config only), --http-only.
 import '../src/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -24,6 +24,7 @@ import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferYamuxOptions } from '../src/transfer/index.js'
+import { httpVsNginx } from './serve-http.js'
 
 const MiB = 1024 * 1024
 const KEY = 'bench.nar'
@@ -165,16 +166,6 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
   }
 }
 
-/**
- * Part 2, to be written with the HTTP front: start a node whose store holds the same NAR
- * (plus 373 narinfos), start Debian's nginx on an ephemeral port with `root` at a copy of
- * the same files, then measure GET /nar/... at 1 and 16 connections and 373 sequential
- * GET /<hash>.narinfo against both, printing MiB/s, latency and the ratios.
- */
-async function httpVsNginx (): Promise<void> {
-  console.log('\n# HTTP front vs nginx: not yet measured (needs the HTTP front)')
-}
-
 async function main (): Promise<void> {
   const args = process.argv.slice(2)
   if (args[0] === '--child') {
@@ -193,8 +184,8 @@ async function main (): Promise<void> {
     const fh = await open(join(dir, KEY), 'w')
     for (let off = 0; off < size; off += 16 * MiB) await fh.write(randomBytes(Math.min(16 * MiB, size - off)))
     await fh.close()
-    await libp2pVsRawTcp(dir, size, rounds, configs)
-    await httpVsNginx()
+    if (!args.includes('--http-only')) await libp2pVsRawTcp(dir, size, rounds, configs)
+    await httpVsNginx({ sizeMiB: size / MiB, rounds })
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
