@@ -200,15 +200,16 @@ export async function httpVsNginx (opts: HttpBenchOptions): Promise<void> {
       }
       rows.push([`NAR GET, ${conns} connection(s), MiB/s`, median(ours), median(theirs), 'target ≥ 0.9'])
     }
-    const lo: number[] = []
-    const lt: number[] = []
+    const lo: Array<{ mean: number, p50: number, p99: number }> = []
+    const lt: Array<{ mean: number, p50: number, p99: number }> = []
     for (let r = 0; r < opts.rounds; r++) {
-      lo.push((await narinfoLatency(n.url, f)).mean)
-      lt.push((await narinfoLatency(g.url, f)).mean)
+      lo.push(await narinfoLatency(n.url, f))
+      lt.push(await narinfoLatency(g.url, f))
     }
-    const l1 = await narinfoLatency(n.url, f)
-    const l2 = await narinfoLatency(g.url, f)
-    rows.push([`${NARINFOS} sequential narinfo GETs, mean ms`, median(lo), median(lt), 'target ≤ 1.2'])
+    const l1 = lo[lo.length - 1]
+    const l2 = lt[lt.length - 1]
+    rows.push([`${NARINFOS} sequential narinfo GETs, mean ms`, median(lo.map((l) => l.mean)), median(lt.map((l) => l.mean)), 'target ≤ 1.2'])
+    rows.push([`${NARINFOS} sequential narinfo GETs, p50 ms`, median(lo.map((l) => l.p50)), median(lt.map((l) => l.p50)), 'target ≤ 1.2'])
     console.log('| measure | node | nginx | ratio node/nginx | target |')
     console.log('|---|---|---|---|---|')
     for (const [what, a, b, target] of rows) console.log(`| ${what} | ${a.toFixed(a < 10 ? 3 : 0)} | ${b.toFixed(b < 10 ? 3 : 0)} | ${(a / b).toFixed(2)} | ${target} |`)
