@@ -4,6 +4,8 @@ import { Level } from 'level'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { hostname } from 'node:os'
 import { HttpRouter, HttpServer, parseHostPort, sendJson } from '../http/index.js'
 import { ensureKeys, type NodeKeys } from '../narinfo/index.js'
 import { detectBuilder } from '../daemon/index.js'
@@ -89,8 +91,11 @@ export class SwarmNode {
       await mkdir(join(dataDir, 'nar'), { recursive: true })
       await mkdir(join(dataDir, 'logs'), { recursive: true })
 
-      const keys: NodeKeys = await ensureKeys(join(dataDir, 'keys'))
       const privateKey = await loadOrCreatePeerKey(dataDir)
+      // Nix keeps one trusted key per name, so every node's key name must be unique, even
+      // for several nodes on one host: the host name plus the tail of the peer id.
+      const keyName = `${hostname()}-${peerIdFromPrivateKey(privateKey).toString().slice(-8)}`
+      const keys: NodeKeys = await ensureKeys(join(dataDir, 'keys'), { name: keyName })
       const detected = await (this.opts.detectBuilder ?? detectBuilder)(config.builder)
       const builder: NodeBuilder = { kind: detected.kind, systems: config.systems.length > 0 ? [...config.systems] : [...detected.systems] }
 
