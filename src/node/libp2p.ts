@@ -14,6 +14,7 @@ import { logger } from '@libp2p/logger'
 import type { NodeConfig } from './config.js'
 import type { SwarmLibp2p } from './components.js'
 import { ListenError, NodeConfigError } from './errors.js'
+import { transferYamuxOptions } from '../transfer/index.js'
 
 const log = logger('guix-swarm:node:libp2p')
 
@@ -61,7 +62,8 @@ export async function createSwarmLibp2p (config: NodeConfig, privateKey: Private
       addresses: { listen },
       transports: [tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // Bounded stream windows, so a paused NAR transfer stream is not reset (LIBP2P.md pitfall 2).
+      streamMuxers: [yamux(transferYamuxOptions)],
       peerDiscovery,
       services: {
         identify: identify(),
