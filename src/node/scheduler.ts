@@ -257,7 +257,9 @@ export class SchedulerNodeService implements NodeService {
       log('cannot check the submitted derivations locally: %s', (err as Error).message)
       return
     }
-    const valid = local.filter((d) => !invalid.has(d))
+    // already in the cache: published before (e.g. `guix-swarm publish`), announced or queued for it
+    const held = await Promise.all(local.map(async (d) => await subs.cache.has(d.slice(this.components.storeDir.length + 1, this.components.storeDir.length + 33))))
+    const valid = local.filter((d, i) => !invalid.has(d) && !held[i])
     if (valid.length === 0) return
     const published = await subs.publish(valid)
     log('published %d path(s) for %d submitted derivation(s)', published.length, valid.length)

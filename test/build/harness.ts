@@ -2,6 +2,7 @@
 // tests: builders run the real scheduler on their own daemon; the submitter's store alone holds
 // the .drv files. Keys are made before the nodes start so each can trust the others' files.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
@@ -24,7 +25,8 @@ export interface Prepared { ns: NixNamespace, dataDir: string, nixKey: string, n
 export async function prepare (): Promise<Prepared> {
   const ns = await nixNamespace()
   const dataDir = await tempDir('gs-build-')
-  await ensureKeys(join(dataDir, 'keys'))
+  // Nix keeps trusted keys by name: nodes on one host must not all be named after the host
+  await ensureKeys(join(dataDir, 'keys'), { name: `gs-test-${randomBytes(4).toString('hex')}` })
   const nixKeyFile = join(dataDir, 'keys', 'nix-key.pub')
   return { ns, dataDir, nixKeyFile, nixKey: (await readFile(nixKeyFile, 'utf8')).trim() }
 }
