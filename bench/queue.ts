@@ -2,7 +2,8 @@
 // unchecked); (2) sync a 100k-build history to a fresh joiner over loopback between two real
 // libp2p nodes, the joiner in a child process so its peak RSS is its own; (3) submit-to-
 // visible latency across 3 nodes. Run: npm run bench:queue (QUEUE_BENCH_N to change 100k;
-// QUEUE_BENCH_CHILD_FLAGS='--cpu-prof' to profile the joiner).
+// QUEUE_BENCH_CHILD_FLAGS='--cpu-prof' to profile the joiner; QUEUE_BENCH_ONLY=sync to run
+// only part 2).
 import '../src/polyfill.js'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -13,6 +14,7 @@ import { QueueReplica, signOp, type BuildChange, type Op } from '../src/crdt/ind
 import { startNode, removeDir, connect, type TestNode } from '../test/crdt/net.js'
 
 const N = Number(process.env.QUEUE_BENCH_N ?? 100_000)
+const ONLY_SYNC = process.env.QUEUE_BENCH_ONLY === 'sync'
 const AUTHORS = 4
 const MiB = 1 << 20
 
@@ -60,14 +62,23 @@ async function joiner (addr: string, expected: number): Promise<void> {
 
 async function main (): Promise<void> {
   console.log(`queue benchmark, ${N} submit ops from ${AUTHORS} authors, node ${process.version}`)
-  let t = performance.now()
+  const t = performance.now()
   const ops = await makeOps(N)
   const signMs = performance.now() - t
   const bytes = ops.reduce((s, o) => s + o.bytes.length, 0)
   console.log(`sign ${N} ops: ${signMs.toFixed(0)} ms; mean op size ${(bytes / N).toFixed(0)} bytes`)
 
   // 1. apply, with every check (signature, skew, sequence)
-  t = performance.now()
+  const reference = new QueueReplica()
+  for (const op of ops) reference.restore(op, 0)
+  const hash = reference.state.stateHash()
+  if (!ONLY_SYNC) await localParts(ops)
+  await syncPart(ops, hash)
+  if (!ONLY_SYNC) await latencyPart()
+}
+
+async function localParts (ops: Op[]): Promise<void> {
+  let t = performance.now()
   const checked = new QueueReplica()
   for (const op of ops) checked.ingest(op.bytes)
   const applyMs = performance.now() - t
@@ -78,7 +89,7 @@ async function main (): Promise<void> {
   const restoreMs = performance.now() - t
   console.log(`restore ${N} decoded ops unchecked (restart path minus disk): ${restoreMs.toFixed(0)} ms = ${(N / restoreMs * 1000).toFixed(0)} ops/s`)
   t = performance.now()
-  const hash = checked.state.stateHash()
+  checked.state.stateHash()
   console.log(`stateHash over ${checked.state.size} builds: ${ms(t)}`)
   t = performance.now()
   const top = checked.state.claimable(['x86_64-linux'], Date.now(), 10)
@@ -89,10 +100,12 @@ async function main (): Promise<void> {
   t = performance.now()
   for (let i = 0; i < 1000; i++) checked.state.byDerivation(drvPath(i * 7))
   console.log(`byDerivation x1000: ${ms(t)}`)
+}
 
+async function syncPart (ops: Op[], hash: string): Promise<void> {
   // 2. sync to a fresh joiner in a child process
   const src = await startNode({ config: { syncIntervalMs: 0, snapshotIntervalMs: 0 } })
-  t = performance.now()
+  const t = performance.now()
   for (const op of ops) src.queue.replica.ingest(op, { trusted: true })
   console.log(`source node loaded ${src.queue.status().builds} builds in ${ms(t)}; its RSS ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB`)
   const self = fileURLToPath(import.meta.url)
@@ -105,7 +118,9 @@ async function main (): Promise<void> {
   console.log(`sync ${j.builds} builds to a fresh joiner: ${j.syncMs.toFixed(0)} ms (${(j.builds / j.syncMs * 1000).toFixed(0)} ops/s), joiner peak RSS ${j.maxRssMiB.toFixed(0)} MiB (JS heap at the end ${j.heapMiB.toFixed(0)} MiB); hash ${j.hash === hash ? 'matches' : 'DIFFERS'} (targets: < 5000 ms, < 300 MiB)`)
   await src.stop()
   await removeDir(src.dir)
+}
 
+async function latencyPart (): Promise<void> {
   // 3. submit-to-visible latency across 3 nodes (full mesh)
   const nodes: TestNode[] = []
   for (let i = 0; i < 3; i++) nodes.push(await startNode({ config: { syncIntervalMs: 0 } }))

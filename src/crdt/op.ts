@@ -106,8 +106,41 @@ function flat (s: string): string {
   return Buffer.from(s, 'latin1').toString('latin1')
 }
 
+// Memory per held op (a joiner holds 100k+): cborg and node:crypto give every byte string its
+// own ArrayBuffer, which costs more than the 300-byte op itself. Op bytes and digests are
+// copied into shared slabs instead, and sig/prev are views into the op's bytes.
+const SLAB_BYTES = 64 * 1024
+let slab = new Uint8Array(0)
+let slabUsed = 0
+function keep (bytes: Uint8Array): Uint8Array {
+  const n = bytes.length
+  if (n > SLAB_BYTES / 8) return bytes.slice()
+  if (slabUsed + n > slab.length) { slab = new Uint8Array(SLAB_BYTES); slabUsed = 0 }
+  const out = slab.subarray(slabUsed, slabUsed + n)
+  out.set(bytes)
+  slabUsed += n
+  return out
+}
+
+/** `part` as a view into `whole` where it occurs there (it normally does), else `part`. */
+function viewIn (whole: Uint8Array, part: Uint8Array, at: number): Uint8Array {
+  const buf = Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength)
+  const i = at >= 0 && buf.subarray(at, at + part.length).equals(part) ? at : buf.indexOf(part)
+  return i < 0 ? part : whole.subarray(i, i + part.length)
+}
+
+// Strings repeated across ops (authors, systems, tag values) are kept once.
+const interned = new Map<string, string>()
+function intern (s: string): string {
+  const have = interned.get(s)
+  if (have !== undefined) return have
+  if (interned.size >= 10_000) interned.clear()
+  interned.set(s, s)
+  return s
+}
+
 function identify (bytes: Uint8Array): { id: string, digest: Uint8Array } {
-  const digest = sha256(bytes)
+  const digest = keep(sha256(bytes))
   const cid = CID.createV1(dagCbor.code, createDigest(SHA2_256, digest))
   return { id: flat(cid.toString()), digest }
 }
@@ -123,7 +156,7 @@ export function signOp (key: PrivateKey, author: string, seq: number, hlc: Stamp
   const body = bodyOf(author, seq, hlc, draft.type, payload, prev)
   const sig = key.sign(signingInput(body))
   if (!(sig instanceof Uint8Array)) throw new TypeError('expected a synchronous Ed25519 signature')
-  const bytes = dagCbor.encode({ ...body, sig })
+  const bytes = keep(dagCbor.encode({ ...body, sig }))
   return { author, seq, hlc, type: draft.type, payload, ...(prev !== undefined ? { prev } : {}), sig, bytes, ...identify(bytes) } as Op
 }
 
@@ -189,12 +222,12 @@ function checkPayload (type: string, p: unknown): unknown {
       keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil'], 'submit')
       const drv = str(p.drv, 'drv', 400)
       if (!isDerivationPath(drv)) throw new OpMalformedError('drv is not a store path of a .drv')
-      str(p.system, 'system', 64)
+      p.system = intern(str(p.system, 'system', 64))
       int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
       int(p.maxAttempts, 'maxAttempts', 1, 100)
       if (p.deferUntil !== undefined) int(p.deferUntil, 'deferUntil', 0, Number.MAX_SAFE_INTEGER)
       if (!isRec(p.tags) || Object.keys(p.tags).length > 32) throw new OpMalformedError('tags must be a map of at most 32 entries')
-      for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); str(v, 'tag value', 256) }
+      for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); p.tags[k] = intern(str(v, 'tag value', 256)) }
       return p
     }
     case 'priority':
@@ -247,7 +280,7 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   if (!isRec(raw)) throw new OpMalformedError('not a map')
   keys(raw, ['v', 'a', 's', 'h', 't', 'p', 'l', 'sig'], 'op')
   if (raw.v !== OP_VERSION) throw new OpMalformedError(`unsupported version ${String(raw.v).slice(0, 20)}`)
-  const author = str(raw.a, 'author', 128)
+  const author = intern(str(raw.a, 'author', 128))
   const seq = int(raw.s, 'seq', 1, Number.MAX_SAFE_INTEGER)
   const prev = raw.l
   if (seq === 1 ? prev !== undefined : !(prev instanceof Uint8Array) || prev.length !== 32) throw new OpMalformedError('l (previous op hash) must be 32 bytes from seq 2 on, absent on seq 1')
@@ -255,10 +288,14 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   if (!Array.isArray(h) || h.length !== 2) throw new OpMalformedError('hlc must be [ms, counter]')
   const hlc: Stamp = [int(h[0], 'hlc ms', 0, Number.MAX_SAFE_INTEGER), int(h[1], 'hlc counter', 0, 0xffffffff)]
   if (typeof raw.t !== 'string') throw new OpMalformedError('type must be a string')
-  if (!(OP_TYPES as readonly string[]).includes(raw.t)) throw new OpUnknownTypeError(raw.t)
-  const payload = checkPayload(raw.t, raw.p)
+  const type = OP_TYPES.find(t => t === raw.t)
+  if (type === undefined) throw new OpUnknownTypeError(raw.t)
+  const payload = checkPayload(type, raw.p)
   if (!(raw.sig instanceof Uint8Array) || raw.sig.length !== 64) throw new OpMalformedError('sig must be 64 bytes')
-  return { author, seq, hlc, type: raw.t, payload, ...(prev !== undefined ? { prev } : {}), sig: raw.sig, bytes, ...identify(bytes) } as Op
+  const kept = keep(bytes)
+  // canonical dag-cbor sorts 'sig' (the longest key) last: the signature is the last 64 bytes
+  const sig = viewIn(kept, raw.sig, kept.length - 64)
+  return { author, seq, hlc, type, payload, ...(prev !== undefined ? { prev: viewIn(kept, prev as Uint8Array, -1) } : {}), sig, bytes: kept, ...identify(kept) } as Op
 }
 
 // Verifying through @libp2p/crypto rebuilds a node KeyObject from JWK on every call (a third of

@@ -279,13 +279,16 @@ class PriorityIndex {
 
 // ---- the state ---------------------------------------------------------------------------
 
+// Most builds are a lone submit: `ops` stays the shared empty list until a second op arrives.
+const NO_OPS = Object.freeze([]) as unknown as SeenOp[]
 interface Entry { submit?: SeenOp, ops: SeenOp[], record?: BuildRecord }
 
 export type ChangeListener = (record: BuildRecord, previous: BuildRecord | undefined) => void
 
 export class QueueState {
   private readonly entries = new Map<string, Entry>()
-  private readonly byDrv = new Map<string, Set<string>>()
+  /** Build ids per derivation: a bare id for the usual single build, a list otherwise. */
+  private readonly byDrv = new Map<string, string | string[]>()
   private readonly byPhase = new Map<Phase, Set<string>>()
   private readonly bySystem = new Map<string, PriorityIndex>()
   private listener?: ChangeListener
@@ -299,14 +302,14 @@ export class QueueState {
   apply (op: Op, seenAt: number): string {
     const id = op.type === 'submit' ? buildIdOf(op) : op.payload.build
     let e = this.entries.get(id)
-    if (e === undefined) { e = { ops: [] }; this.entries.set(id, e) }
+    if (e === undefined) { e = { ops: NO_OPS }; this.entries.set(id, e) }
     const seen = { op, seenAt }
     if (op.type === 'submit') {
       if (e.submit !== undefined) return id
       e.submit = seen
     } else {
       if (e.ops.some(s => s.op.id === op.id)) return id
-      e.ops.push(seen)
+      if (e.ops === NO_OPS) e.ops = [seen]; else e.ops.push(seen)
     }
     this.refresh(id, e)
     return id
@@ -325,9 +328,9 @@ export class QueueState {
   private reindex (prev: BuildRecord | undefined, next: BuildRecord): void {
     if (prev === undefined) {
       this.count++
-      let s = this.byDrv.get(next.derivation)
-      if (s === undefined) { s = new Set(); this.byDrv.set(next.derivation, s) }
-      s.add(next.id)
+      const ids = this.byDrv.get(next.derivation)
+      if (ids === undefined) this.byDrv.set(next.derivation, next.id)
+      else if (typeof ids === 'string') { if (ids !== next.id) this.byDrv.set(next.derivation, [ids, next.id]) } else if (!ids.includes(next.id)) ids.push(next.id)
     } else {
       this.byPhase.get(prev.phase)?.delete(next.id)
       if (!isFinished(prev.phase)) this.bySystem.get(prev.system)?.remove(keyOf(prev))
@@ -345,7 +348,8 @@ export class QueueState {
   get (id: string): BuildRecord | undefined { return this.entries.get(id)?.record }
 
   byDerivation (drv: string): BuildRecord[] {
-    return [...(this.byDrv.get(drv) ?? [])].map(id => this.get(id)!).sort((a, b) => compareStamp(a.submitHlc, b.submitHlc))
+    const ids = this.byDrv.get(drv) ?? []
+    return (typeof ids === 'string' ? [ids] : ids).map(id => this.get(id)!).sort((a, b) => compareStamp(a.submitHlc, b.submitHlc))
   }
 
   /** Builds in a user-facing state at local time `now`. */
