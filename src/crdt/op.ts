@@ -295,7 +295,10 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   const kept = keep(bytes)
   // canonical dag-cbor sorts 'sig' (the longest key) last: the signature is the last 64 bytes
   const sig = viewIn(kept, raw.sig, kept.length - 64)
-  return { author, seq, hlc, type, payload, ...(prev !== undefined ? { prev: viewIn(kept, prev as Uint8Array, -1) } : {}), sig, bytes: kept, ...identify(kept) } as Op
+  const { id, digest } = identify(kept)
+  // fixed literal shapes (no spreads): V8 then keeps every field inside the object
+  if (prev === undefined) return { author, seq, hlc, type, payload, sig, bytes: kept, id, digest } as Op
+  return { author, seq, hlc, type, payload, prev: viewIn(kept, prev as Uint8Array, -1), sig, bytes: kept, id, digest } as Op
 }
 
 // Verifying through @libp2p/crypto rebuilds a node KeyObject from JWK on every call (a third of

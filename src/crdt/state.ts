@@ -232,11 +232,13 @@ export function reasonOf (r: BuildRecord, now: number): string {
 
 // ---- priority index ------------------------------------------------------------------
 
-interface Key { id: string, priority: number, ms: number, c: number }
+// The index holds the records themselves (their id, priority and submit stamp never change
+// within one record object): no separate key object per build.
+type Key = Pick<BuildRecord, 'id' | 'priority' | 'submitHlc'>
 function cmpKey (a: Key, b: Key): number {
-  return (b.priority - a.priority) || (a.ms - b.ms) || (a.c - b.c) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  return (b.priority - a.priority) || compareStamp(a.submitHlc, b.submitHlc) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }
-const keyOf = (r: BuildRecord): Key => ({ id: r.id, priority: r.priority, ms: r.submitHlc[0], c: r.submitHlc[1] })
+const keyOf = (r: BuildRecord): Key => r
 
 /**
  * Unfinished builds of one system in claim order: higher priority first, then oldest submit.
