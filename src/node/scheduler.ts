@@ -92,10 +92,13 @@ async function cachedClosure (subs: SubstitutesService, storePath: string): Prom
  * import what the local store lacks, references first. The store re-checks each NAR's hash.
  */
 export async function importFromSwarm (subs: SubstitutesService, store: StoreDaemon, storePath: string, signal?: AbortSignal): Promise<number> {
+  const t0 = performance.now()
   await subs.pullClosure(storePath)
+  const t1 = performance.now()
   signal?.throwIfAborted()
   const closure = await cachedClosure(subs, storePath)
   const invalid = new Set(await store.filterInvalid(closure.map((c) => c.storePath)))
+  log('closure of %s: pulled in %d ms, checked in %d ms', storePath, Math.round(t1 - t0), Math.round(performance.now() - t1))
   const storeDir = subs.cache.storeDir
   let imported = 0
   for (const { storePath: p, narinfo } of closure) {
@@ -126,15 +129,63 @@ function rank (c: string): number {
   return c === 'none' ? 0 : c === 'zstd' ? 1 : c === 'gzip' ? 2 : 3
 }
 
-/** The InputFetcher port over the node's substitutes: .drv closures and input outputs from the swarm. */
-export function swarmInputs (subs: SubstitutesService, store: StoreDaemon): InputFetcher {
+/** .drv files fetched at once while the scheduler asks for one of them. */
+const PREFETCH_CONCURRENCY = 8
+/** Claimable builds whose .drv files are fetched ahead, best first. */
+const PREFETCH_AHEAD = 64
+
+/**
+ * The InputFetcher port over the node's substitutes: .drv closures and input outputs from the
+ * swarm. The scheduler reads candidates' derivations one at a time; fetching each from the swarm
+ * costs a DHT walk, a transfer and an import (~0.3–0.8 s here), so a request for one .drv also
+ * fetches the next claimable builds' .drv files, several at a time.
+ */
+export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, ahead?: () => string[]): InputFetcher {
+  const inflight = new Map<string, Promise<void>>()
+  let active = 0
+  const waiting: Array<() => void> = []
+  const slot = async (): Promise<void> => {
+    if (active < PREFETCH_CONCURRENCY) { active++; return }
+    await new Promise<void>((resolve) => waiting.push(resolve))
+  }
+  const release = (): void => { const next = waiting.shift(); if (next !== undefined) next(); else active-- }
+  const fetchOne = (drv: string): Promise<void> => {
+    let p = inflight.get(drv)
+    if (p !== undefined) return p
+    p = (async () => {
+      await slot()
+      const t0 = performance.now()
+      try {
+        if (await store.isValid(drv)) return
+        await importFromSwarm(subs, store, drv)
+        log('fetched %s in %d ms', drv, Math.round(performance.now() - t0))
+      } finally {
+        release()
+      }
+    })()
+    inflight.set(drv, p)
+    // settled: forget it (a failure may be retried later; a success is valid in the store now)
+    p.then(() => inflight.delete(drv), () => inflight.delete(drv))
+    return p
+  }
+  const prefetch = async (): Promise<void> => {
+    const next = (ahead?.() ?? []).filter((d) => !inflight.has(d))
+    if (next.length === 0) return
+    const missing = await store.filterInvalid(next)
+    for (const d of missing) fetchOne(d).catch((err: Error) => { log('prefetching %s: %s: %s', d, err.name, err.message) })
+  }
   return {
     async ensureDerivation (drv, signal) {
       if (await store.isValid(drv)) return
+      const mine = fetchOne(drv)
+      prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
       try {
-        await importFromSwarm(subs, store, drv, signal)
+        await Promise.race([mine, new Promise<never>((_resolve, reject) => {
+          if (signal.aborted) reject(signal.reason)
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+        })])
       } catch (err) {
-        if (err instanceof DerivationUnavailableError) throw err
+        if (err instanceof DerivationUnavailableError || signal.aborted) throw err
         throw new DerivationUnavailableError(drv, `${(err as Error).name}: ${(err as Error).message}`)
       }
       if (!await store.isValid(drv)) throw new DerivationUnavailableError(drv, 'still not valid after importing its closure')
@@ -195,7 +246,7 @@ export class SchedulerNodeService implements NodeService {
       store: backend.store,
       builder: c.builder.kind === 'none' || subs === undefined ? null : backend.builder,
       publisher: subs !== undefined ? substitutesPublisher(subs) : { addFromStore: async (s, p) => { throw new NodeError(`no substitutes service to publish ${p} (${s.storeDir})`) } },
-      ...(subs !== undefined ? { inputs: swarmInputs(subs, backend.store) } : {}),
+      ...(subs !== undefined ? { inputs: swarmInputs(subs, backend.store, () => this.claimableDerivations()) } : {}),
       logsDir: join(c.dataDir, 'logs'),
       gcRootsDir: join(c.dataDir, 'gcroots'),
       hooks: { programs: parseHookSpecs(hookSpecs) },
@@ -239,6 +290,14 @@ export class SchedulerNodeService implements NodeService {
       }
       return undefined
     }
+  }
+
+  /** The .drv files of the builds this node could claim next, best first (what to prefetch). */
+  private claimableDerivations (): string[] {
+    const queue = queueOf(this.components)
+    const systems = this.scheduler?.config.systems ?? []
+    if (queue === undefined || systems.length === 0) return []
+    return queue.claimable(systems, PREFETCH_AHEAD).map((c) => c.derivation)
   }
 
   // ---- submit ---------------------------------------------------------------------------

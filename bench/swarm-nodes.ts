@@ -1,0 +1,86 @@
+// Swarm build benchmark, real processes: N trivial derivations instantiated in a submitter's store
+// (`join --builder none`), built by 3 `join --builder nix` nodes, each in its own Nix store, the
+// .drv files fetched through the swarm and outputs published as signed NARs; versus one
+// `nix-store --realise` of the same N in a 5th store with as many jobs as the swarm has slots,
+// same run. Also submit-to-claim latency and where a builder's time goes (phases per attempt).
+// (bench/swarm.ts runs the schedulers in-process; this one goes through the whole node.)
+// Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2).
+import { randomBytes } from 'node:crypto'
+import type { BuildView } from '../src/crdt/index.js'
+import { nixNamespace } from '../test/helpers/nix-ns.js'
+import { waitFor, waitForFullMesh } from '../test/helpers/swarm.js'
+import { cleanup, drvExpr, getJson, instantiate, postJson, prepare, startMember, type Prepared, type SwarmMember } from '../test/build/harness.js'
+
+const N = Number(process.env.SWARM_NODES_N ?? 60)
+const SLOTS = Number(process.env.SWARM_NODES_SLOTS ?? 2)
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))]
+}
+
+interface Decision { build: string, action: string, phases?: Record<string, number> }
+
+async function main (): Promise<void> {
+  const prepared: Prepared[] = []
+  const members: SwarmMember[] = []
+  try {
+    for (let i = 0; i < 4; i++) prepared.push(await prepare())
+    const submitter = await startMember(prepared[0], { builder: 'none', trust: prepared })
+    members.push(submitter)
+    const builders = await Promise.all([1, 2, 3].map(async (i) => await startMember(prepared[i], {
+      builder: 'nix', bootstrap: submitter, trust: prepared, args: ['--max-builds', String(SLOTS), '--lease', '20']
+    })))
+    members.push(...builders)
+    await waitForFullMesh(members, 30_000)
+    const n = randomBytes(4).toString('hex')
+    const expr = `[ ${Array.from({ length: N }, (_, i) => `(${drvExpr(`bench-${i}-${n}`, `echo ${i} > $out/file`)})`).join(' ')} ]`
+    const drvs = await instantiate(prepared[0].ns, expr)
+
+    const t0 = performance.now()
+    await postJson(submitter, '/api/publish', { paths: drvs }, 200)
+    const t1 = performance.now()
+    const { ids } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: drvs })
+    const views = await waitFor(async () => {
+      const r = await getJson<{ builds: BuildView[] }>(submitter, '/api/builds?state=succeeded&limit=100000')
+      const mine = r.builds.filter((b) => ids.includes(b.id))
+      return mine.length === N ? mine : undefined
+    }, `${N} builds`, 30 * 60_000, 250)
+    const t2 = performance.now()
+
+    // the same N, one nix-store --realise, as many jobs as the swarm's slots, in a fresh store
+    const ref = await nixNamespace()
+    let refMs: number
+    try {
+      const refDrvs = await instantiate(ref, expr)
+      const r0 = performance.now()
+      const r = await ref.exec('nix-store', ['--realise', '--max-jobs', String(3 * SLOTS), '--option', 'substituters', '', ...refDrvs])
+      refMs = performance.now() - r0
+      if (r.code !== 0) throw new Error(r.stderr.toString())
+    } finally {
+      await ref.destroy()
+    }
+
+    const claim = views.map((v) => (v.attempts.find((a) => a.state === 'succeeded')?.claimedAt ?? 0) - v.submittedAt)
+    const phases: Record<string, number[]> = {}
+    for (const b of builders) {
+      const s = await getJson<{ scheduler?: { decisions?: Decision[] } }>(b, '/api/status')
+      for (const d of s.scheduler?.decisions ?? []) {
+        if (d.action !== 'succeeded' || d.phases === undefined) continue
+        for (const [k, v] of Object.entries(d.phases)) (phases[k] ??= []).push(v)
+      }
+    }
+    const swarmMs = t2 - t1
+    console.log(`${N} trivial derivations, 3 node processes × ${SLOTS} slot(s), separate Nix stores`)
+    console.log(`  publish of the ${N} .drv files (submitter, before submit): ${(t1 - t0).toFixed(0)} ms`)
+    console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
+    console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
+    console.log(`  ratio swarm / nix-store: ${(swarmMs / refMs).toFixed(2)}`)
+    console.log(`  submit-to-claim ms: p50 ${pct(claim, 50)}, p95 ${pct(claim, 95)}`)
+    for (const [k, v] of Object.entries(phases)) console.log(`  phase ${k.padEnd(10)} ms (last ${v.length} attempts): p50 ${pct(v, 50).toFixed(0)}, p95 ${pct(v, 95).toFixed(0)}`)
+  } finally {
+    await cleanup(members, prepared)
+  }
+}
+
+await main()
