@@ -3,7 +3,7 @@
 // duplicates and replays cannot change the result; indexes are updated incrementally.
 import { createHash } from 'node:crypto'
 import { compareStamp, type Stamp } from './hlc.js'
-import { buildIdOf, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
+import { buildIdOf, sha256Hex, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
 
 export type Phase = 'queued' | 'claimed' | 'building' | 'succeeded' | 'failed' | 'canceled'
 /** What users see: the phase, with leases and defer-until judged at a given local time. */
@@ -181,7 +181,7 @@ function digestOf (r: BuildRecord): string {
   const canon = [r.id, r.derivation, r.system, Object.entries(r.tags).sort(), r.submitter, r.submitOpId, r.maxAttempts, r.deferUntil ?? null,
     r.priority, r.canceled, r.phase, r.failures,
     r.attempts.map(a => [a.number, a.claimer, a.claimOpId, a.released, a.result?.opId ?? null, done ? null : [a.started, a.contenders]])]
-  return createHash('sha256').update(JSON.stringify(canon)).digest('hex')
+  return sha256Hex(JSON.stringify(canon))
 }
 
 /** Claimability of a record at local time `now`: the attempt number to claim, or undefined. */
