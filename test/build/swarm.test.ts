@@ -7,7 +7,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { rm } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { BuildView } from '../../src/crdt/index.js'
 import { nixSkip } from '../helpers/nix.js'
@@ -36,13 +38,20 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
   const members: SwarmMember[] = []
   const n = randomBytes(4).toString('hex')
   const marker = `/tmp/gs-build-kill-${n}`
+  const hookDirs: string[] = []
   try {
     for (let i = 0; i < 4; i++) prepared.push(await prepare())
     const submitter = await startMember(prepared[0], { builder: 'none', trust: prepared })
     members.push(submitter)
     // a short lease (the kill test waits for it), still long enough that load never fakes a fault
+    // each success runs the builder's hook with the build's JSON (host /tmp: every namespace sees it)
+    const hookDir = await mkdtemp(join(tmpdir(), 'gs-build-hooks-'))
+    hookDirs.push(hookDir)
+    const hook = join(hookDir, 'hook.sh')
+    await writeFile(hook, `#!/bin/sh\ncat > "${hookDir}/$1-$$-$(date +%s%N).json"\n`)
+    await chmod(hook, 0o755)
     const builders = await Promise.all([1, 2, 3].map(async (i) => await startMember(prepared[i], {
-      builder: 'nix', bootstrap: submitter, trust: prepared, args: ['--max-builds', '2', '--lease', '6']
+      builder: 'nix', bootstrap: submitter, trust: prepared, args: ['--max-builds', '2', '--lease', '6', '--hook', `build-success=${hook}`]
     })))
     members.push(...builders)
     await waitForFullMesh(members, 30_000)
@@ -92,6 +101,15 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
       assert.ok(doneAt(c) <= win(b).claimedAt, 'c succeeded before b was claimed')
       assert.ok(doneAt(b) <= win(a).claimedAt, 'b succeeded before a was claimed')
       assert.ok(new Set(views.map((v) => win(v).peerId)).size >= 2, 'work spread over more than one builder')
+      // one build-success hook run per build, on the node that built it, with the build's JSON
+      const hooked = await waitFor(async () => {
+        const runs = await Promise.all((await readdir(hookDir)).filter((f) => f.startsWith('build-success-')).map(async (f) => JSON.parse(await readFile(join(hookDir, f), 'utf8')) as { event: string, node: string, build: BuildView }))
+        const mine = runs.filter((r) => ids.includes(r.build.id))
+        return mine.length >= 30 ? mine : undefined
+      }, 'a build-success hook for each of the 30 builds', 30_000)
+      assert.equal(hooked.length, 30)
+      assert.deepEqual(new Set(hooked.map((h) => h.build.id)), new Set(ids))
+      for (const h of hooked) assert.equal(h.node, win(views[ids.indexOf(h.build.id)]).peerId, 'the hook ran where the build ran')
       // 6 slots for 27 independent builds: on average, priority 3 is claimed before priority 0
       const rank = new Map([...views].sort((x, y) => win(x).claimedAt - win(y).claimedAt).map((v, i) => [v.id, i]))
       const meanRank = (p: number): number => { const vs = views.filter((_, i) => i > 2 && prio(i) === p); return vs.reduce((s, v) => s + (rank.get(v.id) ?? 0), 0) / vs.length }
@@ -177,5 +195,6 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
     for (const pid of await pidsWith(`cancel-${n}`)) { try { process.kill(pid, 'SIGKILL') } catch {} }
     await cleanup(members, prepared)
     await rm(marker, { force: true })
+    for (const d of hookDirs) await rm(d, { recursive: true, force: true })
   }
 })
