@@ -7,7 +7,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -181,7 +181,8 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
       const building = await waitFor(async () => (await view(submitter, id)).attempts.find((a) => a.state === 'building'), 'the slow build to start', 60_000)
       const victim = byPeer.get(building.peerId)
       assert.ok(victim !== undefined)
-      await waitFor(async () => (await pidsWith(`kill-${n}`)).length > 0, 'the builder process to run', 30_000)
+      // the builder script itself is sleeping (not just the daemon client started): its marker exists
+      await waitFor(async () => await access(marker).then(() => true, () => false), 'the slow builder to run', 30_000)
       victim.proc.kill('SIGKILL')
       const v = await waitFor(async () => { const x = await view(submitter, id); return x.state === 'succeeded' ? x : undefined }, 'another node to build it', 90_000, 500)
       assert.equal(succeeded(v).length, 1)
