@@ -27,6 +27,7 @@ import { CacheNarSource, NarHashIndex } from './source.js'
 const log = logger('guix-swarm:substitutes')
 
 const MAX_BODY_BYTES = 1024 * 1024
+const PUBLISH_ANNOUNCE_CONCURRENCY = 8
 const ANNOUNCE_TIMEOUT_MS = 15_000
 
 export interface SubstitutesInit {
@@ -182,10 +183,13 @@ export class SubstitutesService implements NodeService {
     }
     const store = await this.openStore()
     const entries = await this.cache.addClosure(store, paths)
+    // Each announcement is a DHT round trip (0.15–0.5 s); a few at a time keeps a large
+    // closure from taking a round trip per path without flooding the routing table.
     const out: PublishedPath[] = []
-    for (const e of entries) {
-      const announced = await this.added(e)
-      out.push({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced })
+    for (let i = 0; i < entries.length; i += PUBLISH_ANNOUNCE_CONCURRENCY) {
+      const batch = entries.slice(i, i + PUBLISH_ANNOUNCE_CONCURRENCY)
+      const announced = await Promise.all(batch.map(async (e) => await this.added(e)))
+      batch.forEach((e, j) => out.push({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: announced[j] }))
     }
     return out
   }
