@@ -4,22 +4,13 @@ import '../../src/polyfill.js'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@libp2p/yamux'
-import { identify } from '@libp2p/identify'
-import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { Level } from 'level'
-import { QueueService, type QueueConfig } from '../../src/crdt/index.js'
+import type { QueueService, QueueConfig } from '../../src/crdt/index.js'
+import { startNode, type TestLibp2p } from '../crdt/net.js'
 import { openBackend, type Backend, type StoreDaemon } from '../../src/daemon/index.js'
 import { SchedulerService, type InputFetcher, type OutputPublisher, type SchedulerComponents, type SchedulerConfig } from '../../src/scheduler/index.js'
 import { BinaryCache } from '../../src/cache/index.js'
 import { generateNixKeyPair, type NixKeyPair } from '../../src/narinfo/index.js'
 import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
-
-type TestLibp2p = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, pubsub: GossipSub }>
 
 export interface QueueNode {
   dir: string
@@ -32,37 +23,16 @@ export async function tempDir (prefix = 'guix-swarm-sched-'): Promise<string> {
   return await mkdtemp(join(tmpdir(), prefix))
 }
 
+/** A queue replica from the crdt test rig, with signatures checked on the main thread. */
 export async function startQueueNode (config: Partial<QueueConfig> = {}, now?: () => number): Promise<QueueNode> {
-  const dir = await tempDir()
-  const key = await generateKeyPair('Ed25519')
-  const libp2p: TestLibp2p = await createLibp2p({
-    privateKey: key,
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }) }
-  })
-  const db = new Level<string, Uint8Array>(join(dir, 'db'), { valueEncoding: 'view' })
-  await db.open()
-  const queue = new QueueService({
-    libp2p,
-    pubsub: libp2p.services.pubsub,
-    db: db.sublevel<string, Uint8Array>('queue', { valueEncoding: 'view' }),
-    privateKey: key,
-    ...(now !== undefined ? { now } : {}),
-    config: { syncIntervalMs: 1000, verifyWorkers: 0, ...config }
-  })
-  await queue.start()
+  const node = await startNode({ dir: await tempDir(), config: { verifyWorkers: 0, ...config }, ...(now !== undefined ? { now } : {}) })
   return {
-    dir,
-    libp2p,
-    queue,
+    dir: node.dir,
+    libp2p: node.libp2p,
+    queue: node.queue,
     stop: async () => {
-      await queue.stop()
-      await libp2p.stop()
-      await db.close()
-      await rm(dir, { recursive: true, force: true })
+      await node.stop()
+      await rm(node.dir, { recursive: true, force: true })
     }
   }
 }
