@@ -114,7 +114,10 @@ test('setup failure: released, not counted, retried after a local backoff; missi
     r.builder.scripts.set(b, [async () => ({ kind: 'missing-inputs', missing: ['/nix/store/00000000000000000000000000000000-x.drv'] })])
     const [ia, ib] = await r.q.queue.submit([{ drv: a, system: SYS }, { drv: b, system: SYS }])
     await r.scheduler.start()
-    await waitFor('both to succeed', () => r.q.queue.get(ia)?.phase === 'succeeded' && r.q.queue.get(ib)?.phase === 'succeeded')
+    // The queue shows the result op as soon as it is applied; the scheduler logs its
+    // 'succeeded' decision just after, so wait for both before reading the decision log.
+    await waitFor('both to succeed', () => r.q.queue.get(ia)?.phase === 'succeeded' && r.q.queue.get(ib)?.phase === 'succeeded' &&
+      r.scheduler.status().decisions.some(d => d.build === ia && d.action === 'succeeded'))
       .catch((e: Error) => { throw new Error(`${e.message}; decisions: ${JSON.stringify(r.scheduler.status().decisions)}`) })
     const ra = r.q.queue.get(ia)!
     assert.equal(ra.failures, 0)
