@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Command } from 'commander'
-import { API_FILE, resolveDataDir } from '../node/index.js'
+import { API_FILE, resolveDataDir } from '../node/config.js'
 import { CliError, EXIT } from './errors.js'
 
 export interface ApiClientOptions {

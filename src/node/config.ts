@@ -9,6 +9,8 @@ export const DEFAULT_P2P_PORT = 8747
 export const DEFAULT_HTTP = '127.0.0.1:8746'
 export const DEFAULT_SWARM = 'main'
 export const CONFIG_FILE = 'config.json'
+/** `<data-dir>/api` holds the URL of the node's HTTP front, for local CLI commands. */
+export const API_FILE = 'api'
 
 export type BuilderPref = 'auto' | 'guix' | 'nix' | 'none'
 

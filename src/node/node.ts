@@ -11,7 +11,7 @@ import { ensureKeys, type NodeKeys } from '../narinfo/index.js'
 import { detectBuilder } from '../daemon/index.js'
 import { VERSION } from '../version.js'
 import type { NodeBuilder, NodeComponents, NodeDb, NodeService, ServiceFactory, SwarmLibp2p } from './components.js'
-import { effectiveStoreDir, type NodeConfig } from './config.js'
+import { API_FILE, effectiveStoreDir, type NodeConfig } from './config.js'
 import { DataDirInUseError, NodeError } from './errors.js'
 import { loadOrCreatePeerKey } from './identity.js'
 import { createSwarmLibp2p, protocolIdFor, startSwarmLibp2p, topicFor } from './libp2p.js'
@@ -20,7 +20,6 @@ import { SERVICES } from './services.js'
 
 const log = logger('guix-swarm:node')
 
-export const API_FILE = 'api'
 
 export interface SwarmNodeOptions {
   /** Services to run; defaults to SERVICES. */

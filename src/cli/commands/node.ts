@@ -1,8 +1,7 @@
 import { Option, type Command } from 'commander'
-import {
-  SwarmNode, resolveConfig, NodeError, NodeConfigError, DataDirInUseError, ListenError,
-  DEFAULT_HTTP, DEFAULT_P2P_PORT, SETTINGS, parseSize, CONFIG_FILE, type PartialSettings, type NodeStatus
-} from '../../node/index.js'
+import { resolveConfig, DEFAULT_HTTP, DEFAULT_P2P_PORT, SETTINGS, parseSize, CONFIG_FILE, type PartialSettings } from '../../node/config.js'
+import { NodeError, NodeConfigError, DataDirInUseError, ListenError } from '../../node/errors.js'
+import type { SwarmNode, NodeStatus } from '../../node/index.js'
 import { HttpAddressInUseError, HttpError } from '../../http/index.js'
 import { addClientOptions, apiClient } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
@@ -112,6 +111,8 @@ async function join (flags: JoinFlags, cmd: Command): Promise<void> {
   let node: SwarmNode
   try {
     const config = await resolveConfig({ dataDir: flags.dataDir, flags: settings })
+    // Loaded here, not at the top: libp2p takes ≈0.4 s to load and only `join` needs it.
+    const { SwarmNode } = await import('../../node/index.js')
     node = new SwarmNode(config)
     await node.start()
     process.stdout.write(banner(await node.status(), config.mdns, config.bootstrap))

@@ -1,7 +1,7 @@
 // Substitutes from the command line: publish local store paths to the swarm, pull paths from the
 // swarm into the node's cache, and GC the cache (each talks to the local node's API).
 import type { Command } from 'commander'
-import { parseSize } from '../../node/index.js'
+import { parseSize } from '../../node/config.js'
 import type { GcReport, PublishedPath } from '../../substitutes/index.js'
 import { addClientOptions, ApiClient, resolveApiUrl, type ApiClientOptions } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
