@@ -164,7 +164,7 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
       const { ids: [id] } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: [cancelDrv] })
       const building = await waitFor(async () => (await view(submitter, id)).attempts.find((a) => a.state === 'building'), 'the slow build to start', 60_000)
       const holder = byPeer.get(building.peerId)
-      assert.ok(holder !== undefined)
+      assert.ok(holder !== undefined, 'the building peer is one of the swarm nodes')
       await waitFor(async () => (await pidsWith(`cancel-${n}`)).length > 0, 'the builder process to run', 30_000)
       const r = await runCli(['cancel', id, '--api', submitter.url])
       assert.equal(r.code, 0, r.stderr)
@@ -180,7 +180,7 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
       const { ids: [id] } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: [killDrv] })
       const building = await waitFor(async () => (await view(submitter, id)).attempts.find((a) => a.state === 'building'), 'the slow build to start', 60_000)
       const victim = byPeer.get(building.peerId)
-      assert.ok(victim !== undefined)
+      assert.ok(victim !== undefined, 'the building peer is one of the swarm nodes')
       // the builder script itself is sleeping (not just the daemon client started): its marker exists
       await waitFor(async () => await access(marker).then(() => true, () => false), 'the slow builder to run', 30_000)
       victim.proc.kill('SIGKILL')

@@ -42,5 +42,5 @@ test('--follow prints the state, then only what changed: attempts, claimers, log
   const failedAttempt = { number: 1, peerId: 'p1', state: 'failed' as const, claimedAt: 1, leaseEndsAt: null, contenders: 1, result: { outcome: 'failure' as const, opId: 'o', hlc: [1, 0] as [number, number], log: { peerId: 'p1', name: 'aaaaaaaaaaaaaaaa.1' } } }
   const retrying = build('queued', [failedAttempt])
   const l2 = progressLines(retrying, claimed)
-  assert.ok(l2.some((l) => /attempt 1 failed on p1 \(log aaaaaaaaaaaaaaaa\.1: guix-swarm log aaaaaaaaaaaaaaaa --attempt 1\)/.test(l)))
+  assert.ok(l2.some((l) => /attempt 1 failed on p1 \(log aaaaaaaaaaaaaaaa\.1: guix-swarm log aaaaaaaaaaaaaaaa --attempt 1\)/.test(l)), `a line reports attempt 1's failure on p1 with the command to read its log: ${l2.join(' | ')}`)
 })

@@ -47,7 +47,7 @@ test('gossip spreads, an offline node catches up, partitions converge', async (t
   await connect(c, a)
   await waitFor('C caught up', () => c.queue.stateHash() === a.queue.stateHash())
   assert.equal(c.queue.view(id1).state, 'canceled')
-  assert.ok(c.queue.get(id3) !== undefined)
+  assert.ok(c.queue.get(id3) !== undefined, 'C caught up on the build submitted while it was offline')
 
   // 3. partition {A, B} | {C}: divergent submits, cancels, priorities; then reconnect
   await c.libp2p.hangUp(a.libp2p.peerId)
@@ -64,7 +64,7 @@ test('gossip spreads, an offline node catches up, partitions converge', async (t
   await connect(c, a); await connect(c, b)
   await waitFor('all three converge', () => a.queue.stateHash() === c.queue.stateHash() && b.queue.stateHash() === c.queue.stateHash())
   for (const n of [a, b, c]) {
-    assert.ok(n.queue.get(left) !== undefined && n.queue.get(right) !== undefined)
+    assert.ok(n.queue.get(left) !== undefined && n.queue.get(right) !== undefined, 'the builds submitted on each side of the partition reached every replica')
     assert.equal(n.queue.view(id2).state, 'canceled')
     assert.equal(n.queue.view(id3).state, 'canceled')
   }

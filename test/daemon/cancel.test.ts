@@ -47,5 +47,5 @@ test('cancel: SIGTERM ignored, builder in its own session: both are gone when bu
   assert.deepEqual(await done, { kind: 'canceled' })
   assert.deepEqual(await pidsWith(client), [])
   assert.deepEqual(await pidsWith(builder), [])
-  assert.ok(logs.join('').includes('started'))
+  assert.ok(logs.join('').includes('started'), `the build logged 'started' before it was canceled: ${logs.join('')}`)
 })

@@ -16,7 +16,7 @@ test('detectBuilder none', async () => {
 test('detectBuilder finds nix and its native system', { skip: nixSkip() }, async () => {
   const auto = await detectBuilder('auto', { fresh: true })
   // No guix here; a host with guix-daemon would answer guix, which is also right.
-  assert.ok(auto.kind === 'nix' || auto.kind === 'guix')
+  assert.ok(auto.kind === 'nix' || auto.kind === 'guix', `auto-detection picks nix or guix, got ${auto.kind}`)
   const nix = await detectBuilder('nix')
   assert.equal(nix.kind, 'nix')
   const { execFileSync } = await import('node:child_process')

@@ -62,7 +62,7 @@ test('guix build: offline flags, output paths from the .drv, log streamed', asyn
   assert.deepEqual(build, { command: 'guix', args: ['build', '--verbosity=2', '--no-grafts', '--no-substitutes', DRV], detached: true })
   assert.match(Buffer.concat(log).toString(), /building\.\.\./)
   // validity of the drv, its inputs, then its outputs — all through the Guile helper
-  assert.ok(runner.calls.filter((c) => isRepl(c, 'invalid')).length >= 3)
+  assert.ok(runner.calls.filter((c) => isRepl(c, 'invalid')).length >= 3, 'validity of the drv, its inputs and its outputs was queried through the Guile helper')
   await done()
 })
 
@@ -139,7 +139,7 @@ test('guix path info through the Guile helper, parsed like nix-store --dump-db',
   assert.deepEqual(info, { path: p, narHash: formatSha256(Buffer.from('ab'.repeat(32), 'hex')), narSize: 1234, references: [dep, p], deriver: '/gnu/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-hello-2.12.2.drv' })
   await assert.rejects(guix.store.queryPathInfo(dep), PathNotValidError)
   const call = runner.calls.find((c) => isRepl(c, 'info'))
-  assert.ok(call !== undefined)
+  assert.ok(call !== undefined, 'path info was queried through the Guile helper')
   assert.match(await readFile(call.args[2], 'utf8'), /query-path-info/)
   await assert.rejects(guix.store.importPath({ storePath: p, narHash: info.narHash, narSize: 1, references: [] }, Readable.from([])), ImportUnsupportedError)
 })

@@ -59,7 +59,7 @@ test('multiple outputs come back by name', { skip }, async () => {
   assert.equal(outcome.kind, 'success')
   if (outcome.kind !== 'success') return
   assert.deepEqual(Object.keys(outcome.outputs).sort(), ['dev', 'out'])
-  assert.ok(outcome.outputs.dev.endsWith(`-multi-${n}-dev`))
+  assert.ok(outcome.outputs.dev.endsWith(`-multi-${n}-dev`), `the dev output is named -multi-${n}-dev: ${outcome.outputs.dev}`)
   // Rooted: readable links to the outputs, and the GC refuses to delete them.
   assert.equal(await readlink(root), outcome.outputs.out)
   assert.equal(await readlink(root + '-dev'), outcome.outputs.dev)
@@ -76,7 +76,7 @@ test('a failing builder is "failed" with its log', { skip }, async () => {
   if (outcome.kind !== 'failed') return
   assert.equal(outcome.exitCode, 100)
   assert.match(outcome.message, /failed with exit code 3/)
-  assert.ok(log.includes(`failing-${n}`))
+  assert.ok(log.includes(`failing-${n}`), `the failure log mentions failing-${n}: ${log}`)
 })
 
 test('a .drv that is not in the store is "missing-inputs"', { skip }, async () => {

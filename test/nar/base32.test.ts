@@ -14,10 +14,10 @@ interface Case { bytes_hex?: string, input_utf8?: string, sha256_hex?: string, n
 const vectors = JSON.parse(readFileSync(join(VECTORS, 'nix-base32.json'), 'utf8')) as { cases: Case[] }
 
 test('nix-base32 encodes and decodes every shared vector', () => {
-  assert.ok(vectors.cases.length >= 8)
+  assert.ok(vectors.cases.length >= 8, 'the base32 vectors hold at least 8 cases')
   for (const c of vectors.cases) {
     const hex = c.bytes_hex ?? c.sha256_hex
-    assert.ok(hex !== undefined)
+    assert.ok(hex !== undefined, 'every base32 case has a hex form')
     const bytes = Buffer.from(hex, 'hex')
     assert.equal(encodeNixBase32(bytes), c.nix_base32)
     assert.equal(Buffer.from(decodeNixBase32(c.nix_base32)).toString('hex'), hex)

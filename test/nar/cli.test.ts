@@ -23,7 +23,7 @@ test('nar hash prints the manifest hash; nar pack writes the fixture bytes to st
     const dest = join(dir, 'restored')
     const u = await runCli(['nar', 'unpack', dest, '-i', out, '--compression', 'zstd'])
     assert.equal(u.code, 0, u.stderr)
-    assert.ok(Buffer.concat([...packNarSync(dest)]).equals(readFileSync(join(NAR_VECTORS, 'tree-with-1MiB.nar'))))
+    assert.ok(Buffer.concat([...packNarSync(dest)]).equals(readFileSync(join(NAR_VECTORS, 'tree-with-1MiB.nar'))), 're-packing the unpacked tree gives back tree-with-1MiB.nar byte for byte')
   } finally {
     cleanup()
   }
@@ -36,7 +36,7 @@ test('nar unpack reads stdin, refuses an existing DEST with exit 2', async () =>
     const dest = join(dir, 'd')
     const ok = await runCli(['nar', 'unpack', dest], { input: nar })
     assert.equal(ok.code, 0, ok.stderr)
-    assert.ok(Buffer.concat([...packNarSync(dest)]).equals(nar))
+    assert.ok(Buffer.concat([...packNarSync(dest)]).equals(nar), 're-packing the unpacked tree gives back the original NAR byte for byte')
     const again = await runCli(['nar', 'unpack', dest], { input: nar })
     assert.equal(again.code, 2)
     assert.match(again.stderr, /already exists/)
@@ -96,7 +96,7 @@ test('nar pack -o without compression writes the same bytes as nix-store --dump 
     const out = join(dir, 'tree.nar')
     const r = await runCli(['nar', 'pack', join(dir, 'tree-with-1MiB'), '-o', out])
     assert.equal(r.code, 0, r.stderr)
-    assert.ok(readFileSync(out).equals(readFileSync(join(NAR_VECTORS, 'tree-with-1MiB.nar'))))
+    assert.ok(readFileSync(out).equals(readFileSync(join(NAR_VECTORS, 'tree-with-1MiB.nar'))), 'the CLI wrote tree-with-1MiB.nar byte for byte')
   } finally {
     cleanup()
   }

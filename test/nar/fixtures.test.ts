@@ -18,7 +18,7 @@ test('packing the recreated fixture trees gives the fixture NARs byte for byte, 
   try {
     makeCases(dir)
     const fixtures = readdirSync(NAR_VECTORS).filter((f) => f.endsWith('.nar'))
-    assert.ok(fixtures.length >= 9)
+    assert.ok(fixtures.length >= 9, `at least 9 NAR fixtures, found ${fixtures.length}`)
     for (const f of fixtures) {
       const src = join(dir, f.slice(0, -'.nar'.length))
       const expected = readFileSync(join(NAR_VECTORS, f))
@@ -105,7 +105,7 @@ test('parsing does not depend on how the input is chunked (one byte at a time, r
   const p = new NarParser(whole.v)
   p.push(bytes)
   p.end()
-  assert.ok(whole.events.length > 20)
+  assert.ok(whole.events.length > 20, `parsing the whole NAR yields more than 20 events, got ${whole.events.length}`)
 
   const bytewise = record()
   const q = new NarParser(bytewise.v)

@@ -125,7 +125,7 @@ test('a NAR from nix-store --dump of the shared small tree round-trips through o
     const nar = nixDump(src)
     await unpackNar([nar], join(dir, 'once'))
     const again = Buffer.concat([...packNarSync(join(dir, 'once'))])
-    assert.ok(again.equals(nar))
+    assert.ok(again.equals(nar), 'unpacking and re-packing the nix-store --dump NAR gives it back byte for byte')
   } finally {
     cleanup()
   }

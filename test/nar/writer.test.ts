@@ -38,13 +38,13 @@ test('writeNar streams into a sink through a NarHashTap; recycled chunks give th
     const sink = new Writable({ write (chunk: Buffer, _e, cb) { parts.push(chunk); cb() } })
     tap.pipe(sink)
     await writeNar(src, tap)
-    assert.ok(Buffer.concat(parts).equals(expected))
+    assert.ok(Buffer.concat(parts).equals(expected), 'writeNar streamed the expected NAR bytes into the sink')
     assert.equal(tap.digest().narSize, expected.length)
     assert.equal(tap.digest().narHash, hashPathSync(src).narHash)
     // Recycled chunks must be consumed at once; copying each shows the stream is intact.
     const reused: Buffer[] = []
     for (const c of packNarSync(src, { reuseBuffers: true })) reused.push(Buffer.from(c))
-    assert.ok(Buffer.concat(reused).equals(expected))
+    assert.ok(Buffer.concat(reused).equals(expected), 'packing with recycled buffers (copied out) gives the same NAR')
   } finally {
     cleanup()
   }

@@ -18,7 +18,7 @@ const BAYFRONT = guixKey('7D602902D3A2DBB83F8A0FB98602A754C5493B0B778C8D1DD4E0F4
 
 function signatureLine (text: string): string {
   const line = text.split('\n').find((l) => l.startsWith('Signature: '))
-  assert.ok(line !== undefined)
+  assert.ok(line !== undefined, 'the narinfo has a Signature line')
   return line.slice('Signature: '.length)
 }
 
@@ -47,7 +47,7 @@ for (const [file, key] of [['berlin-hurd-hello-2.10.narinfo', BERLIN], ['bayfron
   test(`${file}: changing any single signed byte breaks verification`, async () => {
     const bytes = Buffer.from(await vec(`guix/${file}`))
     const signedLength = guixSignedBody(bytes).length
-    assert.ok(signedLength > 200)
+    assert.ok(signedLength > 200, `the signed body is over 200 bytes, got ${signedLength}`)
     for (let i = 0; i < signedLength; i++) {
       const copy = Buffer.from(bytes)
       copy[i] ^= 0x01
@@ -66,7 +66,7 @@ test('bayfront layout: the URL groups after Signature are unsigned, so changing 
   const changed = text.replace('FileSize: 68076', 'FileSize: 1').replace('URL: nar/zstd/', 'URL: http://elsewhere.example/')
   assert.notEqual(changed, text)
   const r = verifyNarinfo(changed + 'Extra: field\n', [BAYFRONT])
-  assert.ok(r.ok)
+  assert.ok(r.ok, 'changing the unsigned URL groups and adding a field after Signature keeps it verified')
   assert.equal(r.narinfo.urls[0].fileSize, 1)
 })
 
@@ -84,7 +84,7 @@ test('self-signed-example verifies with test-key.pub; re-signing its body reprod
   const text = await vec('guix/self-signed-example.narinfo')
   const pub = parseGuixPublicKey(await vec('guix/test-key.pub'))
   const pair = parseGuixSecretKey(await vec('guix/test-key.sec'))
-  assert.ok(verifyNarinfo(text, [pub]).ok)
+  assert.ok(verifyNarinfo(text, [pub]).ok, 'self-signed-example verifies with test-key.pub')
   const resigned = signGuixNarinfo(text, pair, { host: 'localhost' })
   assert.equal(resigned, text)
   assert.equal(signNarinfo(guixSignedBody(text).toString(), pair, { host: 'localhost' }), text)
@@ -95,7 +95,7 @@ test('signing replaces an existing Signature and the result verifies; a wrong ha
   const pair = generateGuixKeyPair()
   const signed = signGuixNarinfo(text, pair, { host: 'node-a' })
   assert.equal(signed.match(/^Signature:/gm)?.length, 1)
-  assert.ok(signed.endsWith('\n') && signed.split('\n').at(-2)?.startsWith('Signature: 1;node-a;'))
+  assert.ok(signed.endsWith('\n') && signed.split('\n').at(-2)?.startsWith('Signature: 1;node-a;'), `the signed narinfo ends with a node-a Signature line: ${signed}`)
   const r = assertNarinfoVerified(signed, [pair.publicKey])
   assert.equal(r.kind, 'guix')
   // now every field is signed: changing a URL fails
@@ -132,7 +132,7 @@ test('a model written in guix publish order, signed, parses back to the same mod
   const signed = signGuixNarinfo(text, pair, { host: 'h' })
   const back = parseNarinfo(signed)
   assert.deepEqual({ ...back, signature: undefined }, { ...n, signature: undefined })
-  assert.ok(verifyNarinfo(signed, [pair.publicKey]).ok)
+  assert.ok(verifyNarinfo(signed, [pair.publicKey]).ok, 'the narinfo signed with our key verifies')
 })
 
 test('ECDSA: random keys and messages sign and verify; a different message or key does not', () => {
@@ -140,7 +140,7 @@ test('ECDSA: random keys and messages sign and verify; a different message or ke
     const pair = generateGuixKeyPair()
     const h = createHash('sha256').update(`message ${i}`).digest()
     const sig = ecdsaSign(pair.d, h)
-    assert.ok(ecdsaVerify(pair.publicKey.q, h, sig))
+    assert.ok(ecdsaVerify(pair.publicKey.q, h, sig), 'the ECDSA signature verifies against the public key')
     assert.deepEqual(ecdsaSign(pair.d, h), sig) // deterministic (RFC 6979)
     assert.equal(ecdsaVerify(pair.publicKey.q, createHash('sha256').update('other').digest(), sig), false)
     assert.equal(ecdsaVerify(generateGuixKeyPair().publicKey.q, h, sig), false)

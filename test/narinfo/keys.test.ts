@@ -58,7 +58,7 @@ test('ensureKeys creates the four files with the right modes, then reloads the s
     assert.equal((await stat(join(dir, 'nix-key.sec'))).mode & 0o777, 0o600)
     const nixPub = await readFile(join(dir, 'nix-key.pub'), 'utf8')
     assert.match(nixPub, /^node-a-1:[A-Za-z0-9+/]{43}=$/)
-    assert.ok(!(await readFile(join(dir, 'nix-key.sec'), 'utf8')).endsWith('\n'))
+    assert.ok(!(await readFile(join(dir, 'nix-key.sec'), 'utf8')).endsWith('\n'), 'nix-key.sec has no trailing newline')
     const guixSec = await readFile(join(dir, 'signing-key.sec'), 'utf8')
     assert.match(guixSec, /^\(private-key \n \(ecc \n {2}\(curve Ed25519\)\n {2}\(q #[0-9A-F]{64}#\)\n {2}\(d #[0-9A-F]+#\)\n {2}\)\n \)\n$/)
     const b = await ensureKeys(dir)
@@ -108,7 +108,7 @@ test('parsePublicKeys reads a Guix ACL and whitespace-separated Nix keys', async
   const acl = `(acl \n (entry \n  ${guixPub.trim()}\n  (tag \n   (guix import)\n   )\n  )\n (entry (public-key (ecc (curve Ed25519) (q #8D156F295D24B0D9A86FA5741A840FF2D24F60F7B6C4134814AD55625971B394#))) (tag (guix import))))\n`
   const keys = parsePublicKeys(acl)
   assert.equal(keys.length, 2)
-  assert.ok(keys.every((k) => k.kind === 'guix'))
+  assert.ok(keys.every((k) => k.kind === 'guix'), 'both ACL entries parse as guix keys')
   assert.equal(parseGuixAcl(acl).length, 2)
   const nix = parsePublicKeys(`${await vec('keys/fmt-test-1.pub')} ${await vec('keys/wrong-key-1.pub')}\n`)
   assert.deepEqual(nix.map((k) => k.kind === 'nix' ? k.name : ''), ['fmt-test-1', 'wrong-key-1'])

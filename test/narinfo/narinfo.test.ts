@@ -23,7 +23,7 @@ async function narinfosUnder (dir: string): Promise<Array<{ name: string, text: 
 
 test('every nix-copy-* narinfo parses and the Nix writer gives back the same bytes', async () => {
   const files = await narinfosUnder('nix-cache')
-  assert.ok(files.length >= 21)
+  assert.ok(files.length >= 21, `at least 21 narinfo fixtures, found ${files.length}`)
   for (const { name, text } of files) {
     assert.equal(formatNixNarinfo(parseNarinfo(text, NIX)), text, name)
   }
@@ -34,7 +34,7 @@ const REJECTED_AS_NARINFO = new Set(['var-crlf', 'var-no-url'])
 
 test('narinfo-variants: all Nix-parsable files round-trip through the model; CRLF and missing URL are rejected', async () => {
   const files = await narinfosUnder('narinfo-variants')
-  assert.ok(files.length >= 40)
+  assert.ok(files.length >= 40, `at least 40 narinfo fixtures, found ${files.length}`)
   let exact = 0
   for (const { name, text } of files) {
     const variant = name.split('/')[0]

@@ -50,7 +50,7 @@ test('services plug in through the seam; capabilities spread and update; metrics
 
     const capsA = a.service<CapabilitiesService>('capabilities')
     const capsB = b.service<CapabilitiesService>('capabilities')
-    assert.ok(capsA != null && capsB != null)
+    assert.ok(capsA != null && capsB != null, 'both nodes run the capabilities service')
     await waitFor(() => capsB.peers().get(a.peerId.toString())?.freeSlots === 2, 'b to learn a\'s capabilities')
     assert.deepEqual(capsB.peers().get(a.peerId.toString())?.systems, ['x86_64-linux'])
     assert.equal(capsA.peers().get(b.peerId.toString())?.builder, 'nix')

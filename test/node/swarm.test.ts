@@ -102,8 +102,8 @@ test('status reports the node; a second node on the same data dir or HTTP port i
     assert.equal(st.peerId, a.peerId)
     assert.deepEqual(st.addresses, a.addrs)
     assert.equal(st.builder, builder)
-    if (builder !== 'none') assert.ok(st.systems.length > 0)
-    assert.ok(Number.isInteger(st.uptime))
+    if (builder !== 'none') assert.ok(st.systems.length > 0, 'status lists at least one system')
+    assert.ok(Number.isInteger(st.uptime), `status uptime is an integer, got ${st.uptime}`)
     assert.match(st.version, /^\d+\.\d+\.\d+/)
     assert.match(st.capabilities.protocol, /^\/guix-swarm\/.+\/caps\/1\.0\.0$/)
 

@@ -128,10 +128,10 @@ test('setup failure: released, not counted, retried after a local backoff; missi
     assert.equal(rb.attempts[0].result?.outcome, 'missing-inputs')
     assert.deepEqual(rb.attempts[0].result?.missing, ['/nix/store/00000000000000000000000000000000-x.drv'])
     // retried only after the backoff: the result's stamp, then at least backoffBaseMs
-    assert.ok(rb.attempts[1].claimHlc[0] >= rb.attempts[0].result!.hlc[0] + 100)
+    assert.ok(rb.attempts[1].claimHlc[0] >= rb.attempts[0].result!.hlc[0] + 100, 'the second attempt was claimed at least 100 ms after the first failed (backoff)')
     const acts = r.scheduler.status().decisions.filter(d => d.build === ia && d.action !== 'skipped').map(d => d.action)
     assert.deepEqual(acts, ['claimed', 'started', 'released', 'claimed', 'started', 'succeeded'], JSON.stringify(r.scheduler.status().decisions))
-    assert.ok(r.scheduler.status().decisions.some(d => d.build === ia && d.action === 'skipped' && d.reason.startsWith('backing off')))
+    assert.ok(r.scheduler.status().decisions.some(d => d.build === ia && d.action === 'skipped' && d.reason.startsWith('backing off')), 'the scheduler skipped the build while backing off')
     // every attempt left a readable log
     assert.match((await r.scheduler.readLog(ia, 1))!.log.toString(), /building/)
     assert.equal(await r.scheduler.readLog('nosuchbuild'), undefined)
@@ -151,7 +151,7 @@ test('dependency order: a build waits while an input derivation is queued and un
     await r.scheduler.start()
     await waitFor('all built', () => r.builder.calls.length === 3 && r.scheduler.status().slotsUsed === 0)
     assert.deepEqual(r.builder.calls, [c, b, a])
-    assert.ok(r.scheduler.status().decisions.some(d => d.action === 'skipped' && d.reason.includes(`input ${b}`)))
+    assert.ok(r.scheduler.status().decisions.some(d => d.action === 'skipped' && d.reason.includes(`input ${b}`)), `the scheduler skipped the build waiting for input ${b}`)
   } finally {
     await done(r)
   }

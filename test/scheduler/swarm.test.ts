@@ -64,7 +64,7 @@ test('three schedulers in three stores build 18 builds from a non-building submi
     const aBuilder = byPeer.get(winner(a).claimer)!
     const bOut = winner(b).result!.outputs!.out.path
     const aOut = winner(a).result!.outputs!.out.path
-    assert.ok(await aBuilder.nix.store.isValid(aOut))
+    assert.ok(await aBuilder.nix.store.isValid(aOut), `${aOut} is valid in the builder's store`)
     assert.deepEqual((await aBuilder.nix.store.queryPathInfo(aOut)).references, [bOut])
     assert.ok(aBuilder.published.includes(aOut), 'the builder published its output')
     assert.ok(new Set(recs.map(r => winner(r).claimer)).size >= 2, 'work spread over more than one scheduler')
@@ -121,7 +121,7 @@ test('one slot: builds are claimed by priority (after a priority change), oldest
     const st = node.scheduler.status()
     assert.equal(st.slotsUsed, 0)
     assert.equal(st.slotsFree, 1)
-    assert.ok(st.decisions.some(d => d.action === 'succeeded'))
+    assert.ok(st.decisions.some(d => d.action === 'succeeded'), 'the scheduler recorded a succeeded decision')
   } finally {
     await stopBuildNode(node)
   }
@@ -168,7 +168,7 @@ test('a failing derivation is retried to the limit with backoff, then failed, it
     assert.equal(r.failures, 2)
     assert.deepEqual(r.attempts.map(a => a.result?.outcome), ['failure', 'failure'])
     // the retry waited for the backoff after the first failure
-    assert.ok(r.attempts[1].claimHlc[0] >= r.attempts[0].result!.hlc[0] + node.scheduler.config.backoffBaseMs)
+    assert.ok(r.attempts[1].claimHlc[0] >= r.attempts[0].result!.hlc[0] + node.scheduler.config.backoffBaseMs, 'the second attempt was claimed no earlier than backoffBaseMs after the first failed')
     for (const a of r.attempts) {
       const ref = a.result!.log!
       assert.equal(ref.peerId, node.q.queue.peerIdString())
@@ -207,7 +207,7 @@ test('canceling a running build stops it and frees the slot; the canceled hook r
     // generous bound, far below the 30 s the build would take
     await waitFor('the build processes to be gone', async () => (await processesWith(`sleeping-${n}`)).length === 0, 20_000)
     await waitFor('the slot to be free', () => node.scheduler.status().slotsUsed === 0, 20_000)
-    assert.ok(node.scheduler.status().decisions.some(d => d.build === id && d.action === 'aborted' && d.reason === 'canceled'))
+    assert.ok(node.scheduler.status().decisions.some(d => d.build === id && d.action === 'aborted' && d.reason === 'canceled'), 'the scheduler aborted the build because it was canceled')
     assert.equal(node.q.queue.get(id)?.phase, 'canceled')
     await waitFor('both hooks', async () => (await readdir(join(hookDir, 'out'))).length >= 2, 20_000)
     const events = (await readdir(join(hookDir, 'out'))).map(f => f.split('-').slice(0, 2).join('-')).sort()

@@ -42,7 +42,7 @@ test('a mirror pulls the outputs of successful builds it sees in the queue, filt
     // two builds succeed: one for a mirrored system, one for another
     const info = (p: string): { path: string, narHash: string, narSize: number } => {
       const e = published.paths.find((q) => q.storePath === p)
-      assert.ok(e != null)
+      assert.ok(e != null, `${p} was published`)
       return { path: p, narHash: e.narHash, narSize: e.narSize }
     }
     const succeed = async (name: string, system: string, out: string): Promise<void> => {

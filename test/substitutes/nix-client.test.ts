@@ -93,13 +93,13 @@ test('a path published on B is served by A (which never had it) to a real Nix cl
     // many clients at once, each gets every byte
     const narUrl = `${a.url}/${url}`
     const many = await Promise.all(Array.from({ length: 24 }, async () => Buffer.from(await (await fetch(narUrl)).arrayBuffer())))
-    for (const body of many) assert.ok(body.equals(whole))
+    for (const body of many) assert.ok(body.equals(whole), 'each of the concurrent fetches got the whole NAR')
 
     // missing path: 404 (never 5xx), and the client says it is not available
     const missing = `/nix/store/${'0'.repeat(31)}z-missing-${randomBytes(3).toString('hex')}`
     const m404 = await fetch(`${a.url}/${hashPartOf(missing)}.narinfo`)
     assert.equal(m404.status, 404)
-    assert.ok(m404.headers.get('content-length') != null)
+    assert.ok(m404.headers.get('content-length') != null, 'the 404 response has a content-length header')
     const notAvail = await substitute(nsClient, missing, a, bKey, join(nsClient.dir, '..', 'xdg-missing'))
     assert.notEqual(notAvail.code, 0)
     assert.doesNotMatch(notAvail.stderr, /HTTP error|500/)

@@ -56,7 +56,7 @@ test('gc evicts least recently served first, keeps last copies unless forced, ta
     assert.deepEqual(removed, [mid.storePath, fresh.storePath])
     assert.equal(await cache.getNarinfo(mid.hashPart), undefined)
     assert.equal(await cache.statFile(mid.files[0].url), undefined, 'the NAR went with its narinfo')
-    assert.ok(await cache.has(old.hashPart))
+    assert.ok(await cache.has(old.hashPart), `the cache still holds ${old.hashPart}`)
 
     // keep-days: only what was not used for that long; forced, even the last copy
     clock.t += 10 * DAY
@@ -134,6 +134,6 @@ test('gc never evicts what a running build needs, even forced', async () => {
     const r = await gc.collect({ maxSize: 0, force: true })
     assert.deepEqual(r.keptPinned, [a.storePath])
     assert.deepEqual(r.removed.map((x) => x.storePath), [b.storePath])
-    assert.ok(await cache.has(a.hashPart))
+    assert.ok(await cache.has(a.hashPart), `the cache holds ${a.hashPart}`)
   })
 })
