@@ -7,11 +7,18 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdir, readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import ts from 'typescript'
 import { REPO_ROOT } from '../helpers/paths.js'
 
-const DIR = join(REPO_ROOT, 'test', 'transfer')
+// The .ts sources, found from the repo root so this works from dist/test as well as under tsx.
+const DIRS = ['test', 'bench'].map((d) => join(REPO_ROOT, d))
+
+/** Every .ts file under `dir`, recursively. */
+async function tsFiles (dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true })
+  return entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => join(e.parentPath, e.name))
+}
 
 /** `file:line` of every assert.ok(x) / assert(x) call with no message argument. */
 function messagelessAsserts (fileName: string, text: string): string[] {
@@ -30,7 +37,7 @@ function messagelessAsserts (fileName: string, text: string): string[] {
   return found
 }
 
-describe('transfer tests give every truthiness assertion a message', () => {
+describe('tests and benches give every truthiness assertion a message', () => {
   it('the checker finds message-less assert.ok and assert calls, and only those', () => {
     const text = [
       'assert.ok(a)',
@@ -43,11 +50,13 @@ describe('transfer tests give every truthiness assertion a message', () => {
     assert.deepEqual(messagelessAsserts('x.ts', text), ['x.ts:1', 'x.ts:3'])
   })
 
-  it('no file in test/transfer has one', async () => {
-    const files = (await readdir(DIR)).filter((f) => f.endsWith('.ts') && f !== 'assert-messages.test.ts')
-    assert.ok(files.includes('fetch.test.ts'), `fetch.test.ts not found in ${DIR}`)
+  it('no .ts file under test/ or bench/ has one', async () => {
+    const files = (await Promise.all(DIRS.map(tsFiles))).flat().map((f) => relative(REPO_ROOT, f))
+    // the sources really were found (from dist/ too), not an empty list that passes vacuously
+    assert.ok(files.includes(join('test', 'transfer', 'fetch.test.ts')), `test/transfer/fetch.test.ts not found under ${REPO_ROOT}`)
+    assert.ok(files.some((f) => f.startsWith('bench')), `no bench/*.ts found under ${REPO_ROOT}`)
     const found: string[] = []
-    for (const f of files) found.push(...messagelessAsserts(f, await readFile(join(DIR, f), 'utf8')))
+    for (const f of files) found.push(...messagelessAsserts(f, await readFile(join(REPO_ROOT, f), 'utf8')))
     assert.deepEqual(found, [], 'give these assertions a message (see the comment at the top of this file)')
   })
 })
