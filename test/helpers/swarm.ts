@@ -27,6 +27,8 @@ export interface StartNodeOptions {
   netns?: string
   timeoutMs?: number
   env?: NodeJS.ProcessEnv
+  /** Run the node through this wrapper (e.g. a private Nix store's mount namespace) with exactly this environment. */
+  launch?: { wrap: (command: string, args: string[]) => [string, string[]], env: NodeJS.ProcessEnv }
 }
 
 /** Default swarm of nodes this test process starts: shared within the process, apart from others. */
@@ -66,9 +68,12 @@ export async function startNode (opts: StartNodeOptions = {}): Promise<TestNode>
   if (!args.includes('--swarm')) defaults.push('--swarm', PROCESS_SWARM)
   const joinArgs = ['join', '--data-dir', dataDir, ...defaults, ...args]
   const env = { ...process.env, ...opts.env }
-  const proc = opts.netns == null
-    ? startCli(joinArgs, { env })
-    : spawn('ip', ['netns', 'exec', opts.netns, process.execPath, ...CLI_ARGV, ...joinArgs], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  const launch = opts.launch
+  const proc = launch != null
+    ? spawn(...launch.wrap(process.execPath, [...CLI_ARGV, ...joinArgs]), { stdio: ['ignore', 'pipe', 'pipe'], env: launch.env })
+    : opts.netns == null
+      ? startCli(joinArgs, { env })
+      : spawn('ip', ['netns', 'exec', opts.netns, process.execPath, ...CLI_ARGV, ...joinArgs], { stdio: ['ignore', 'pipe', 'pipe'], env })
   let out = ''
   let err = ''
   proc.stdout?.on('data', (b: Buffer) => { out += b.toString() })

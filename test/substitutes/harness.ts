@@ -1,13 +1,11 @@
 // Real node processes for the substitutes tests, each optionally inside its own private Nix store
 // (nix-ns), so "B has a path, A never had it, the client is a third store" is literally true.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
-import { CLI_ARGV } from '../helpers/cli.js'
 import { inNamespace, type NixNamespace } from '../helpers/nix-ns.js'
-import { exited, PROCESS_SWARM, removeDir, tempDir, type TestNode } from '../helpers/swarm.js'
+import { startNode, removeDir, type TestNode } from '../helpers/swarm.js'
 
 export interface NsNodeOptions {
   /** Run the node inside this private store (needed to publish from it). */
@@ -19,47 +17,16 @@ export interface NsNodeOptions {
 
 /** `guix-swarm join` for a Nix store (/nix/store narinfos), no builder, no mDNS, loopback only. */
 export async function startSubstituteNode (opts: NsNodeOptions = {}): Promise<TestNode> {
-  const dataDir = await tempDir('gs-subst-')
-  const args = [
-    'join', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--builder', 'none',
-    '--store-dir', '/nix/store', '--no-mdns', '--swarm', PROCESS_SWARM,
-    ...(opts.bootstrap ?? []).flatMap((n) => ['--bootstrap', n.addrs[0]]),
-    ...(opts.args ?? [])
-  ]
-  const [cmd, argv] = opts.ns != null ? inNamespace(opts.ns.dir, process.execPath, [...CLI_ARGV, ...args]) : [process.execPath, [...CLI_ARGV, ...args]]
-  const proc: ChildProcess = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.ns?.env ?? process.env })
-  let out = ''
-  let err = ''
-  proc.stdout?.on('data', (b: Buffer) => { out += b.toString() })
-  proc.stderr?.on('data', (b: Buffer) => { err += b.toString() })
-  const timeoutMs = opts.timeoutMs ?? 30_000
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { done(); proc.kill('SIGKILL'); reject(new Error(`node not up after ${timeoutMs} ms\n${out}\n${err}`)) }, timeoutMs)
-      const onData = (): void => { if (/ is up /.test(out) && /\n {2}discovery /.test(out)) { done(); resolve() } }
-      const onExit = (code: number | null): void => { done(); reject(new Error(`node exited with ${String(code)} before it was up\n${out}\n${err}`)) }
-      const done = (): void => { clearTimeout(timer); proc.stdout?.off('data', onData); proc.off('exit', onExit) }
-      proc.stdout?.on('data', onData)
-      proc.on('exit', onExit)
-    })
-  } catch (e) {
-    await removeDir(dataDir)
-    throw e
-  }
-  const url = (await readFile(join(dataDir, 'api'), 'utf8')).trim()
-  return {
-    proc,
-    dataDir,
-    url,
-    peerId: /node (\S+) is up/.exec(out)?.[1] ?? '',
-    addrs: [...out.matchAll(/(\/ip[46]\/\S+\/p2p\/\S+)/g)].map((m) => m[1]),
-    stdout: () => out,
-    stderr: () => err,
-    stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-      return await exited(proc)
-    }
-  }
+  const ns = opts.ns
+  return await startNode({
+    args: [
+      '--builder', 'none', '--store-dir', '/nix/store', '--no-mdns',
+      ...(opts.bootstrap ?? []).flatMap((n) => ['--bootstrap', n.addrs[0]]),
+      ...(opts.args ?? [])
+    ],
+    ...(ns != null ? { launch: { wrap: (c: string, a: string[]) => inNamespace(ns.dir, c, a), env: ns.env } } : {}),
+    ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {})
+  })
 }
 
 export async function stopAll (nodes: Array<TestNode | undefined>): Promise<void> {
