@@ -1,7 +1,7 @@
 // Real node processes for the substitutes tests, each optionally inside its own private Nix store
 // (nix-ns), so "B has a path, A never had it, the client is a third store" is literally true.
 import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
 import { inNamespace, type NixNamespace } from '../helpers/nix-ns.js'
@@ -69,4 +69,11 @@ export async function publishAnnounced (node: TestNode, paths: string[]): Promis
     if (r.paths.every((p) => p.announced) || i >= 10) return r
     await new Promise((resolve) => setTimeout(resolve, 500))
   }
+}
+
+/** A real `nix-store -r PATH` in `client`'s private store from `from`'s HTTP front, with a fresh narinfo cache in `xdg`. */
+export async function substitute (client: NixNamespace, path: string, from: { url: string }, key: string, xdg: string): Promise<{ code: number | null, stderr: string }> {
+  await mkdir(xdg, { recursive: true })
+  const r = await client.exec('nix-store', ['-r', path, '--option', 'substituters', from.url, '--option', 'trusted-public-keys', key], { env: { XDG_CACHE_HOME: xdg } })
+  return { code: r.code, stderr: r.stderr.toString() }
 }

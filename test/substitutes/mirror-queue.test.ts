@@ -5,7 +5,7 @@
 import '../../src/polyfill.js'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { mergeConfig, SwarmNode } from '../../src/node/index.js'
 import type { QueueNodeService } from '../../src/node/queue.js'
@@ -13,7 +13,7 @@ import type { SubstitutesService } from '../../src/substitutes/index.js'
 import { nixSkip } from '../helpers/nix.js'
 import { nixNamespace } from '../helpers/nix-ns.js'
 import { PROCESS_SWARM, tempDir, waitFor, type TestNode } from '../helpers/swarm.js'
-import { buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll } from './harness.js'
+import { buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll, substitute } from './harness.js'
 
 test('a mirror pulls the outputs of successful builds it sees in the queue, filtered by system, and serves them after the builder leaves', { skip: nixSkip(), timeout: 240_000 }, async () => {
   const nsB = await nixNamespace()
@@ -62,10 +62,8 @@ test('a mirror pulls the outputs of successful builds it sees in the queue, filt
 
     await b.stop()
     const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
-    const xdg = join(nsClient.dir, '..', 'xdg')
-    await mkdir(xdg)
-    const got = await nsClient.exec('nix-store', ['-r', x.top, '--option', 'substituters', m.url, '--option', 'trusted-public-keys', bKey], { env: { XDG_CACHE_HOME: xdg } })
-    assert.equal(got.code, 0, got.stderr.toString())
+    const got = await substitute(nsClient, x.top, m, bKey, join(nsClient.dir, '..', 'xdg'))
+    assert.equal(got.code, 0, got.stderr)
     for (const p of [x.top, x.dep]) assert.equal((await nsClient.exec('nix-store', ['--verify-path', p])).code, 0)
   } finally {
     await m?.stop()

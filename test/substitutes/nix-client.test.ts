@@ -4,19 +4,13 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { nixSkip } from '../helpers/nix.js'
 import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 import { runCli } from '../helpers/cli.js'
 import { waitForFullMesh, type TestNode } from '../helpers/swarm.js'
-import { buildClosure, hashPartOf, startSubstituteNode, stopAll } from './harness.js'
-
-async function substitute (client: NixNamespace, path: string, from: TestNode, key: string, xdg: string): Promise<{ code: number | null, stderr: string }> {
-  await mkdir(xdg, { recursive: true })
-  const r = await client.exec('nix-store', ['-r', path, '--option', 'substituters', from.url, '--option', 'trusted-public-keys', key], { env: { XDG_CACHE_HOME: xdg } })
-  return { code: r.code, stderr: r.stderr.toString() }
-}
+import { buildClosure, hashPartOf, startSubstituteNode, stopAll, substitute } from './harness.js'
 
 test('a path published on B is served by A (which never had it) to a real Nix client; wrong key refused; missing path 404', { skip: nixSkip(), timeout: 240_000 }, async () => {
   const nsB = await nixNamespace()

@@ -4,13 +4,13 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, readFile, stat } from 'node:fs/promises'
+import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { nixSkip } from '../helpers/nix.js'
 import { nixNamespace } from '../helpers/nix-ns.js'
 import { runCli } from '../helpers/cli.js'
 import { waitForFullMesh, type TestNode } from '../helpers/swarm.js'
-import { api, buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll } from './harness.js'
+import { api, buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll, substitute } from './harness.js'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
@@ -54,10 +54,8 @@ test('a provider whose NAR was tampered with on disk is caught by hash; the NAR 
     assert.equal(sha(Buffer.from(await (await fetch(`${a.url}/${url}`)).arrayBuffer())), sha(honest))
 
     const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
-    const xdg = join(nsClient.dir, '..', 'xdg')
-    await mkdir(xdg)
-    const got = await nsClient.exec('nix-store', ['-r', top, '--option', 'substituters', a.url, '--option', 'trusted-public-keys', bKey], { env: { XDG_CACHE_HOME: xdg } })
-    assert.equal(got.code, 0, got.stderr.toString())
+    const got = await substitute(nsClient, top, a, bKey, join(nsClient.dir, '..', 'xdg'))
+    assert.equal(got.code, 0, got.stderr)
     assert.equal((await nsClient.exec('nix-store', ['--verify-path', top])).code, 0)
   } finally {
     await stopAll(nodes)
@@ -99,10 +97,8 @@ test('a mirror keeps serving after the publisher goes offline; GC frees what ano
     // the publisher leaves; the mirror still serves x to a real client
     await b.stop()
     const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
-    const xdg = join(nsClient.dir, '..', 'xdg')
-    await mkdir(xdg)
-    const got = await nsClient.exec('nix-store', ['-r', x.top, '--option', 'substituters', m.url, '--option', 'trusted-public-keys', bKey], { env: { XDG_CACHE_HOME: xdg } })
-    assert.equal(got.code, 0, got.stderr.toString())
+    const got = await substitute(nsClient, x.top, m, bKey, join(nsClient.dir, '..', 'xdg'))
+    assert.equal(got.code, 0, got.stderr)
     for (const p of [x.top, x.dep]) assert.equal((await nsClient.exec('nix-store', ['--verify-path', p])).code, 0)
   } finally {
     await stopAll(nodes)
