@@ -4,7 +4,7 @@
 // both know it. Also a few end-to-end runs through the `guix-swarm submit` CLI process.
 // Run: tsc -p tsconfig.json && node dist/bench/queue-latency.js  (QUEUE_LATENCY_N to change 100)
 import { runCli } from '../test/helpers/cli.js'
-import { removeDir, startNode, testSwarmName, waitForFullMesh, type TestNode } from '../test/helpers/swarm.js'
+import { removeDir, startBootstrapped, testSwarmName, waitForFullMesh, type TestNode } from '../test/helpers/swarm.js'
 
 const N = Number(process.env.QUEUE_LATENCY_N ?? 100)
 const CLI_RUNS = 5
@@ -46,9 +46,8 @@ async function main (): Promise<void> {
   const base = ['--swarm', swarm, '--no-mdns']
   const nodes: TestNode[] = []
   try {
-    const a = await startNode({ args: base })
-    nodes.push(a)
-    nodes.push(...await Promise.all([1, 2].map(async () => await startNode({ args: [...base, '--bootstrap', a.addrs[0]] }))))
+    await startBootstrapped(nodes, 3, base)
+    const a = nodes[0]
     await waitForFullMesh(nodes)
     await new Promise((resolve) => setTimeout(resolve, 1500)) // let the gossipsub mesh form
     const [, b, c] = nodes

@@ -112,6 +112,13 @@ export async function startNode (opts: StartNodeOptions = {}): Promise<TestNode>
   }
 }
 
+/** A first node, then `count - 1` more bootstrapping from it, all pushed onto `nodes` (the caller stops them). */
+export async function startBootstrapped (nodes: TestNode[], count: number, args: string[]): Promise<void> {
+  const first = await startNode({ args })
+  nodes.push(first)
+  nodes.push(...await Promise.all(Array.from({ length: count - 1 }, async () => await startNode({ args: [...args, '--bootstrap', first.addrs[0]] }))))
+}
+
 /** Poll `fn` until it returns a truthy value or the time runs out (then throw with `what`). */
 export async function waitFor<T> (fn: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 20_000, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs

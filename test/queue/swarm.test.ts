@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { runCli } from '../helpers/cli.js'
-import { removeDir, startNode, testSwarmName, waitFor, waitForFullMesh, type TestNode } from '../helpers/swarm.js'
+import { removeDir, startBootstrapped, startNode, testSwarmName, waitFor, waitForFullMesh, type TestNode } from '../helpers/swarm.js'
 import { agreedHash, buildOn, drvPath, post, queueStatus, type BuildJson } from './api.js'
 
 async function cli (args: string[], node: TestNode): Promise<{ code: number | null, stdout: string, stderr: string }> {
@@ -33,11 +33,8 @@ test('queue across three node processes: CLI submit, replication, cancel/priorit
   const base = ['--swarm', swarm, '--no-mdns']
   const nodes: TestNode[] = []
   try {
-    const a = await startNode({ args: base })
-    nodes.push(a)
-    const boot = ['--bootstrap', a.addrs[0]]
-    nodes.push(...await Promise.all([startNode({ args: [...base, ...boot] }), startNode({ args: [...base, ...boot] })]))
-    const [, b, c] = nodes
+    await startBootstrapped(nodes, 3, base)
+    const [a, b, c] = nodes
     await waitForFullMesh(nodes)
 
     // submit on A through the CLI: visible on B and C
@@ -131,7 +128,7 @@ test('queue across three node processes: CLI submit, replication, cancel/priorit
     await seenEverywhere([a, b], whileDown[0], () => true, 'B to see the build submitted on A')
     assert.equal((await cli(['cancel', whileDown[0]], b)).code, 0)
     const live = await waitFor(async () => await agreedHash([a, b]), 'A and B to agree')
-    const c2 = await startNode({ dataDir: c.dataDir, args: [...base, ...boot] })
+    const c2 = await startNode({ dataDir: c.dataDir, args: [...base, '--bootstrap', a.addrs[0]] })
     nodes[2] = c2
     const caught = await waitFor(async () => await agreedHash(nodes), 'restarted C to catch up with A and B')
     assert.equal(caught, live)
