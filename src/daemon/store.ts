@@ -13,11 +13,12 @@
 //   Nix's locks; an HTTP binary cache needs a server and signed narinfos per path; `nix copy
 //   --from file://` needs a whole cache layout on disk.
 import { createHash } from 'node:crypto'
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { lstat, readFile, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PassThrough, type Readable, type Writable } from 'node:stream'
+import { PassThrough, Readable, type Writable } from 'node:stream'
 import { logger } from '@libp2p/logger'
+import { packNarSync } from '../nar/index.js'
 import { NIX_COMMANDS, guixCommands, GUIX_SCRIPT, type Command, type CommandSet, type StoreKind } from './commands.js'
 import { parseDerivation, type Derivation } from './derivation.js'
 import {
@@ -25,6 +26,7 @@ import {
   StoreCommandError, UnexpectedOutputError
 } from './errors.js'
 import { formatSha256, parseSha256 } from './hash.js'
+import { PathInfoCache } from './info-cache.js'
 import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
 
 const log = logger('guix-swarm:daemon:store')
@@ -73,6 +75,15 @@ export interface StoreComponents {
   storeDir?: string
   /** Where this process sees the store's files, when that differs from storeDir (a store bind-mounted in another mount namespace). */
   realStoreDir?: string
+  /**
+   * Make NARs of valid paths by reading realStoreDir ourselves (src/nar, byte-identical to
+   * `nix-store --dump`) instead of starting a dump process; default true. Paths this process
+   * cannot read fall back to the process, and the bytes are checked against the registered
+   * narHash either way.
+   */
+  packInProcess?: boolean
+  /** How many path infos to remember (a valid path's info never changes); default 50 000. */
+  infoCacheSize?: number
 }
 
 /** Parse `nix-store --dump-db` registration info. */
@@ -164,6 +175,8 @@ export class CliStore implements StoreDaemon {
   private readonly runner: ProcessRunner
   private readonly env: NodeJS.ProcessEnv
   private readonly realStoreDir: string
+  private readonly infos: PathInfoCache
+  private packInProcess: boolean
 
   constructor (c: StoreComponents) {
     this.commands = c.commands
@@ -172,6 +185,13 @@ export class CliStore implements StoreDaemon {
     this.env = c.env ?? process.env
     this.storeDir = c.storeDir ?? (this.kind === 'nix' ? this.env.NIX_STORE_DIR : undefined) ?? c.commands.defaultStoreDir
     this.realStoreDir = c.realStoreDir ?? this.storeDir
+    this.infos = new PathInfoCache(c.infoCacheSize)
+    this.packInProcess = c.packInProcess ?? true
+  }
+
+  /** Where this process reads a store path's files. */
+  private localPath (p: string): string {
+    return this.realStoreDir + p.slice(this.storeDir.length)
   }
 
   private checkPath (p: string): void {
@@ -203,10 +223,15 @@ export class CliStore implements StoreDaemon {
   async queryPathInfos (paths: string[]): Promise<PathInfo[]> {
     if (paths.length === 0) return []
     paths.forEach((p) => this.checkPath(p))
-    const infos = parseRegInfo((await this.run(this.commands.dumpInfo(paths), `querying ${paths.join(' ')}`)).stdout.toString('utf8'))
-    const got = new Map(infos.map((i) => [i.path, i]))
+    const unknown = [...new Set(paths.filter((p) => this.infos.get(p) === undefined))]
+    const got = new Map<string, PathInfo>()
+    if (unknown.length > 0) {
+      // one process for all of them, however many
+      const infos = parseRegInfo((await this.run(this.commands.dumpInfo(unknown), `querying ${unknown.join(' ')}`)).stdout.toString('utf8'))
+      for (const i of infos) { got.set(i.path, i); this.infos.set(i) }
+    }
     return paths.map((p) => {
-      const i = got.get(p)
+      const i = got.get(p) ?? this.infos.get(p)
       if (i === undefined) throw new PathNotValidError(`path '${p}' is not valid`)
       return i
     })
@@ -219,6 +244,12 @@ export class CliStore implements StoreDaemon {
   async queryRequisites (paths: string[]): Promise<string[]> {
     if (paths.length === 0) return []
     paths.forEach((p) => this.checkPath(p))
+    // The roots' infos (one process for those not known yet) often close the closure with
+    // what is known already: fresh .drv files and outputs whose references were imported or
+    // published before. Only otherwise ask for the closure itself.
+    await this.queryPathInfos(paths)
+    const known = this.infos.closure(paths)
+    if (known !== undefined) return closureOrder(known)
     const closure = lines((await this.run(this.commands.requisites(paths), `closure of ${paths.join(' ')}`)).stdout)
     return closureOrder(await this.queryPathInfos(closure))
   }
@@ -231,7 +262,67 @@ export class CliStore implements StoreDaemon {
   }
 
   async exportPath (path: string): Promise<{ info: PathInfo, nar: Readable }> {
-    const info = await this.queryPathInfo(path)
+    let info = await this.queryPathInfo(path)
+    if (this.packInProcess) {
+      const local = this.localPath(path)
+      const present = await lstat(local).then(() => true, (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false
+        throw err
+      })
+      if (present) {
+        const nar = this.packLocal(path, local, info)
+        if (nar !== undefined) return { info, nar }
+      } else {
+        // Gone since we learned its info (garbage collected), or this process does not see
+        // the store where it thinks: ask the store again, and stop reading files here if it
+        // still says the path is valid.
+        this.infos.delete(path)
+        info = await this.queryPathInfo(path)
+        log('%s is valid but not under %s: making NARs with %s from now on', path, this.realStoreDir, this.commands.dump(path).command)
+        this.packInProcess = false
+      }
+    }
+    return { info, nar: this.dumpProcess(path, info) }
+  }
+
+  /**
+   * The NAR of `path` packed here from `local`, checked against its registered narHash and size
+   * at the end (the stream errors instead of ending when they differ). Undefined when this
+   * process may not read the path: the caller falls back to the dump process.
+   */
+  private packLocal (path: string, local: string, info: PathInfo): Readable | undefined {
+    const gen = packNarSync(local)
+    let first: IteratorResult<Buffer, void>
+    try {
+      // Small paths are packed whole right here, so an unreadable one is noticed before any byte is handed out.
+      first = gen.next()
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EACCES' && code !== 'EPERM') throw err
+      log('cannot read %s (%s): making NARs with %s from now on', local, code, this.commands.dump(path).command)
+      this.packInProcess = false
+      return undefined
+    }
+    const infos = this.infos
+    const chunks = function * (): Generator<Buffer, void, undefined> {
+      const hash = createHash('sha256')
+      let size = 0
+      for (let r = first; r.done !== true; r = gen.next()) {
+        hash.update(r.value)
+        size += r.value.length
+        yield r.value
+      }
+      const got = formatSha256(hash.digest())
+      if (got !== info.narHash || size !== info.narSize) {
+        infos.delete(path) // perhaps collected and made again since: ask the store next time
+        throw new NarHashMismatchError(`store path ${path} packs to ${got} (${size} bytes) but is registered as ${info.narHash} (${info.narSize} bytes): the store is corrupt or changed`)
+      }
+    }
+    return Readable.from(chunks(), { objectMode: false })
+  }
+
+  /** The NAR of `path` from the store's dump process, checked like packLocal. */
+  private dumpProcess (path: string, info: PathInfo): Readable {
     const cmd = this.commands.dump(path)
     const p = this.runner.start(cmd.command, cmd.args, { env: this.env })
     const out = new PassThrough()
@@ -250,12 +341,13 @@ export class CliStore implements StoreDaemon {
       }
       const got = formatSha256(hash.digest())
       if (got !== info.narHash || size !== info.narSize) {
+        this.infos.delete(path)
         out.destroy(new NarHashMismatchError(`store path ${path} dumps to ${got} (${size} bytes) but is registered as ${info.narHash} (${info.narSize} bytes): the store is corrupt`))
         return
       }
       out.end()
     }, (e: Error) => out.destroy(e))
-    return { info, nar: out }
+    return out
   }
 
   async importPath (info: ImportInfo, nar: AsyncIterable<Uint8Array>): Promise<void> {
@@ -308,6 +400,8 @@ export class CliStore implements StoreDaemon {
       const stderr = Buffer.concat(err).toString('utf8').trim()
       throw new StoreCommandError(`importing ${info.storePath}: ${cmd.command} exited with ${code ?? signal}: ${stderr}`, cmd.command, code, stderr)
     }
+    // what the store registered: the NAR we hashed, the references and deriver we sent
+    this.infos.set({ path: info.storePath, narHash: formatSha256(want), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
     log('imported %s (%d bytes)', info.storePath, size)
   }
 }
