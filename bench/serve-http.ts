@@ -103,8 +103,43 @@ http {
   return { url, proc }
 }
 
+/**
+ * The floor: a bare node:http process, no router, no libp2p. `/fixed` answers a fixed 1 KiB body
+ * (what any Node server pays per request); `/nar/*` streams a file of the cache folder with
+ * createReadStream at 1 MiB reads, the plain Node static server we measure our NAR path against.
+ */
+const FLOOR_SERVER = `
+import { createServer } from 'node:http'
+import { createReadStream, statSync } from 'node:fs'
+import { join } from 'node:path'
+const root = process.argv[1]
+const body = Buffer.alloc(1024, 'x')
+const fixed = ['content-type', 'text/x-nix-narinfo', 'content-length', String(body.length), 'cache-control', 'public, max-age=129600']
+const server = createServer((req, res) => {
+  if (req.url === '/fixed' || req.url === '/nix-cache-info') { res.writeHead(200, fixed); res.end(body); return }
+  const file = join(root, decodeURIComponent(req.url))
+  const size = statSync(file).size
+  res.writeHead(200, { 'content-type': 'application/x-nix-archive', 'content-length': size })
+  createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res)
+})
+server.listen(0, '127.0.0.1', () => { console.log(server.address().port) })
+`
+
+async function startFloor (root: string): Promise<{ url: string, proc: ChildProcess }> {
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', FLOOR_SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<string>((resolve, reject) => {
+    proc.stdout?.once('data', (b: Buffer) => { resolve(b.toString().trim()) })
+    proc.once('exit', (code) => reject(new Error(`floor server exited with ${String(code)}`)))
+  })
+  const url = `http://127.0.0.1:${port}`
+  await waitUp(`${url}/fixed`, proc)
+  return { url, proc }
+}
+
 async function startNode (dataDir: string): Promise<{ url: string, proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [...CLI_ARGV, 'join', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0',
+  // BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the node under this load
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
+  const proc = spawn(process.execPath, [...flags, ...CLI_ARGV, 'join', '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0',
     '--builder', 'none', '--store-dir', '/nix/store', '--no-mdns', '--swarm', `bench${process.pid}`], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   await new Promise<void>((resolve, reject) => {
@@ -157,15 +192,15 @@ async function narThroughput (base: string, f: Fixture, conns: number, perConn: 
   }
 }
 
-/** Mean and p99 ms of 373 sequential narinfo GETs over one keep-alive connection. */
-async function narinfoLatency (base: string, f: Fixture): Promise<{ mean: number, p50: number, p99: number }> {
+/** Mean and p99 ms of 373 sequential narinfo GETs over one keep-alive connection (`fixed`: the same fixed URL each time). */
+async function narinfoLatency (base: string, f: Fixture, fixed?: string): Promise<{ mean: number, p50: number, p99: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   try {
-    await get(agent, `${base}/${f.narinfos[0]}.narinfo`)
+    await get(agent, fixed !== undefined ? `${base}${fixed}` : `${base}/${f.narinfos[0]}.narinfo`)
     const times: number[] = []
     for (const h of f.narinfos) {
       const t0 = performance.now()
-      await get(agent, `${base}/${h}.narinfo`)
+      await get(agent, fixed !== undefined ? `${base}${fixed}` : `${base}/${h}.narinfo`)
       times.push(performance.now() - t0)
     }
     times.sort((a, b) => a - b)
@@ -181,6 +216,7 @@ export async function httpVsNginx (opts: HttpBenchOptions): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-bench-http-'))
   let node: { proc: ChildProcess } | undefined
   let nginx: { proc: ChildProcess } | undefined
+  let floor: { proc: ChildProcess } | undefined
   try {
     const dataDir = join(dir, 'node')
     const f = await makeCache(dataDir, opts.sizeMiB)
@@ -188,24 +224,34 @@ export async function httpVsNginx (opts: HttpBenchOptions): Promise<void> {
     node = n
     const g = await startNginx(dir, f.cacheDir)
     nginx = g
+    const fl = await startFloor(f.cacheDir)
+    floor = fl
     console.log(`\n# HTTP front vs nginx ${'(1 worker, sendfile)'}: ${opts.sizeMiB} MiB NAR, ${NARINFOS} narinfos, ${opts.rounds} rounds, medians`)
     const rows: Array<[string, number, number, string]> = []
+    const floorRows: Array<[string, number, number, string]> = []
     for (const conns of [1, 16]) {
       const perConn = conns === 1 ? 4 : 1
       const ours: number[] = []
       const theirs: number[] = []
+      const plain: number[] = []
       for (let r = 0; r < opts.rounds; r++) {
         ours.push(await narThroughput(n.url, f, conns, perConn))
         theirs.push(await narThroughput(g.url, f, conns, perConn))
+        plain.push(await narThroughput(fl.url, f, conns, perConn))
       }
       rows.push([`NAR GET, ${conns} connection(s), MiB/s`, median(ours), median(theirs), 'target ≥ 0.9'])
+      floorRows.push([`NAR GET, ${conns} connection(s), MiB/s: plain Node createReadStream server`, median(plain), median(theirs), ''])
     }
     const lo: Array<{ mean: number, p50: number, p99: number }> = []
     const lt: Array<{ mean: number, p50: number, p99: number }> = []
+    const lf: Array<{ mean: number, p50: number, p99: number }> = []
     for (let r = 0; r < opts.rounds; r++) {
       lo.push(await narinfoLatency(n.url, f))
       lt.push(await narinfoLatency(g.url, f))
+      lf.push(await narinfoLatency(fl.url, f, '/fixed'))
     }
+    floorRows.push([`${NARINFOS} sequential GETs, mean ms: bare node:http, fixed 1 KiB`, median(lf.map((l) => l.mean)), median(lt.map((l) => l.mean)), ''])
+    floorRows.push([`${NARINFOS} sequential GETs, p50 ms: bare node:http, fixed 1 KiB`, median(lf.map((l) => l.p50)), median(lt.map((l) => l.p50)), ''])
     const l1 = lo[lo.length - 1]
     const l2 = lt[lt.length - 1]
     rows.push([`${NARINFOS} sequential narinfo GETs, mean ms`, median(lo.map((l) => l.mean)), median(lt.map((l) => l.mean)), 'target ≤ 1.2'])
@@ -213,9 +259,13 @@ export async function httpVsNginx (opts: HttpBenchOptions): Promise<void> {
     console.log('| measure | node | nginx | ratio node/nginx | target |')
     console.log('|---|---|---|---|---|')
     for (const [what, a, b, target] of rows) console.log(`| ${what} | ${a.toFixed(a < 10 ? 3 : 0)} | ${b.toFixed(b < 10 ? 3 : 0)} | ${(a / b).toFixed(2)} | ${target} |`)
+    console.log('\nThe floor, same run (what Node itself costs, no router, no libp2p):')
+    console.log('| measure | floor | nginx | ratio floor/nginx |')
+    console.log('|---|---|---|---|')
+    for (const [what, a, b] of floorRows) console.log(`| ${what} | ${a.toFixed(a < 10 ? 3 : 0)} | ${b.toFixed(b < 10 ? 3 : 0)} | ${(a / b).toFixed(2)} |`)
     console.log(`narinfo latency detail: node p50 ${l1.p50.toFixed(3)} ms p99 ${l1.p99.toFixed(3)} ms; nginx p50 ${l2.p50.toFixed(3)} ms p99 ${l2.p99.toFixed(3)} ms; total for ${NARINFOS}: node ${(l1.mean * NARINFOS).toFixed(0)} ms, nginx ${(l2.mean * NARINFOS).toFixed(0)} ms`)
   } finally {
-    for (const s of [node, nginx]) {
+    for (const s of [node, nginx, floor]) {
       if (s == null || s.proc.exitCode !== null) continue
       s.proc.kill('SIGTERM')
       await new Promise((resolve) => s.proc.once('exit', resolve))

@@ -3,13 +3,12 @@
 // pipelines and reads exactly that many bytes); a path nobody has is a 404, never a 5xx (Nix
 // turns 5xx into a hard error after retries). A path the node lacks is fetched from the swarm
 // and verified completely before a byte is sent (fetch-then-serve).
-import { createReadStream } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { logger } from '@libp2p/logger'
 import { CacheBadUrlPathError, type BinaryCache } from '../cache/index.js'
-import type { HttpRouter, RoutePattern } from '../http/index.js'
+import { openForSend, sendFileRange, type HttpRouter, type RoutePattern } from '../http/index.js'
 import type { Readable } from 'node:stream'
 
 const log = logger('guix-swarm:substitutes:http')
@@ -18,17 +17,18 @@ const log = logger('guix-swarm:substitutes:http')
 export const NARINFO_MAX_AGE = 36 * 60 * 60
 /** Short, so a path published a minute later is found (Guix: 2 min by default; Nix: its own negative TTL). */
 export const NOT_FOUND_MAX_AGE = 60
+const NARINFO_CACHE_CONTROL = `public, max-age=${NARINFO_MAX_AGE}`
 /** NAR files are content-addressed by their URL's store path: immutable. */
 export const NAR_MAX_AGE = 365 * 24 * 60 * 60
 
-/** Read size when streaming NARs: fewer, larger writes double single-connection throughput over the 64 KiB default. */
-const NAR_READ_CHUNK = 1024 * 1024
 /** Narinfos kept in memory (about 1 KiB each): they are immutable once signed, and served far more often than NARs. */
 const NARINFO_MEMO_ENTRIES = 20_000
 
 const NARINFO_ROUTE = /^\/(?<hash>[0123456789abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/
 const NAR_ROUTE = '/nar/*'
 const LOG_ROUTE = '/log/:drv'
+
+interface NarinfoResponse { body: Buffer, headers: string[] }
 
 /** Build logs by derivation basename; the scheduler plugs its log store in here later. */
 export interface BuildLogSource {
@@ -49,8 +49,11 @@ export class SubstitutesHttp {
   private readonly patterns: RoutePattern[] = []
   /** Last time we recorded a serve of each entry; index writes are throttled to one a minute. */
   private readonly touched = new Map<string, number>()
-  /** hash part → narinfo text, insertion-ordered so the oldest goes first when full. */
-  private readonly memo = new Map<string, string>()
+  /**
+   * hash part → the whole 200 response (body bytes and header list, built once), insertion-ordered
+   * so the oldest goes first when full: a hit costs no allocation and no filesystem call.
+   */
+  private readonly memo = new Map<string, NarinfoResponse>()
   readonly counters = { narinfoHits: 0, narinfoFetched: 0, narinfoMisses: 0, narRequests: 0, narBytes: 0 }
 
   constructor (private readonly components: SubstitutesHttpComponents) {}
@@ -61,7 +64,7 @@ export class SubstitutesHttp {
       this.patterns.push(pattern)
     }
     add('GET', '/nix-cache-info', (_req, res) => { this.text(res, 200, this.components.cache.nixCacheInfo(), 'text/plain; charset=utf-8', 24 * 60 * 60) })
-    add('GET', NARINFO_ROUTE, async (_req, res, params) => { await this.narinfo(res, params.hash) })
+    add('GET', NARINFO_ROUTE, (_req, res, params) => this.narinfo(res, params.hash))
     add('GET', NAR_ROUTE, async (req, res, params) => { await this.nar(req, res, `nar/${params['*']}`) })
     add('GET', '/signing-key.pub', (_req, res) => { this.text(res, 200, this.components.guixPublicKey + '\n', 'text/plain; charset=utf-8', 3600) })
     add('GET', '/nix-key.pub', (_req, res) => { this.text(res, 200, this.components.nixPublicKey + '\n', 'text/plain; charset=utf-8', 3600) })
@@ -87,14 +90,37 @@ export class SubstitutesHttp {
     this.memo.delete(hashPart)
   }
 
-  private remember (hashPart: string, text: string): void {
-    if (this.memo.size >= NARINFO_MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value as string)
-    this.memo.set(hashPart, text)
+  /** Keep narinfos the node already read (its cache listing at start) ready to serve. */
+  prime (entries: Iterable<{ hashPart: string, narinfo: string }>): void {
+    for (const e of entries) {
+      if (this.memo.size >= NARINFO_MEMO_ENTRIES) return
+      this.remember(e.hashPart, e.narinfo)
+    }
   }
 
-  private async narinfo (res: ServerResponse, hashPart: string): Promise<void> {
+  private remember (hashPart: string, text: string): NarinfoResponse {
+    if (this.memo.size >= NARINFO_MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value as string)
+    const body = Buffer.from(text)
+    const r = { body, headers: ['content-type', 'text/x-nix-narinfo', 'content-length', String(body.length), 'cache-control', NARINFO_CACHE_CONTROL] }
+    this.memo.set(hashPart, r)
+    return r
+  }
+
+  private narinfo (res: ServerResponse, hashPart: string): Promise<void> | undefined {
+    const hit = this.memo.get(hashPart)
+    if (hit !== undefined) {
+      // the hot path (a client walking a closure): synchronous, nothing allocated but the response
+      this.counters.narinfoHits++
+      res.writeHead(200, hit.headers)
+      res.end(hit.body)
+      return undefined
+    }
+    return this.narinfoMiss(res, hashPart)
+  }
+
+  private async narinfoMiss (res: ServerResponse, hashPart: string): Promise<void> {
     const { cache } = this.components
-    let text = this.memo.get(hashPart) ?? await cache.getNarinfo(hashPart)
+    let text = await cache.getNarinfo(hashPart)
     if (text === undefined) {
       try {
         await this.components.fetch(hashPart)
@@ -112,8 +138,9 @@ export class SubstitutesHttp {
     } else {
       this.counters.narinfoHits++
     }
-    this.remember(hashPart, text)
-    this.text(res, 200, text, 'text/x-nix-narinfo', NARINFO_MAX_AGE)
+    const r = this.remember(hashPart, text)
+    res.writeHead(200, r.headers)
+    res.end(r.body)
   }
 
   private async nar (req: IncomingMessage, res: ServerResponse, urlPath: string): Promise<void> {
@@ -155,16 +182,19 @@ export class SubstitutesHttp {
       return
     }
     // statFile accepted urlPath, so it names a file of the cache's documented static layout
-    const stream = createReadStream(join(cache.dir, urlPath), { start, end, highWaterMark: NAR_READ_CHUNK })
+    let fd: number
+    try {
+      fd = await openForSend(join(cache.dir, urlPath))
+    } catch {
+      this.notFound(res, urlPath) // evicted between stat and open
+      return
+    }
     res.writeHead(range != null ? 206 : 200, headers)
     if (hashPart !== undefined) this.touch(hashPart)
-    try {
-      await pipeline(stream, res)
-      this.counters.narBytes += length
-    } catch (err) {
-      // the client hung up: routine for substituters that cancel
-      log('%s: stream ended early: %s', urlPath, (err as Error).message)
-    }
+    const sent = await sendFileRange(res, fd, { start, length })
+    this.counters.narBytes += sent
+    // fewer bytes: the client hung up, routine for substituters that cancel
+    if (sent < length) log('%s: stream ended after %d of %d bytes', urlPath, sent, length)
   }
 
   private touch (hashPart: string): void {

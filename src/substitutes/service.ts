@@ -116,7 +116,9 @@ export class SubstitutesService implements NodeService {
   async start (): Promise<void> {
     this.trusted = await this.loadTrustedKeys()
     await this.cache.start()
-    for (const e of await this.cache.list()) this.index.add(e)
+    const entries = await this.cache.list()
+    for (const e of entries) this.index.add(e)
+    this.http.prime(entries)
     await this.server.start()
     this.http.start()
     this.routeApi()
