@@ -2,7 +2,10 @@
 // queue replicas over libp2p on 127.0.0.1, outputs published to real binary caches) versus one
 // `nix-store --realise` of the same N in a 4th store, same run. Also submit-to-claim latency.
 // Schedulers run in-process (the process-level node wiring is not there yet).
+// The reference runs offline (`--option substituters ''`), as the swarm's builders do: with Nix's
+// default substituter it spends seconds asking cache.nixos.org about the outputs first.
 // Run: npm run bench:swarm. Env: SWARM_BENCH_N (200), SWARM_BENCH_SLOTS (per scheduler, 1),
+// SWARM_BENCH_MAX_BATCH (the schedulers' maxBatch, 16),
 // SWARM_BENCH_JOBS (--max-jobs of the reference, default: the swarm's total slots),
 // SWARM_BENCH_SETTLE_MS (100), SWARM_BENCH_LEASE_MS (10000), SWARM_BENCH_JITTER_MS (20), SWARM_BENCH_PUBLISH (cache: zstd NARs +
 // signed narinfos; pathinfo: no NARs, to see the scheduling cost alone).
@@ -10,6 +13,7 @@ import '../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
 import { cpus } from 'node:os'
 import { compareStamp, type BuildRecord } from '../src/crdt/index.js'
+import type { BatchBuilder } from '../src/scheduler/index.js'
 import { nixNamespace } from '../test/helpers/nix-ns.js'
 import { drvExpr, instantiate, mesh, startBuildNode, startQueueNode, stopBuildNode, waitFor, type BuildNode } from '../test/scheduler/harness.js'
 
@@ -20,6 +24,7 @@ const JOBS = Number(process.env.SWARM_BENCH_JOBS ?? NODES * SLOTS)
 const SETTLE = Number(process.env.SWARM_BENCH_SETTLE_MS ?? 100)
 const LEASE = Number(process.env.SWARM_BENCH_LEASE_MS ?? 10_000)
 const JITTER = Number(process.env.SWARM_BENCH_JITTER_MS ?? 20)
+const MAX_BATCH = Number(process.env.SWARM_BENCH_MAX_BATCH ?? 16)
 const PUBLISH = process.env.SWARM_BENCH_PUBLISH === 'pathinfo' ? 'pathinfo' : 'cache'
 
 const pct = (xs: number[], p: number): number => {
@@ -32,13 +37,13 @@ const claimLatency = (r: BuildRecord): number => {
 }
 
 async function main (): Promise<void> {
-  console.log(`swarm benchmark: ${N} trivial derivations, ${NODES} schedulers × ${SLOTS} slot(s), settle ${SETTLE} ms, jitter ${JITTER} ms, publish ${PUBLISH}, reference --max-jobs ${JOBS}; ${cpus().length} cores, node ${process.version}`)
+  console.log(`swarm benchmark: ${N} trivial derivations, ${NODES} schedulers × ${SLOTS} slot(s), settle ${SETTLE} ms, jitter ${JITTER} ms, max batch ${MAX_BATCH}, publish ${PUBLISH}, reference --max-jobs ${JOBS}; ${cpus().length} cores, node ${process.version}`)
   const submitter = await startQueueNode()
   const nodes: BuildNode[] = []
   const ref = await nixNamespace()
   try {
     for (let i = 0; i < NODES; i++) {
-      nodes.push(await startBuildNode({ publish: PUBLISH, peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: JITTER, decisionLog: 100_000 } }))
+      nodes.push(await startBuildNode({ publish: PUBLISH, peers: () => nodes.map(n => n.nix), config: { maxBuilds: SLOTS, settleMs: SETTLE, leaseMs: LEASE, pollMs: 1000, jitterMs: JITTER, maxBatch: MAX_BATCH, decisionLog: 100_000 } }))
     }
     await mesh([submitter, ...nodes.map(n => n.q)])
     const tag = randomBytes(4).toString('hex')
@@ -50,10 +55,10 @@ async function main (): Promise<void> {
 
     // reference: one nix-store --realise of all N in its own store
     t = performance.now()
-    const r = await ref.exec('nix-store', ['--realise', '--max-jobs', String(JOBS), ...drvs])
+    const r = await ref.exec('nix-store', ['--realise', '--max-jobs', String(JOBS), '--option', 'substituters', '', ...drvs])
     const refMs = performance.now() - t
     if (r.code !== 0) throw new Error(`reference realise failed: ${r.stderr.toString().slice(-2000)}`)
-    console.log(`reference nix-store --realise (${N} drvs, --max-jobs ${JOBS}): ${refMs.toFixed(0)} ms`)
+    console.log(`reference nix-store --realise (${N} drvs, --max-jobs ${JOBS}, no substituters): ${refMs.toFixed(0)} ms`)
 
     // the swarm: submit all from a node that does not build, until every one succeeded
     for (const n of nodes) await n.scheduler.start()
@@ -81,9 +86,11 @@ async function main (): Promise<void> {
         for (const [k, v] of Object.entries(d.phases)) sums.set(k, (sums.get(k) ?? 0) + v)
       }
     }
-    // settling, preparing and building hold a slot; publishing and finishing run beside the next build
-    const busy = ['settling', 'preparing', 'building'].reduce((a, k) => a + (sums.get(k) ?? 0), 0)
-    console.log(`per build, mean ms by phase: ${[...sums].map(([k, v]) => `${k} ${(v / finals).toFixed(0)}`).join(', ')}; idle slot time ${((swarmMs * NODES * SLOTS - busy) / finals).toFixed(0)} ms/build`)
+    // the builds of one batch settle, wait and build side by side: their phases overlap
+    const batches = nodes.map(n => n.scheduler.status().batching)
+    const nb = batches.reduce((a, b) => a + b.batches, 0)
+    console.log(`per build, mean ms by phase (overlapping within a batch): ${[...sums].map(([k, v]) => `${k} ${(v / finals).toFixed(0)}`).join(', ')}`)
+    console.log(`batches handed to the builders: ${nb}, mean ${(batches.reduce((a, b) => a + b.builds, 0) / Math.max(1, nb)).toFixed(1)} builds each; ${(nodes[0].nix.builder as BatchBuilder).buildMany !== undefined ? 'one daemon client per batch (buildMany)' : 'built one by one (no buildMany)'}`)
     console.log(`RATIO swarm / reference: ${(swarmMs / refMs).toFixed(2)} (target ≤ 1.2)`)
     const lat = recs.map(claimLatency)
     console.log(`submit-to-claim under load (queueing behind ${NODES * SLOTS} slots included): p50 ${pct(lat, 50)} ms, p95 ${pct(lat, 95)} ms`)

@@ -27,6 +27,16 @@ export interface SchedulerConfig {
   decisionLog: number
   /** Claimable builds looked at per scan (best first); bounds the work a huge queue costs per event. */
   scanLimit: number
+  /**
+   * Most builds one slot claims in one pass, settles once and hands to the daemon together (one
+   * client process for all when the builder has `buildMany`). 1 turns batching off.
+   */
+  maxBatch: number
+  /**
+   * Batches grow only while recent builds are short: a slot takes up to batchBudgetMs / (mean
+   * build time) builds at once (at most maxBatch), so long builds are claimed one at a time.
+   */
+  batchBudgetMs: number
 }
 
 export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
@@ -40,7 +50,9 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   backoffBaseMs: 5_000,
   backoffMaxMs: 5 * 60_000,
   decisionLog: 100,
-  scanLimit: 1000
+  scanLimit: 1000,
+  maxBatch: 16,
+  batchBudgetMs: 2000
 }
 
 export function resolveConfig (partial: Partial<SchedulerConfig> = {}): SchedulerConfig {
@@ -50,6 +62,8 @@ export function resolveConfig (partial: Partial<SchedulerConfig> = {}): Schedule
   }
   if (!Number.isInteger(c.maxBuilds) || c.maxBuilds < 0) throw new SchedulerConfigError(`maxBuilds must be a whole number ≥ 0, got ${c.maxBuilds}`)
   positive(c.leaseMs, 'leaseMs'); positive(c.scanLimit, 'scanLimit'); positive(c.pollMs, 'pollMs'); positive(c.backoffBaseMs, 'backoffBaseMs'); positive(c.backoffMaxMs, 'backoffMaxMs')
+  if (!Number.isInteger(c.maxBatch) || c.maxBatch < 1) throw new SchedulerConfigError(`maxBatch must be a whole number ≥ 1, got ${c.maxBatch}`)
+  if (!Number.isFinite(c.batchBudgetMs) || c.batchBudgetMs < 0) throw new SchedulerConfigError(`batchBudgetMs must be ≥ 0, got ${c.batchBudgetMs}`)
   if (c.settleMs < 0 || c.jitterMs < 0) throw new SchedulerConfigError('settleMs and jitterMs must be ≥ 0')
   // the claim must still be ours when we start: the settle window has to fit well inside the lease
   if (c.settleMs * 2 >= c.leaseMs) throw new SchedulerConfigError(`settleMs (${c.settleMs}) must be under half of leaseMs (${c.leaseMs})`)

@@ -13,7 +13,7 @@ import { backoffMs, resolveConfig, tagsMet, type SchedulerConfig } from './confi
 import { PublishFailedError } from './errors.js'
 import { HookRunner, type HookConfig, type HookEvent } from './hooks.js'
 import { LogStore } from './logs.js'
-import { localInputs, type InputFetcher, type OutputPublisher } from './ports.js'
+import { localInputs, type BatchBuilder, type InputFetcher, type OutputPublisher } from './ports.js'
 
 const log = logger('guix-swarm:scheduler')
 
@@ -40,7 +40,8 @@ export interface SchedulerComponents {
   now?: () => number
 }
 
-export type RunPhase = 'settling' | 'preparing' | 'building' | 'publishing' | 'finishing'
+/** `queued`: settled and started, waiting for the builds before it in its batch (built one by one). */
+export type RunPhase = 'settling' | 'preparing' | 'queued' | 'building' | 'publishing' | 'finishing'
 
 export interface RunningBuild {
   id: string
@@ -72,6 +73,8 @@ export interface SchedulerStatus {
   running: RunningBuild[]
   decisions: Decision[]
   hookFailures: number
+  /** Batches handed to the builder so far, the builds in them, and the batch size the next claim pass aims for. */
+  batching: { batches: number, builds: number, size: number }
 }
 
 export interface StopOptions {
@@ -89,6 +92,12 @@ interface Run extends RunningBuild {
   done?: Promise<void>
 }
 
+/** Builds claimed in one pass: settled together, handed to the builder together, holding one slot until the builder is done. */
+interface Batch {
+  runs: Run[]
+  done?: Promise<void>
+}
+
 export class SchedulerService {
   readonly name = 'scheduler'
   readonly config: SchedulerConfig
@@ -102,6 +111,11 @@ export class SchedulerService {
   private readonly now: () => number
   private readonly self: string
   private readonly runs = new Map<string, Run>()
+  /** Batches holding a build slot (claimed, settling, preparing or building). */
+  private readonly holding = new Set<Batch>()
+  /** Recent wall time per build inside a batch (EWMA, ms); undefined until one batch has built. */
+  private meanBuildMs?: number
+  private readonly batchCount = { batches: 0, builds: 0 }
   private readonly decisions: Decision[] = []
   /** Last skip reason per build, so a repeated scan does not flood the decision log. */
   private readonly skipReasons = new Map<string, string>()
@@ -178,7 +192,8 @@ export class SchedulerService {
       tags: [...this.config.tags],
       running: [...this.runs.values()].map(({ id, attempt, derivation, phase, since }) => ({ id, attempt, derivation, phase, since })),
       decisions: [...this.decisions],
-      hookFailures: this.hooks.failures.length
+      hookFailures: this.hooks.failures.length,
+      batching: { ...this.batchCount, size: this.batchSize() }
     }
   }
 
@@ -268,11 +283,17 @@ export class SchedulerService {
     log('%s %s%s: %s', d.action, d.build, d.attempt !== undefined ? `#${d.attempt}` : '', d.reason)
   }
 
-  /** Runs holding a build slot: publishing and recording happen outside the daemon, so they free it. */
-  private get slotsUsed (): number {
-    let n = 0
-    for (const r of this.runs.values()) if (r.phase !== 'publishing' && r.phase !== 'finishing') n++
-    return n
+  /** Batches holding a build slot: publishing and recording happen outside the daemon, so they free it. */
+  private get slotsUsed (): number { return this.holding.size }
+
+  /**
+   * How many builds one slot claims at once: as many as fit in batchBudgetMs at the recent mean
+   * build time (one until a build has been timed), so batching only ever groups short builds,
+   * where the fixed cost per daemon client and settle window dominates.
+   */
+  private batchSize (): number {
+    if (this.config.maxBatch <= 1 || this.meanBuildMs === undefined) return 1
+    return Math.max(1, Math.min(this.config.maxBatch, Math.floor(this.config.batchBudgetMs / Math.max(1, this.meanBuildMs))))
   }
 
   /**
@@ -296,31 +317,44 @@ export class SchedulerService {
   private async fill (): Promise<void> {
     let free = this.config.maxBuilds - this.slotsUsed
     const candidates = this.queue.claimable(this.config.systems, this.config.scanLimit)
-    if (free <= 0) { this.readAhead(candidates); return }
     const k = this.activeBuilders()
+    const size = this.batchSize()
     const window = k === 1 ? 1 : 2 * k
+    if (free <= 0) { this.readAhead(candidates, this.config.maxBuilds * size * k + window); return }
     const eligible: Claimable[] = []
     for (const c of candidates) {
-      if (eligible.length >= free + window - 1 || !this.started) break
+      if (eligible.length >= free * size * k + window - 1 || !this.started) break
       if (this.runs.has(c.id)) continue
       const why = await this.whyNotClaim(c)
       if (why !== undefined) { this.decide({ build: c.id, attempt: c.attempt, action: 'skipped', reason: why }); continue }
       eligible.push(c)
     }
+    // k builders draw from the same eligible builds: take about a k-th share per slot, so the
+    // last builds spread over the swarm instead of queueing in one node's batch
+    const per = Math.max(1, Math.min(size, Math.ceil(eligible.length / (k * free))))
     while (free > 0 && eligible.length > 0 && this.started) {
-      const top = eligible[0].priority
-      let pick = 0
-      for (let i = 1; i < Math.min(window, eligible.length); i++) {
-        if (eligible[i].priority === top && this.rank(eligible[i].id) < this.rank(eligible[pick].id)) pick = i
-      }
-      const [c] = eligible.splice(pick, 1)
       // the checks above may have awaited: take the queue's word again
-      const fresh = this.queue.claimable(this.config.systems, this.config.scanLimit).find(x => x.id === c.id)
-      if (fresh === undefined || this.runs.has(c.id)) continue
-      this.begin(fresh)
+      const fresh = new Map(this.queue.claimable(this.config.systems, this.config.scanLimit).map(x => [x.id, x]))
+      const batch: Claimable[] = []
+      const drvs = new Set<string>()
+      while (batch.length < per && eligible.length > 0) {
+        const top = eligible[0].priority
+        let pick = 0
+        for (let i = 1; i < Math.min(window, eligible.length); i++) {
+          if (eligible[i].priority === top && this.rank(eligible[i].id) < this.rank(eligible[pick].id)) pick = i
+        }
+        const [c] = eligible.splice(pick, 1)
+        const f = fresh.get(c.id)
+        // one build per derivation in a batch: a batch's outcomes are per derivation
+        if (f === undefined || this.runs.has(c.id) || drvs.has(f.derivation)) continue
+        drvs.add(f.derivation)
+        batch.push(f)
+      }
+      if (batch.length === 0) continue
+      this.begin(batch)
       free--
     }
-    if (free <= 0) this.readAhead(this.queue.claimable(this.config.systems, this.config.scanLimit))
+    if (free <= 0) this.readAhead(this.queue.claimable(this.config.systems, this.config.scanLimit), this.config.maxBuilds * size * k + window)
   }
 
   /** Why this node should not claim `c` now, or undefined if it should. */
@@ -375,11 +409,10 @@ export class SchedulerService {
    * Read the derivations of the next few candidates in the background while the slots are busy,
    * so a freed slot is claimed without waiting on the store.
    */
-  private readAhead (candidates: Claimable[]): void {
+  private readAhead (candidates: Claimable[], count: number): void {
     if (this.readingAhead) return
     // as many as the next scan may look at (see fill)
-    const k = this.activeBuilders()
-    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, this.config.maxBuilds + (k === 1 ? 1 : 2 * k))
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, count)
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
@@ -443,19 +476,28 @@ export class SchedulerService {
     run.controller.abort(new Error(reason))
   }
 
-  private begin (c: Claimable): void {
-    const run: Run = { id: c.id, attempt: c.attempt, derivation: c.derivation, phase: 'settling', since: this.now(), phaseStart: performance.now(), phases: {}, controller: new AbortController() }
-    this.runs.set(c.id, run)
-    run.done = this.runAttempt(run)
-      .catch((e: unknown) => { log.error('build %s#%d: %s', run.id, run.attempt, (e as Error).message) })
+  private begin (cs: Claimable[]): void {
+    const batch: Batch = { runs: [] }
+    for (const c of cs) {
+      const run: Run = { id: c.id, attempt: c.attempt, derivation: c.derivation, phase: 'settling', since: this.now(), phaseStart: performance.now(), phases: {}, controller: new AbortController() }
+      this.runs.set(c.id, run)
+      batch.runs.push(run)
+    }
+    this.holding.add(batch)
+    batch.done = this.runBatch(batch)
+      .catch((e: unknown) => { log.error('batch of %s: %s', batch.runs.map(r => `${r.id}#${r.attempt}`).join(' '), (e as Error).message) })
       .finally(() => {
-        clearInterval(run.renewTimer)
-        this.runs.delete(run.id)
+        this.holding.delete(batch)
+        for (const run of batch.runs) {
+          clearInterval(run.renewTimer)
+          if (this.runs.get(run.id) === run) this.runs.delete(run.id)
+        }
         if (this.started) this.schedulePump(0)
       })
+    for (const run of batch.runs) run.done = batch.done
   }
 
-  // ---- one attempt -----------------------------------------------------------------------
+  // ---- one batch of attempts -------------------------------------------------------------
 
   private async op (what: string, f: () => Promise<unknown>): Promise<boolean> {
     if (this.silent) return false
@@ -468,58 +510,143 @@ export class SchedulerService {
     }
   }
 
-  private async runAttempt (run: Run): Promise<void> {
-    const { id, attempt } = run
-    const signal = run.controller.signal
+  /** Claim every build of the batch, settle once, start the ones still ours, build them, publish and record each. */
+  private async runBatch (batch: Batch): Promise<void> {
     const leaseMs = this.config.leaseMs
-    if (!await this.op('claim', async () => await this.queue.claim(id, attempt, leaseMs))) return
-    this.decide({ build: id, attempt, action: 'claimed', reason: `best claimable for ${this.config.systems.join(',')}` })
-    await sleep(this.config.settleMs, undefined, { signal }).catch(() => {})
-    const lost = run.abortReason ?? this.whyNotOurs(run)
-    if (lost !== undefined) {
+    // one claim op per build, appended together (stamped in the batch's order)
+    const claimed = await Promise.all(batch.runs.map(async r => await this.op('claim', async () => await this.queue.claim(r.id, r.attempt, leaseMs))))
+    const live = batch.runs.filter((_, i) => claimed[i])
+    const of = batch.runs.length > 1 ? ` (one of ${batch.runs.length} claimed together)` : ''
+    for (const r of live) this.decide({ build: r.id, attempt: r.attempt, action: 'claimed', reason: `best claimable for ${this.config.systems.join(',')}${of}` })
+    if (live.length === 0) return
+    await sleep(this.config.settleMs, undefined, { signal: live.length === 1 ? live[0].controller.signal : this.lifetime.signal }).catch(() => {})
+    const starting: Run[] = []
+    const releases: Array<Promise<unknown>> = []
+    for (const run of live) {
+      const lost = run.abortReason ?? this.whyNotOurs(run)
+      if (lost === undefined) { starting.push(run); continue }
       this.final(run, 'lost', lost)
-      if (lost === STOPPING && this.whyNotOurs(run) === undefined) await this.op('release', async () => await this.queue.release(id, attempt))
-      return
+      if (lost === STOPPING && this.whyNotOurs(run) === undefined) releases.push(this.op('release', async () => await this.queue.release(run.id, run.attempt)))
     }
+    await Promise.all(releases)
+    if (starting.length === 0) return
     // the first renew marks the attempt as building for everyone
-    await this.op('renew', async () => await this.queue.renew(id, attempt, leaseMs))
-    run.renewTimer = setInterval(() => {
-      if (!signal.aborted) void this.op('renew', async () => await this.queue.renew(id, attempt, leaseMs))
-    }, Math.max(1, Math.floor(leaseMs / 3)))
-    this.decide({ build: id, attempt, action: 'started', reason: 'claim still wins after the settle window' })
+    await Promise.all(starting.map(async r => await this.op('renew', async () => await this.queue.renew(r.id, r.attempt, leaseMs))))
+    for (const run of starting) {
+      const signal = run.controller.signal
+      run.renewTimer = setInterval(() => {
+        if (!signal.aborted) void this.op('renew', async () => await this.queue.renew(run.id, run.attempt, leaseMs))
+      }, Math.max(1, Math.floor(leaseMs / 3)))
+      this.decide({ build: run.id, attempt: run.attempt, action: 'started', reason: 'claim still wins after the settle window' })
+      this.enter(run, 'preparing')
+    }
 
-    this.enter(run, 'preparing')
-    const builder = this.builder!
-    let outcome: BuildOutcome
-    const writer = this.logs.open(id, attempt)
-    const root = this.components.gcRootsDir !== undefined ? join(this.components.gcRootsDir, `${id}-${attempt}`) : undefined
+    const dir = this.components.gcRootsDir
+    const parts = starting.map(run => ({
+      run,
+      writer: this.logs.open(run.id, run.attempt),
+      root: dir !== undefined ? join(dir, `${run.id}-${run.attempt}`) : undefined
+    }))
+    const finishing: Array<Promise<void>> = []
+    /** Each settled build's log is closed and its finish begun (what the slot waits for). */
+    const handedOver: Array<Promise<void>> = []
+    // the builder is done with one build: publish and record it beside the next
+    const settle = (part: typeof parts[number], outcome: BuildOutcome): void => {
+      let handOver!: () => void
+      handedOver.push(new Promise<void>(resolve => { handOver = resolve }))
+      finishing.push((async () => {
+        try {
+          await part.writer.close().catch((e: unknown) => { log.error('compressing log %s: %s', part.writer.name, (e as Error).message) })
+          this.enter(part.run, 'publishing')
+          const finished = this.finish(part.run, outcome, part.writer.name) // decides at once when there is nothing to publish
+          handOver()
+          await finished
+        } finally {
+          handOver()
+          clearInterval(part.run.renewTimer)
+          if (part.root !== undefined) await this.removeRoots(part.root)
+        }
+      })().catch((e: unknown) => { log.error('build %s#%d: %s', part.run.id, part.run.attempt, (e as Error).message) }))
+    }
+    // buildMany roots all the batch's outputs under one base, dropped once all of them are published
+    const batchRoot = dir !== undefined && parts.length > 1 ? join(dir, `batch-${parts[0].run.id}-${parts[0].run.attempt}`) : undefined
     try {
-      try {
+      await this.prepare(parts.map(p => ({ run: p.run, log: p.writer.write })), parts.length === 1 ? parts[0].run.controller.signal : this.lifetime.signal)
+      const t0 = performance.now()
+      await this.build(parts, batchRoot, settle)
+      await Promise.all(handedOver)
+      const per = (performance.now() - t0) / parts.length
+      this.meanBuildMs = this.meanBuildMs === undefined ? per : 0.7 * this.meanBuildMs + 0.3 * per
+      this.batchCount.batches++
+      this.batchCount.builds += parts.length
+    } finally {
+      // the daemon is done: the slot is free for the next batch while these publish
+      this.holding.delete(batch)
+      if (this.started) this.schedulePump(0)
+      await Promise.all(finishing)
+      if (batchRoot !== undefined) await this.removeRoots(batchRoot)
+    }
+  }
+
+  /** Make the inputs' outputs valid here (one fetch for the whole batch); what stays missing is said in the logs. */
+  private async prepare (parts: Array<{ run: Run, log: (chunk: Buffer) => void }>, signal: AbortSignal): Promise<void> {
+    const wanted = new Map<string, Array<(chunk: Buffer) => void>>()
+    try {
+      for (const { run, log: write } of parts) {
         const drv = await this.derivation(run.derivation, signal)
-        const wanted: string[] = []
         for (const [inputDrv, names] of drv.inputDrvs) {
           const d = await this.derivation(inputDrv, signal).catch(() => undefined)
-          for (const n of names) { const o = d?.outputs.get(n); if (o !== undefined) wanted.push(o.path) }
+          for (const n of names) {
+            const o = d?.outputs.get(n)
+            if (o !== undefined) wanted.set(o.path, [...(wanted.get(o.path) ?? []), write])
+          }
         }
-        const stillMissing = await this.inputs.ensureOutputs(wanted, signal)
-        if (stillMissing.length > 0) writer.write(Buffer.from(`guix-swarm: inputs not available here: ${stillMissing.join(' ')}\n`))
-      } catch (e) {
-        if (!signal.aborted) writer.write(Buffer.from(`guix-swarm: preparing inputs failed: ${(e as Error).message}\n`))
       }
-      this.enter(run, 'building')
-      outcome = signal.aborted ? { kind: 'canceled' } : await builder.build(run.derivation, { signal, onLog: writer.write, ...(root !== undefined ? { gcRoot: root } : {}) })
-      await writer.close().catch((e: unknown) => { log.error('compressing log %s: %s', writer.name, (e as Error).message) })
-      this.enter(run, 'publishing')
-      if (this.started) this.schedulePump(0) // the daemon is done: the slot is free for the next build
-      await this.finish(run, outcome, writer.name)
-    } finally {
-      clearInterval(run.renewTimer)
-      if (root !== undefined) await this.removeRoots(root)
+      const stillMissing = await this.inputs.ensureOutputs([...wanted.keys()], signal)
+      for (const p of stillMissing) for (const write of wanted.get(p) ?? []) write(Buffer.from(`guix-swarm: input not available here: ${p}\n`))
+    } catch (e) {
+      if (!signal.aborted) for (const { log: write } of parts) write(Buffer.from(`guix-swarm: preparing inputs failed: ${(e as Error).message}\n`))
+    }
+  }
+
+  /**
+   * Hand the batch to the builder: all at once through `buildMany` when it has one (aborting any
+   * build of the batch kills the batch; the others are then released), else one after another.
+   */
+  private async build<P extends { run: Run, writer: { write: (chunk: Buffer) => void }, root?: string }> (parts: P[], batchRoot: string | undefined, settle: (part: P, outcome: BuildOutcome) => void): Promise<void> {
+    const builder = this.builder as BatchBuilder
+    const buildMany = builder.buildMany?.bind(builder)
+    if (parts.length > 1 && buildMany !== undefined) {
+      const byDrv = new Map(parts.map(p => [p.run.derivation, p]))
+      const settled = new Set<P>()
+      const once = (p: P | undefined, o: BuildOutcome): void => { if (p !== undefined && !settled.has(p)) { settled.add(p); settle(p, o) } }
+      for (const p of parts) this.enter(p.run, 'building')
+      const signal = AbortSignal.any(parts.map(p => p.run.controller.signal))
+      const outcomes = signal.aborted
+        ? new Map<string, BuildOutcome>()
+        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write })), {
+          signal, maxJobs: 1, ...(batchRoot !== undefined ? { gcRoot: batchRoot } : {}), onOutcome: (drv, o) => once(byDrv.get(drv), o)
+        })
+      for (const p of parts) once(p, outcomes.get(p.run.derivation) ?? (signal.aborted ? { kind: 'canceled' } : { kind: 'setup-failed', message: `the builder gave no outcome for ${p.run.derivation}` }))
+      return
+    }
+    for (const p of parts.slice(1)) this.enter(p.run, 'queued')
+    for (const p of parts) {
+      const signal = p.run.controller.signal
+      this.enter(p.run, 'building')
+      const outcome = signal.aborted ? { kind: 'canceled' as const } : await builder.build(p.run.derivation, { signal, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })
+      settle(p, outcome)
     }
   }
 
   private async finish (run: Run, outcome: BuildOutcome, logName: string): Promise<void> {
     const { id, attempt } = run
+    if (outcome.kind === 'canceled' && !run.controller.signal.aborted) {
+      // another build of its batch was aborted and the batch with it: hand this one back, uncounted
+      this.final(run, 'released', 'its batch was stopped for another build')
+      await this.op('release', async () => await this.queue.release(id, attempt))
+      return
+    }
     // a build that ended anyway while we were stopping still gets recorded (op() is a no-op after a crash-stop)
     if (outcome.kind === 'canceled' || (run.controller.signal.aborted && run.abortReason !== STOPPING)) {
       const reason = run.abortReason ?? 'build canceled'
