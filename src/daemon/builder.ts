@@ -2,9 +2,11 @@
 import { logger } from '@libp2p/logger'
 import type { BuildFlags, CommandSet, StoreKind } from './commands.js'
 import { derivationOutputPaths } from './derivation.js'
+import type { Derivation } from './derivation.js'
 import { DaemonError, PathNotValidError } from './errors.js'
 import { isAlive, processTree, signalTree } from './proctree.js'
-import { defaultRunner, runToEnd, type ProcessRunner, type RunningProcess } from './runner.js'
+import { InternalJsonLogRouter } from './internal-json.js'
+import { defaultRunner, runToEnd, type Exit, type ProcessRunner, type RunningProcess } from './runner.js'
 import type { StoreDaemon } from './store.js'
 
 const log = logger('guix-swarm:daemon:builder')
@@ -23,9 +25,33 @@ export interface BuildOptions {
   gcRoot?: string
 }
 
+/** One derivation's part of a batch handed to `buildMany`. */
+export interface BatchItem {
+  drvPath: string
+  /** As BuildOptions.gcRoot, for this derivation's outputs (R, R-<output>). */
+  gcRoot?: string
+  /** This derivation's own log lines (and the daemon's messages that name it). */
+  onLog: (chunk: Buffer) => void
+}
+
+export interface BuildManyOptions {
+  /** Aborting kills the whole batch; every item without an outcome yet ends `canceled`. */
+  signal: AbortSignal
+  /** Concurrent builds inside the batch (Nix --max-jobs); default 1. */
+  maxJobs?: number
+  /** Called once per item as soon as its outcome is known. */
+  onOutcome?: (drvPath: string, outcome: BuildOutcome) => void
+}
+
 export interface Builder {
   readonly kind: StoreKind
   build: (drvPath: string, opts: BuildOptions) => Promise<BuildOutcome>
+  /**
+   * Build several independent derivations (none an input of another) with ONE daemon client;
+   * one outcome per item, keyed by drvPath, classified as `build` would. Never throws.
+   * Undefined when the backend cannot tell the builds' logs apart (Guix).
+   */
+  buildMany?: (items: BatchItem[], opts: BuildManyOptions) => Promise<Map<string, BuildOutcome>>
 }
 
 export interface BuilderComponents {
@@ -96,6 +122,16 @@ export function classifyExit (commands: CommandSet, command: string, code: numbe
 }
 
 const TAIL_BYTES = 64 * 1024
+/** Root-making clients run at once after a batch. */
+const ROOT_CONCURRENCY = 4
+
+type Precheck = { kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }
+
+async function forEachLimit<T> (xs: T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => { while (next < xs.length) await fn(xs[next++]) }
+  await Promise.all(Array.from({ length: Math.min(limit, xs.length) }, worker))
+}
 
 export class CliBuilder implements Builder {
   readonly kind: StoreKind
@@ -106,6 +142,7 @@ export class CliBuilder implements Builder {
   private readonly flags: BuildFlags
   private readonly inputs: 'build' | 'require'
   private readonly killGraceMs: number
+  readonly buildMany?: (items: BatchItem[], opts: BuildManyOptions) => Promise<Map<string, BuildOutcome>>
 
   constructor (c: BuilderComponents, opts: BuilderOptions = {}) {
     this.commands = c.commands
@@ -121,20 +158,25 @@ export class CliBuilder implements Builder {
     }
     this.inputs = opts.inputs ?? 'build'
     this.killGraceMs = opts.killGraceMs ?? 3000
+    // only where the log can be told apart per build (not Guix)
+    if (c.commands.buildMany !== undefined) this.buildMany = async (items, o) => await this.runMany(items, o)
   }
 
   async build (drvPath: string, opts: BuildOptions): Promise<BuildOutcome> {
     if (opts.signal.aborted) return { kind: 'canceled' }
-    let outputs: Record<string, string>
+    let pre: Precheck
     try {
-      const pre = await this.precheck(drvPath, opts.onLog)
-      if (pre.kind !== 'ready') return pre.outcome
-      outputs = pre.outputs
+      pre = (await this.precheck([{ drvPath, onLog: opts.onLog }])).get(drvPath) ?? { kind: 'done', outcome: { kind: 'setup-failed', message: `no precheck result for ${drvPath}` } }
     } catch (e) {
       return { kind: 'setup-failed', message: `${(e as Error).name}: ${(e as Error).message}` }
     }
+    if (pre.kind !== 'ready') return pre.outcome
     if (opts.signal.aborted) return { kind: 'canceled' }
+    return await this.runOne(drvPath, pre.outputs, opts)
+  }
 
+  /** One build client for one derivation whose inputs are in place. */
+  private async runOne (drvPath: string, outputs: Record<string, string>, opts: BuildOptions): Promise<BuildOutcome> {
     const cmd = this.commands.build(drvPath, this.flags, opts.gcRoot)
     log('building %s: %s %o', drvPath, cmd.command, cmd.args)
     const p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
@@ -171,43 +213,207 @@ export class CliBuilder implements Builder {
     return { kind: 'success', outputs }
   }
 
-  private async precheck (drvPath: string, onLog: (chunk: Buffer) => void): Promise<{ kind: 'ready', outputs: Record<string, string> } | { kind: 'done', outcome: BuildOutcome }> {
-    let drv
+  private async runMany (items: BatchItem[], opts: BuildManyOptions): Promise<Map<string, BuildOutcome>> {
+    const out = new Map<string, BuildOutcome>()
+    const settle = (drv: string, o: BuildOutcome): void => {
+      if (out.has(drv)) return
+      out.set(drv, o)
+      try { opts.onOutcome?.(drv, o) } catch (e) { log.error('onOutcome for %s threw: %s', drv, (e as Error).message) }
+    }
+    const byDrv = new Map(items.map((i) => [i.drvPath, i]))
+    if (opts.signal.aborted) {
+      for (const i of byDrv.keys()) settle(i, { kind: 'canceled' })
+      return out
+    }
+    let pre: Map<string, Precheck>
     try {
-      drv = await this.store.readDerivation(drvPath) // checks validity first
+      pre = await this.precheck([...byDrv.values()])
     } catch (e) {
-      if (e instanceof PathNotValidError) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [drvPath] } }
-      throw e
+      for (const i of byDrv.keys()) settle(i, { kind: 'setup-failed', message: `${(e as Error).name}: ${(e as Error).message}` })
+      return out
     }
-    const missing = await this.store.filterInvalid([...drv.inputDrvs.keys(), ...drv.inputSrcs])
-    if (missing.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing } }
-    if (this.inputs === 'require' && this.commands.substitute !== undefined) {
+    const ready = new Map<string, Record<string, string>>()
+    for (const [drv, p] of pre) {
+      if (p.kind === 'ready') ready.set(drv, p.outputs)
+      else settle(drv, p.outcome)
+    }
+    if (opts.signal.aborted) {
+      for (const drv of ready.keys()) settle(drv, { kind: 'canceled' })
+      return out
+    }
+    if (ready.size === 1) {
+      // nothing to share: the plain client, which also roots the outputs as it builds
+      const [[drv, outputs]] = [...ready]
+      const item = byDrv.get(drv) as BatchItem
+      settle(drv, await this.runOne(drv, outputs, { signal: opts.signal, onLog: item.onLog, ...(item.gcRoot !== undefined ? { gcRoot: item.gcRoot } : {}) }))
+      return out
+    }
+    if (ready.size > 1) {
+      const outcomes = await this.runBatch(ready, byDrv, opts)
+      // outputs are rooted one derivation at a time after the batch (Nix roots nothing once a build of it failed)
+      await forEachLimit([...outcomes], ROOT_CONCURRENCY, async ([drv, o]) => {
+        const root = byDrv.get(drv)?.gcRoot
+        if (o.kind === 'success' && root !== undefined) await this.addRoot(drv, root)
+        settle(drv, o)
+      })
+    }
+    for (const drv of byDrv.keys()) if (!out.has(drv)) settle(drv, { kind: 'setup-failed', message: `no outcome for ${drv}` })
+    return out
+  }
+
+  /** One client for all of `ready`: `--keep-going`, the log told apart per build. */
+  private async runBatch (ready: Map<string, Record<string, string>>, byDrv: Map<string, BatchItem>, opts: BuildManyOptions): Promise<Map<string, BuildOutcome>> {
+    const drvs = [...ready.keys()]
+    const many = this.commands.buildMany
+    if (many === undefined) throw new DaemonError(`the ${this.kind} builder cannot build a batch`)
+    const cmd = many(drvs, this.flags, opts.maxJobs ?? 1)
+    log('building %d derivations in one client: %s %o', drvs.length, cmd.command, cmd.args.slice(0, 8))
+    const outcomes = new Map<string, BuildOutcome>()
+    const tails = new Map(drvs.map((d) => [d, '']))
+    let otherTail = ''
+    const router = new InternalJsonLogRouter(drvs, {
+      line: (drv, text) => {
+        tails.set(drv, ((tails.get(drv) ?? '') + text).slice(-TAIL_BYTES))
+        byDrv.get(drv)?.onLog(Buffer.from(text))
+      },
+      other: (text) => {
+        otherTail = (otherTail + text).slice(-TAIL_BYTES)
+        for (const d of drvs) byDrv.get(d)?.onLog(Buffer.from(text))
+      }
+    })
+    let p: RunningProcess
+    try {
+      p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
+    } catch (e) {
+      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
+      return outcomes
+    }
+    p.stdout.resume() // output paths; we know them from the derivations
+    p.stderr.on('data', (b: Buffer) => router.push(b))
+    let killing: Promise<void> | undefined
+    const onAbort = (): void => { killing = this.killBuild(p) }
+    opts.signal.addEventListener('abort', onAbort, { once: true })
+    let exit: Exit
+    try {
+      exit = await p.exited
+    } catch (e) {
+      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
+      return outcomes
+    } finally {
+      opts.signal.removeEventListener('abort', onAbort)
+      router.end()
+    }
+    if (killing !== undefined) {
+      await killing
+      for (const d of drvs) outcomes.set(d, { kind: 'canceled' })
+      return outcomes
+    }
+    let invalid: Set<string>
+    try {
+      invalid = new Set(await this.store.filterInvalid([...ready.values()].flatMap((o) => Object.values(o))))
+    } catch (e) {
+      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
+      return outcomes
+    }
+    const lastError = (text: string): string | undefined => text.split('\n').reverse().find((l) => /error:/.test(l))?.trim()
+    for (const [drv, outputs] of ready) {
+      const absent = Object.values(outputs).filter((o) => invalid.has(o))
+      if (absent.length === 0) { outcomes.set(drv, { kind: 'success', outputs }); continue }
+      const own = tails.get(drv) ?? ''
+      const missing = missingFromLog(own)
+      if (FAILED_PATTERNS.some((re) => re.test(own))) {
+        outcomes.set(drv, { kind: 'failed', exitCode: exit.code, message: lastError(own) ?? `builder for '${drv}' failed` })
+      } else if (missing.length > 0) {
+        outcomes.set(drv, { kind: 'missing-inputs', missing })
+      } else {
+        outcomes.set(drv, { kind: 'setup-failed', message: lastError(otherTail) ?? `${cmd.command} exited with ${exit.code ?? exit.signal}; outputs not valid: ${absent.join(' ')}` })
+      }
+    }
+    return outcomes
+  }
+
+  /** Register the (valid) outputs of `drvPath` as GC roots named like a single build's. */
+  private async addRoot (drvPath: string, gcRoot: string): Promise<void> {
+    const cmd = this.commands.build(drvPath, { substituters: [], trustedPublicKeys: [] }, gcRoot)
+    const r = await runToEnd(this.runner, cmd.command, cmd.args, { env: this.env }).catch((e: Error) => ({ code: null, stderr: Buffer.from(e.message) }))
+    if (r.code !== 0) log.error('could not root the outputs of %s at %s: %s', drvPath, gcRoot, r.stderr.toString().trim())
+  }
+
+  /**
+   * Read the derivations and check their inputs, for all `items` at once (one validity query per
+   * step, not per derivation): ready (with its outputs), or an outcome already.
+   */
+  private async precheck (items: Array<{ drvPath: string, onLog: (chunk: Buffer) => void }>): Promise<Map<string, Precheck>> {
+    const result = new Map<string, Precheck>()
+    const done = (drv: string, outcome: BuildOutcome): void => { result.set(drv, { kind: 'done', outcome }) }
+    const drvs = await this.readDerivations(items.map((i) => i.drvPath))
+    const valid = new Map<string, Derivation>()
+    for (const { drvPath } of items) {
+      const d = drvs.get(drvPath)
+      if (d === undefined || d instanceof PathNotValidError) done(drvPath, { kind: 'missing-inputs', missing: [drvPath] })
+      else valid.set(drvPath, d)
+    }
+    const inputsOf = (d: Derivation): string[] => [...d.inputDrvs.keys(), ...d.inputSrcs]
+    const invalidInputs = new Set(await this.store.filterInvalid([...new Set([...valid.values()].flatMap(inputsOf))]))
+    for (const [drvPath, d] of valid) {
+      const missing = inputsOf(d).filter((p) => invalidInputs.has(p))
+      if (missing.length > 0) { done(drvPath, { kind: 'missing-inputs', missing }); valid.delete(drvPath) }
+    }
+    if (this.inputs === 'require' && this.commands.substitute !== undefined && valid.size > 0) {
       // The outputs the inputs must provide: valid already, or fetched now; never built here.
-      const needed = new Map<string, string>() // output path → its .drv
-      for (const [inputDrv, names] of drv.inputDrvs) {
-        const d = await this.store.readDerivation(inputDrv)
-        for (const name of names) {
-          const out = d.outputs.get(name)
-          if (out === undefined) throw new DaemonError(`${drvPath} needs output '${name}' that ${inputDrv} does not have`)
-          needed.set(out.path, inputDrv)
+      const inputDrvs = await this.readDerivations([...new Set([...valid.values()].flatMap((d) => [...d.inputDrvs.keys()]))])
+      const needed = new Map<string, Map<string, string>>() // drv → (output path → its input .drv)
+      for (const [drvPath, d] of valid) {
+        const mine = new Map<string, string>()
+        for (const [inputDrv, names] of d.inputDrvs) {
+          const id = inputDrvs.get(inputDrv)
+          if (id === undefined || id instanceof PathNotValidError) throw id ?? new DaemonError(`${inputDrv} was not read`)
+          for (const name of names) {
+            const o = id.outputs.get(name)
+            if (o === undefined) throw new DaemonError(`${drvPath} needs output '${name}' that ${inputDrv} does not have`)
+            mine.set(o.path, inputDrv)
+          }
         }
+        needed.set(drvPath, mine)
       }
-      let absent = await this.store.filterInvalid([...needed.keys()])
-      if (absent.length > 0 && this.flags.substituters.length > 0) {
-        const sub = this.commands.substitute(absent, this.flags)
+      let absent = new Set(await this.store.filterInvalid([...new Set([...needed.values()].flatMap((m) => [...m.keys()]))]))
+      if (absent.size > 0 && this.flags.substituters.length > 0) {
+        const sub = this.commands.substitute([...absent], this.flags)
         const r = await runToEnd(this.runner, sub.command, sub.args, { env: this.env })
-        onLog(r.stderr)
-        absent = await this.store.filterInvalid(absent)
+        for (const i of items) if ([...(needed.get(i.drvPath)?.keys() ?? [])].some((o) => absent.has(o))) i.onLog(r.stderr)
+        absent = new Set(await this.store.filterInvalid([...absent]))
       }
-      if (absent.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: [...new Set(absent.map((p) => needed.get(p) as string))].sort() } }
+      for (const [drvPath, mine] of needed) {
+        const gone = [...mine].filter(([o]) => absent.has(o)).map(([, inputDrv]) => inputDrv)
+        if (gone.length > 0) { done(drvPath, { kind: 'missing-inputs', missing: [...new Set(gone)].sort() }); valid.delete(drvPath) }
+      }
     } else if (this.inputs === 'require') {
-      const dry = this.commands.dryRun(drvPath, this.flags)
-      const r = await runToEnd(this.runner, dry.command, dry.args, { env: this.env })
-      if (r.code !== 0) throw new DaemonError(`dry run of ${drvPath} failed: ${r.stderr.toString().trim()}`)
-      const unbuilt = parseDryRun(r.stderr.toString('utf8') + '\n' + r.stdout.toString('utf8')).toBuild.filter((d) => d !== drvPath)
-      if (unbuilt.length > 0) return { kind: 'done', outcome: { kind: 'missing-inputs', missing: unbuilt } }
+      for (const drvPath of [...valid.keys()]) {
+        const dry = this.commands.dryRun(drvPath, this.flags)
+        const r = await runToEnd(this.runner, dry.command, dry.args, { env: this.env })
+        if (r.code !== 0) throw new DaemonError(`dry run of ${drvPath} failed: ${r.stderr.toString().trim()}`)
+        const unbuilt = parseDryRun(r.stderr.toString('utf8') + '\n' + r.stdout.toString('utf8')).toBuild.filter((d) => d !== drvPath)
+        if (unbuilt.length > 0) { done(drvPath, { kind: 'missing-inputs', missing: unbuilt }); valid.delete(drvPath) }
+      }
     }
-    return { kind: 'ready', outputs: derivationOutputPaths(drv) }
+    for (const [drvPath, d] of valid) result.set(drvPath, { kind: 'ready', outputs: derivationOutputPaths(d) })
+    return result
+  }
+
+  /** Through the store's batch form when it has one: one validity query for all. */
+  private async readDerivations (drvPaths: string[]): Promise<Map<string, Derivation | PathNotValidError>> {
+    if (drvPaths.length === 0) return new Map()
+    if (this.store.readDerivations !== undefined) return await this.store.readDerivations(drvPaths)
+    const out = new Map<string, Derivation | PathNotValidError>()
+    for (const p of drvPaths) {
+      try {
+        out.set(p, await this.store.readDerivation(p))
+      } catch (e) {
+        if (!(e instanceof PathNotValidError)) throw e
+        out.set(p, e)
+      }
+    }
+    return out
   }
 
   /**

@@ -31,6 +31,12 @@ export interface CommandSet {
   importExport: Command | undefined
   /** Builds a derivation; prints output paths (or roots) on stdout and the build log on stderr. `gcRoot`: symlink(s) that keep the outputs alive. */
   build: (drvPath: string, flags: BuildFlags, gcRoot?: string) => Command
+  /**
+   * Builds several independent derivations in one client, going on past failures, with a log
+   * that says which build each line belongs to (Nix: `--log-format internal-json`); undefined
+   * when the tool cannot attribute its log.
+   */
+  buildMany?: (drvPaths: string[], flags: BuildFlags, maxJobs: number) => Command
   /** Fetches store paths from substituters only, never building them; undefined when the tool cannot promise that. */
   substitute: ((paths: string[], flags: BuildFlags) => Command) | undefined
   /** Says what a build would build and what it would fetch (on stderr), without doing it. */
@@ -64,6 +70,8 @@ export const NIX_COMMANDS: CommandSet = {
   importExport: { command: 'nix-store', args: ['--import', ...OFFLINE] },
   // --add-root R makes R, R-dev… (one per output) registered as indirect GC roots.
   build: (drv, f, root) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), ...(root !== undefined ? ['--add-root', root] : []), '--', drv] }),
+  // No --add-root: Nix makes no root at all once any build of the batch failed; roots come after, per derivation.
+  buildMany: (drvs, f, maxJobs) => ({ command: 'nix-store', args: ['--realise', '--keep-going', '--max-jobs', String(maxJobs), '--log-format', 'internal-json', ...nixOptions(f), '--', ...drvs] }),
   // Given output paths rather than .drv files, --realise only substitutes (FORMATS.md §2.4).
   substitute: (paths, f) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), '--', ...paths] }),
   dryRun: (drv, f) => ({ command: 'nix-store', args: ['--realise', '--dry-run', ...nixOptions(f), '--', drv] }),

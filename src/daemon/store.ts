@@ -53,6 +53,11 @@ export interface StoreDaemon {
   /** The closure of `paths`, references before referrers (the order to import in). */
   queryRequisites: (paths: string[]) => Promise<string[]>
   readDerivation: (drvPath: string) => Promise<Derivation>
+  /**
+   * Optional batch form of readDerivation: one validity query for all; a PathNotValidError in
+   * place of each invalid one (other failures throw).
+   */
+  readDerivations?: (drvPaths: string[]) => Promise<Map<string, Derivation | PathNotValidError>>
   /** The NAR of a valid path plus its info; the stream errors if the bytes do not match narHash. */
   exportPath: (path: string) => Promise<{ info: PathInfo, nar: Readable }>
   /** Make `info.path` valid from its NAR. References must already be valid. No-op (stream not read) when already valid. */
@@ -255,10 +260,24 @@ export class CliStore implements StoreDaemon {
   }
 
   async readDerivation (drvPath: string): Promise<Derivation> {
-    this.checkPath(drvPath)
-    if (!drvPath.endsWith('.drv')) throw new NotAStorePathError(`'${drvPath}' is not a .drv path`)
-    if (!await this.isValid(drvPath)) throw new PathNotValidError(`derivation '${drvPath}' is not valid in ${this.storeDir}`)
-    return parseDerivation(await readFile(this.realStoreDir + drvPath.slice(this.storeDir.length), 'utf8'))
+    const d = (await this.readDerivations([drvPath])).get(drvPath)
+    if (d instanceof PathNotValidError) throw d
+    return d as Derivation
+  }
+
+  async readDerivations (drvPaths: string[]): Promise<Map<string, Derivation | PathNotValidError>> {
+    for (const p of drvPaths) {
+      this.checkPath(p)
+      if (!p.endsWith('.drv')) throw new NotAStorePathError(`'${p}' is not a .drv path`)
+    }
+    const invalid = new Set(await this.filterInvalid([...new Set(drvPaths)]))
+    const out = new Map<string, Derivation | PathNotValidError>()
+    for (const p of drvPaths) {
+      out.set(p, invalid.has(p)
+        ? new PathNotValidError(`derivation '${p}' is not valid in ${this.storeDir}`)
+        : parseDerivation(await readFile(this.localPath(p), 'utf8')))
+    }
+    return out
   }
 
   async exportPath (path: string): Promise<{ info: PathInfo, nar: Readable }> {
