@@ -118,26 +118,27 @@ function flat (s: string): string {
 }
 
 // Memory per held op (a joiner holds 100k+): cborg and node:crypto give every byte string its
-// own ArrayBuffer, which costs more than the 300-byte op itself. Op bytes and digests are
-// copied into shared slabs instead, and sig/prev are views into the op's bytes.
-const SLAB_BYTES = 64 * 1024
+// own ArrayBuffer, which costs more than the 300-byte op itself, and every typed-array view
+// costs ~100 bytes of heap (4 per op measured 380 of the 1.5 KB a submit-only build held).
+// So an op's bytes and its digest are copied side by side into a shared slab, and the op
+// object keeps only offsets: bytes, digest, sig and prev are views made when asked for.
+const SLAB_BYTES = 256 * 1024
 let slab = new Uint8Array(0)
 let slabUsed = 0
-function keep (bytes: Uint8Array): Uint8Array {
-  const n = bytes.length
-  if (n > SLAB_BYTES / 8) return bytes.slice()
+function room (n: number): { slab: Uint8Array, at: number } {
+  if (n > SLAB_BYTES / 16) return { slab: new Uint8Array(n), at: 0 }
   if (slabUsed + n > slab.length) { slab = new Uint8Array(SLAB_BYTES); slabUsed = 0 }
-  const out = slab.subarray(slabUsed, slabUsed + n)
-  out.set(bytes)
+  const at = slabUsed
   slabUsed += n
-  return out
+  return { slab, at }
 }
 
-/** `part` as a view into `whole` where it occurs there (it normally does), else `part`. */
-function viewIn (whole: Uint8Array, part: Uint8Array, at: number): Uint8Array {
+/** Where `part` occurs in `whole` (a signed byte string always occurs verbatim), checking `hint` first. */
+function offsetIn (whole: Uint8Array, part: Uint8Array, hint: number): number {
   const buf = Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength)
-  const i = at >= 0 && buf.subarray(at, at + part.length).equals(part) ? at : buf.indexOf(part)
-  return i < 0 ? part : whole.subarray(i, i + part.length)
+  const i = hint >= 0 && buf.subarray(hint, hint + part.length).equals(part) ? hint : buf.indexOf(part)
+  if (i < 0) throw new OpMalformedError('byte string not found in its own encoding')
+  return i
 }
 
 // Strings repeated across ops (authors, systems, tag values) are kept once.
@@ -150,10 +151,56 @@ function intern (s: string): string {
   return s
 }
 
-function identify (bytes: Uint8Array): { id: string, digest: Uint8Array } {
-  const digest = keep(sha256(bytes))
+// Tag sets repeat across builds (a jobset's every build): one frozen object per distinct set.
+const internedTags = new Map<string, Readonly<Record<string, string>>>()
+function internTags (tags: Record<string, string>): Record<string, string> {
+  const key = JSON.stringify(Object.entries(tags).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
+  const have = internedTags.get(key)
+  if (have !== undefined) return have as Record<string, string>
+  if (internedTags.size >= 10_000) internedTags.clear()
+  const frozen = Object.freeze({ ...tags })
+  internedTags.set(key, frozen)
+  return frozen as Record<string, string>
+}
+
+/**
+ * The one object held per op. Fields are fixed at construction (one V8 shape for all ops);
+ * the byte views are getters over the slab region [bytes | 32-byte digest].
+ */
+class HeldOp {
+  constructor (
+    readonly author: string,
+    readonly seq: number,
+    readonly hlc: Stamp,
+    readonly type: OpType,
+    readonly payload: unknown,
+    readonly id: string,
+    private readonly slab: Uint8Array,
+    private readonly at: number,
+    private readonly len: number,
+    private readonly sigAt: number,
+    private readonly prevAt: number
+  ) {}
+
+  get bytes (): Uint8Array { return this.slab.subarray(this.at, this.at + this.len) }
+  get digest (): Uint8Array { const d = this.at + this.len; return this.slab.subarray(d, d + 32) }
+  get sig (): Uint8Array { const s = this.at + this.sigAt; return this.slab.subarray(s, s + 64) }
+  get prev (): Uint8Array | undefined { const p = this.at + this.prevAt; return this.prevAt < 0 ? undefined : this.slab.subarray(p, p + 32) }
+}
+
+/** Copy `bytes` into a slab next to their digest and make the op object. */
+function hold (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown, bytes: Uint8Array, sig: Uint8Array, prev: Uint8Array | undefined): Op {
+  const len = bytes.length
+  // canonical dag-cbor sorts 'sig' (the longest key) last: the signature is the last 64 bytes
+  const sigAt = offsetIn(bytes, sig, len - 64)
+  const prevAt = prev === undefined ? -1 : offsetIn(bytes, prev, -1)
+  const r = room(len + 32)
+  r.slab.set(bytes, r.at)
+  const kept = r.slab.subarray(r.at, r.at + len)
+  const digest = sha256(kept)
+  r.slab.set(digest, r.at + len)
   const cid = CID.createV1(dagCbor.code, createDigest(SHA2_256, digest))
-  return { id: flat(cid.toString()), digest }
+  return new HeldOp(author, seq, hlc, type, payload, flat(cid.toString()), r.slab, r.at, len, sigAt, prevAt) as unknown as Op
 }
 
 /**
@@ -167,8 +214,8 @@ export function signOp (key: PrivateKey, author: string, seq: number, hlc: Stamp
   const body = bodyOf(author, seq, hlc, draft.type, payload, prev)
   const sig = key.sign(signingInput(body))
   if (!(sig instanceof Uint8Array)) throw new TypeError('expected a synchronous Ed25519 signature')
-  const bytes = keep(dagCbor.encode({ ...body, sig }))
-  return { author, seq, hlc, type: draft.type, payload, ...(prev !== undefined ? { prev } : {}), sig, bytes, ...identify(bytes) } as Op
+  const bytes = dagCbor.encode({ ...body, sig })
+  return hold(author, seq, hlc, draft.type, payload, bytes, sig, prev)
 }
 
 /** Does `op` name `digest` as its predecessor's hash? */
@@ -233,13 +280,17 @@ function checkPayload (type: string, p: unknown): unknown {
       keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil'], 'submit')
       const drv = str(p.drv, 'drv', 400)
       if (!isDerivationPath(drv)) throw new OpMalformedError('drv is not a store path of a .drv')
-      p.system = intern(str(p.system, 'system', 64))
-      int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
-      int(p.maxAttempts, 'maxAttempts', 1, 100)
+      const system = intern(str(p.system, 'system', 64))
+      const priority = int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
+      const maxAttempts = int(p.maxAttempts, 'maxAttempts', 1, 100)
       if (p.deferUntil !== undefined) int(p.deferUntil, 'deferUntil', 0, Number.MAX_SAFE_INTEGER)
       if (!isRec(p.tags) || Object.keys(p.tags).length > 32) throw new OpMalformedError('tags must be a map of at most 32 entries')
-      for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); p.tags[k] = intern(str(v, 'tag value', 256)) }
-      return p
+      for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); str(v, 'tag value', 256) }
+      const tags = internTags(p.tags as Record<string, string>)
+      // a fresh literal of fixed shape: cborg's maps grow property by property (an extra
+      // out-of-object property array per build)
+      if (p.deferUntil === undefined) return { drv, system, priority, tags, maxAttempts }
+      return { drv, system, priority, tags, maxAttempts, deferUntil: p.deferUntil }
     }
     case 'priority':
       keys(p, ['build', 'priority'], 'priority'); buildRef(p.build); int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY); return p
@@ -303,13 +354,7 @@ export function decodeOp (bytes: Uint8Array, maxBytes = DEFAULT_MAX_OP_BYTES): O
   if (type === undefined) throw new OpUnknownTypeError(raw.t)
   const payload = checkPayload(type, raw.p)
   if (!(raw.sig instanceof Uint8Array) || raw.sig.length !== 64) throw new OpMalformedError('sig must be 64 bytes')
-  const kept = keep(bytes)
-  // canonical dag-cbor sorts 'sig' (the longest key) last: the signature is the last 64 bytes
-  const sig = viewIn(kept, raw.sig, kept.length - 64)
-  const { id, digest } = identify(kept)
-  // fixed literal shapes (no spreads): V8 then keeps every field inside the object
-  if (prev === undefined) return { author, seq, hlc, type, payload, sig, bytes: kept, id, digest } as Op
-  return { author, seq, hlc, type, payload, prev: viewIn(kept, prev as Uint8Array, -1), sig, bytes: kept, id, digest } as Op
+  return hold(author, seq, hlc, type, payload, bytes, raw.sig, prev as Uint8Array | undefined)
 }
 
 // Verifying through @libp2p/crypto rebuilds a node KeyObject from JWK on every call (a third of

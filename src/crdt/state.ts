@@ -61,6 +61,8 @@ export interface BuildRecord {
 
 export interface Claimable { id: string, attempt: number, priority: number, system: string, derivation: string }
 
+const NO_ATTEMPTS = Object.freeze([]) as unknown as Attempt[]
+
 const FINISHED: ReadonlySet<Phase> = new Set(['succeeded', 'failed', 'canceled'])
 export const isFinished = (p: Phase): boolean => FINISHED.has(p)
 
@@ -152,6 +154,8 @@ export function computeRecord (id: string, submitSeen: SeenOp, others: readonly 
   const last = attempts.at(-1)
   if (successMs !== undefined) { phase = 'succeeded'; finishedAt = successMs } else if (canceled) { phase = 'canceled'; finishedAt = cancelMs } else if (failures >= p.maxAttempts) { phase = 'failed'; finishedAt = lastFailureMs } else if (last !== undefined && last.result === undefined && !last.released) { phase = last.started ? 'building' : 'claimed' } else { phase = 'queued' }
 
+  // one literal of fixed shape (no conditional spreads, which give records out-of-object
+  // property arrays), and the shared empty list for the usual build that was never claimed
   const record: BuildRecord = {
     id,
     derivation: p.drv,
@@ -161,13 +165,13 @@ export function computeRecord (id: string, submitSeen: SeenOp, others: readonly 
     submitOpId: submit.id,
     submitHlc: submit.hlc,
     maxAttempts: p.maxAttempts,
-    ...(p.deferUntil !== undefined ? { deferUntil: p.deferUntil } : {}),
+    deferUntil: p.deferUntil,
     priority,
     canceled,
     phase,
     failures,
-    attempts,
-    ...(finishedAt !== undefined ? { finishedAt } : {}),
+    attempts: attempts.length === 0 ? NO_ATTEMPTS : attempts,
+    finishedAt,
     digest: ''
   }
   record.digest = digestOf(record)
@@ -291,6 +295,7 @@ export class QueueState {
   private readonly entries = new Map<string, Entry>()
   /** Build ids per derivation: a bare id for the usual single build, a list otherwise. */
   private readonly byDrv = new Map<string, string | string[]>()
+  /** Finished builds by phase (unfinished ones are all in `bySystem`: one index entry per build). */
   private readonly byPhase = new Map<Phase, Set<string>>()
   private readonly bySystem = new Map<string, PriorityIndex>()
   private listener?: ChangeListener
@@ -304,7 +309,7 @@ export class QueueState {
   apply (op: Op, seenAt: number): string {
     const id = op.type === 'submit' ? buildIdOf(op) : op.payload.build
     let e = this.entries.get(id)
-    if (e === undefined) { e = { ops: NO_OPS }; this.entries.set(id, e) }
+    if (e === undefined) { e = { submit: undefined, ops: NO_OPS, record: undefined }; this.entries.set(id, e) } // every field up front: one shape, no property array
     const seen = { op, seenAt }
     if (op.type === 'submit') {
       if (e.submit !== undefined) return id
@@ -334,13 +339,14 @@ export class QueueState {
       if (ids === undefined) this.byDrv.set(next.derivation, next.id)
       else if (typeof ids === 'string') { if (ids !== next.id) this.byDrv.set(next.derivation, [ids, next.id]) } else if (!ids.includes(next.id)) ids.push(next.id)
     } else {
-      this.byPhase.get(prev.phase)?.delete(next.id)
-      if (!isFinished(prev.phase)) this.bySystem.get(prev.system)?.remove(keyOf(prev))
+      if (isFinished(prev.phase)) this.byPhase.get(prev.phase)?.delete(next.id)
+      else this.bySystem.get(prev.system)?.remove(keyOf(prev))
     }
-    let ph = this.byPhase.get(next.phase)
-    if (ph === undefined) { ph = new Set(); this.byPhase.set(next.phase, ph) }
-    ph.add(next.id)
-    if (!isFinished(next.phase)) {
+    if (isFinished(next.phase)) {
+      let ph = this.byPhase.get(next.phase)
+      if (ph === undefined) { ph = new Set(); this.byPhase.set(next.phase, ph) }
+      ph.add(next.id)
+    } else {
       let idx = this.bySystem.get(next.system)
       if (idx === undefined) { idx = new PriorityIndex(); this.bySystem.set(next.system, idx) }
       idx.insert(keyOf(next))
@@ -358,9 +364,9 @@ export class QueueState {
   byState (state: BuildState, now: number): BuildRecord[] {
     if (state === 'succeeded' || state === 'failed' || state === 'canceled') return [...(this.byPhase.get(state) ?? [])].map(id => this.get(id)!)
     const out: BuildRecord[] = []
-    for (const phase of ['queued', 'claimed', 'building'] as const) {
-      for (const id of this.byPhase.get(phase) ?? []) {
-        const r = this.get(id)!
+    for (const idx of this.bySystem.values()) {
+      for (const k of idx.keys()) {
+        const r = this.get(k.id)!
         if (stateAt(r, now) === state) out.push(r)
       }
     }

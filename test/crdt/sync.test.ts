@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFrames, encodeFrame, SyncProtocolError, signOp } from '../../src/crdt/index.js'
+import * as dagCbor from '@ipld/dag-cbor'
+import { readFrames, encodeFrame, SyncProtocolError, signOp, decodeOp } from '../../src/crdt/index.js'
 import { VerifyPool } from '../../src/crdt/verify-pool.js'
 import { makeAuthor, next, submit } from './fixtures.js'
 
@@ -30,8 +31,11 @@ test('the verify pool accepts good signatures and refuses tampered ones', async 
   const [a, b] = await Promise.all([makeAuthor(), makeAuthor()])
   const good = Array.from({ length: 40 }, (_, i) => next(a, [1000 + i, 0], submit(i)))
   const forged = signOp(b.key, a.id, 41, [2000, 0], submit(99), a.tip) // b's signature under a's name
-  const flipped = { ...good[3], sig: Uint8Array.from(good[3].sig) }
-  flipped.sig[5] ^= 0x10
+  // the same op with one bit of its signature flipped (re-encoded, so only the signature differs)
+  const raw = dagCbor.decode<Record<string, unknown>>(good[3].bytes)
+  const sig = Uint8Array.from(raw.sig as Uint8Array); sig[5] ^= 0x10
+  const flipped = decodeOp(dagCbor.encode({ ...raw, sig }))
+  assert.deepEqual(flipped.payload, good[3].payload)
   const ok = await pool.verify([...good, forged, flipped])
   assert.equal(ok.length, 42)
   assert.ok(ok.slice(0, 40).every(x => x), 'all 40 good signatures are accepted')
