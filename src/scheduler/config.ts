@@ -52,7 +52,7 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   decisionLog: 100,
   scanLimit: 1000,
   maxBatch: 16,
-  batchBudgetMs: 2000
+  batchBudgetMs: 10_000
 }
 
 export function resolveConfig (partial: Partial<SchedulerConfig> = {}): SchedulerConfig {

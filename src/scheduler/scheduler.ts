@@ -17,6 +17,9 @@ import { localInputs, type BatchBuilder, type InputFetcher, type OutputPublisher
 
 const log = logger('guix-swarm:scheduler')
 
+/** A store that can read many derivations with one query (src/daemon's CliStore can). */
+type BatchStore = StoreDaemon & { readDerivations?: (drvPaths: string[]) => Promise<Map<string, Derivation | Error>> }
+
 const DRV_CACHE_MAX = 10_000
 const STOPPING = 'scheduler stopping'
 
@@ -298,32 +301,48 @@ export class SchedulerService {
 
   /**
    * Builders seen claiming or renewing within two lease periods, this node included. With one,
-   * claims follow the queue's order exactly; with k, each node picks among the best 2k eligible
-   * builds of the top priority by a per-node hash, so nodes whose slots free at the same moment
-   * rarely claim the same build and lose a settle window over it.
+   * claims follow the queue's order exactly; with k, each node picks within a window of the
+   * eligible builds of the top priority (see pickOrder), so nodes whose slots free at the same
+   * moment rarely claim the same build and lose a settle window over it.
    */
-  private activeBuilders (): number {
+  private activeBuilders (): string[] {
     const since = this.now() - 2 * this.config.leaseMs
-    let k = 1
+    const peers = [this.self]
     for (const [peer, at] of this.claimers) {
       if (at < since) this.claimers.delete(peer)
-      else if (peer !== this.self) k++
+      else if (peer !== this.self) peers.push(peer)
     }
-    return k
+    return peers
   }
 
-  private rank (id: string): string { return createHash('sha256').update(this.self).update(id).digest('hex') }
+  private static hash (peer: string, id: string): string { return createHash('sha256').update(peer).update(id).digest('hex') }
+
+  /**
+   * Rendezvous hashing over the active builders: a build "belongs" to the builder with the
+   * smallest sha-256(peer ‖ build). A node takes its own builds first (in queue order), then the
+   * others by its own hash, so batches claimed at the same moment by different nodes mostly
+   * split the queue instead of overlapping (every node computes the same owners from the same
+   * set of builders).
+   */
+  private pickKey (id: string, peers: string[]): [number, string] {
+    const mine = SchedulerService.hash(this.self, id)
+    for (const p of peers) if (p !== this.self && SchedulerService.hash(p, id) < mine) return [1, mine]
+    return [0, '']
+  }
 
   private async fill (): Promise<void> {
     let free = this.config.maxBuilds - this.slotsUsed
     const candidates = this.queue.claimable(this.config.systems, this.config.scanLimit)
-    const k = this.activeBuilders()
+    const peers = this.activeBuilders()
+    const k = peers.length
     const size = this.batchSize()
-    const window = k === 1 ? 1 : 2 * k
+    const window = k === 1 ? 1 : 2 * k * size
     if (free <= 0) { this.readAhead(candidates, this.config.maxBuilds * size * k + window); return }
     const eligible: Claimable[] = []
+    const enough = free * size * k + window - 1
+    await this.readMany(candidates.filter(c => !this.runs.has(c.id)).slice(0, enough).map(c => c.derivation))
     for (const c of candidates) {
-      if (eligible.length >= free * size * k + window - 1 || !this.started) break
+      if (eligible.length >= enough || !this.started) break
       if (this.runs.has(c.id)) continue
       const why = await this.whyNotClaim(c)
       if (why !== undefined) { this.decide({ build: c.id, attempt: c.attempt, action: 'skipped', reason: why }); continue }
@@ -337,11 +356,20 @@ export class SchedulerService {
       const fresh = new Map(this.queue.claimable(this.config.systems, this.config.scanLimit).map(x => [x.id, x]))
       const batch: Claimable[] = []
       const drvs = new Set<string>()
+      const keys = new Map<string, [number, string]>()
+      const key = (id: string): [number, string] => {
+        let v = keys.get(id)
+        if (v === undefined) { v = this.pickKey(id, peers); keys.set(id, v) }
+        return v
+      }
       while (batch.length < per && eligible.length > 0) {
         const top = eligible[0].priority
         let pick = 0
         for (let i = 1; i < Math.min(window, eligible.length); i++) {
-          if (eligible[i].priority === top && this.rank(eligible[i].id) < this.rank(eligible[pick].id)) pick = i
+          if (eligible[i].priority !== top) continue
+          const [a, ra] = key(eligible[i].id)
+          const [b, rb] = key(eligible[pick].id)
+          if (a < b || (a === b && ra < rb)) pick = i
         }
         const [c] = eligible.splice(pick, 1)
         const f = fresh.get(c.id)
@@ -397,12 +425,30 @@ export class SchedulerService {
         }
       })()
       this.drvReading.set(path, pending)
-      void pending.then((d) => {
-        if (this.drvCache.size >= DRV_CACHE_MAX) this.drvCache.delete(this.drvCache.keys().next().value as string)
-        this.drvCache.set(path, d)
-      }, () => {}).finally(() => this.drvReading.delete(path))
+      void pending.then((d) => { this.remember(path, d) }, () => {}).finally(() => this.drvReading.delete(path))
     }
     return await pending
+  }
+
+  private remember (path: string, d: Derivation): void {
+    if (this.drvCache.size >= DRV_CACHE_MAX) this.drvCache.delete(this.drvCache.keys().next().value as string)
+    this.drvCache.set(path, d)
+  }
+
+  /**
+   * Read the derivations not cached yet with ONE store query when the store has the batch form
+   * (each `readDerivation` is a daemon client process); the ones not valid here are left to
+   * `derivation`, which fetches them. Never throws.
+   */
+  private async readMany (paths: string[]): Promise<void> {
+    const readDerivations = (this.store as BatchStore).readDerivations?.bind(this.store)
+    const todo = [...new Set(paths)].filter(p => !this.drvCache.has(p) && !this.drvReading.has(p))
+    if (readDerivations === undefined || todo.length < 2) return
+    try {
+      for (const [p, d] of await readDerivations(todo)) if (!(d instanceof Error)) this.remember(p, d)
+    } catch (e) {
+      log('reading %d derivations at once failed: %s', todo.length, (e as Error).message)
+    }
   }
 
   /**
@@ -416,6 +462,7 @@ export class SchedulerService {
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
+      await this.readMany(todo.map(c => c.derivation))
       for (const c of todo) {
         if (!this.started) break
         await this.derivation(c.derivation, this.lifetime.signal).catch(() => {})
@@ -530,8 +577,8 @@ export class SchedulerService {
     }
     await Promise.all(releases)
     if (starting.length === 0) return
-    // the first renew marks the attempt as building for everyone
-    await Promise.all(starting.map(async r => await this.op('renew', async () => await this.queue.renew(r.id, r.attempt, leaseMs))))
+    // the first renew marks the attempt as building for everyone; the build need not wait for it
+    for (const r of starting) void this.op('renew', async () => await this.queue.renew(r.id, r.attempt, leaseMs))
     for (const run of starting) {
       const signal = run.controller.signal
       run.renewTimer = setInterval(() => {

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { Builder, BuildOptions, BuildOutcome, Derivation, StoreDaemon } from '../../src/daemon/index.js'
 import {
   SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
-  type SchedulerComponents
+  type BatchItem, type BuildManyOptions, type SchedulerComponents
 } from '../../src/scheduler/index.js'
 import type { NodeService } from '../../src/node/index.js'
 import { startQueueNode, tempDir, waitFor, mesh, type QueueNode } from './harness.js'
@@ -67,10 +67,10 @@ const publisher: SchedulerComponents['publisher'] = {
 
 interface Rig { q: QueueNode, store: FakeStore, builder: FakeBuilder, dir: string, scheduler: SchedulerService }
 
-async function rig (opts: { q?: QueueNode, components?: Partial<SchedulerComponents>, config?: SchedulerComponents['config'] } = {}): Promise<Rig> {
+async function rig (opts: { q?: QueueNode, components?: Partial<SchedulerComponents>, config?: SchedulerComponents['config'], builder?: (store: FakeStore) => FakeBuilder } = {}): Promise<Rig> {
   const q = opts.q ?? await startQueueNode()
   const store = new FakeStore()
-  const builder = new FakeBuilder(store)
+  const builder = opts.builder?.(store) ?? new FakeBuilder(store)
   const dir = await tempDir()
   const scheduler = new SchedulerService({
     queue: q.queue,
@@ -313,5 +313,135 @@ test('a graceful stop kills the build and releases the claim, so another node ta
     await done(next, { keepQueue: true })
   } finally {
     await done(r)
+  }
+})
+
+/** A FakeBuilder that also builds batches (one call for several derivations), as CliBuilder.buildMany does. */
+class FakeBatchBuilder extends FakeBuilder {
+  readonly batches: string[][] = []
+  /** When set, the next buildMany call waits for its signal instead of building. */
+  hangNext = false
+  constructor (private readonly fakeStore: FakeStore) { super(fakeStore) }
+  async buildMany (items: BatchItem[], opts: BuildManyOptions): Promise<Map<string, BuildOutcome>> {
+    this.batches.push(items.map(i => i.drvPath))
+    const out = new Map<string, BuildOutcome>()
+    if (this.hangNext) {
+      this.hangNext = false
+      await new Promise(resolve => opts.signal.addEventListener('abort', resolve, { once: true }))
+      for (const i of items) out.set(i.drvPath, { kind: 'canceled' })
+      return out
+    }
+    for (const i of items) {
+      i.onLog(Buffer.from(`batch-built ${i.drvPath}\n`))
+      this.fakeStore.valid.add(outOf(i.drvPath))
+      const o: BuildOutcome = { kind: 'success', outputs: { out: outOf(i.drvPath) } }
+      opts.onOutcome?.(i.drvPath, o)
+      out.set(i.drvPath, o)
+    }
+    return out
+  }
+}
+
+async function batchRig (config: SchedulerComponents['config'] = {}): Promise<Rig & { batcher: FakeBatchBuilder }> {
+  const r = await rig({ config: { maxBuilds: 1, maxBatch: 4, ...config }, builder: (store) => new FakeBatchBuilder(store) })
+  return { ...r, batcher: r.builder as FakeBatchBuilder }
+}
+
+const succeededOnce = (q: QueueNode, id: string): boolean => {
+  const rec = q.queue.get(id)
+  return rec?.phase === 'succeeded' && rec.attempts.filter(a => a.result?.outcome === 'success').length === 1
+}
+
+test('config: maxBatch and batchBudgetMs are checked', () => {
+  assert.throws(() => resolveConfig({ maxBatch: 0 }), SchedulerConfigError)
+  assert.throws(() => resolveConfig({ maxBatch: 2.5 }), SchedulerConfigError)
+  assert.throws(() => resolveConfig({ batchBudgetMs: -1 }), SchedulerConfigError)
+  assert.equal(resolveConfig({ maxBatch: 1 }).maxBatch, 1)
+})
+
+test('short builds are claimed in batches and handed to buildMany together: one success each, each log its own', async () => {
+  const r = await batchRig()
+  try {
+    const drvs = Array.from({ length: 9 }, (_, i) => r.store.add(drvPath(`batched${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await r.scheduler.start()
+    await waitFor('all nine built once', () => ids.every(id => succeededOnce(r.q, id)) && r.scheduler.status().running.length === 0)
+      .catch((e: Error) => { throw new Error(`${e.message}; decisions: ${JSON.stringify(r.scheduler.status().decisions)}`) })
+    // nothing timed yet: the first build goes alone, through build(); then batches of up to maxBatch
+    assert.deepEqual(r.batcher.calls, [drvs[0]])
+    assert.ok(r.batcher.batches.length > 0 && r.batcher.batches.every(b => b.length > 1 && b.length <= 4), `batches of 2..4: ${JSON.stringify(r.batcher.batches)}`)
+    assert.deepEqual([...r.batcher.calls, ...r.batcher.batches.flat()].sort(), [...drvs].sort(), 'every derivation handed to the builder exactly once')
+    const st = r.scheduler.status()
+    assert.equal(st.batching.builds, 9)
+    assert.equal(st.batching.batches, 1 + r.batcher.batches.length)
+    const batched = drvs.indexOf(r.batcher.batches[0][1])
+    const text = (await r.scheduler.readLog(ids[batched]))!.log.toString()
+    assert.equal(text, `batch-built ${drvs[batched]}\n`, 'a batched build\'s log holds its own lines only')
+    // claims of one batch are one pass: claimed together, in the queue's order
+    const d = st.decisions.find(x => x.build === ids[batched] && x.action === 'claimed')
+    assert.match(d!.reason, /claimed together/)
+  } finally {
+    await done(r)
+  }
+})
+
+test('a build canceled inside a batch stops the batch; the others are released uncounted and built again', async () => {
+  const r = await batchRig({ leaseMs: 60_000 })
+  try {
+    const first = r.store.add(drvPath('warmup'))
+    const [warm] = await r.q.queue.submit([{ drv: first, system: SYS }])
+    await r.scheduler.start()
+    await waitFor('the first build (times a build, so batches may grow)', () => succeededOnce(r.q, warm) && r.scheduler.status().slotsUsed === 0)
+    r.batcher.hangNext = true
+    const drvs = [0, 1, 2].map(i => r.store.add(drvPath(`together${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await waitFor('the batch to reach the builder', () => r.batcher.batches.length === 1)
+    assert.deepEqual(r.batcher.batches[0], drvs)
+    await r.q.queue.cancel(ids[1])
+    await waitFor('the other two to be built again', () => succeededOnce(r.q, ids[0]) && succeededOnce(r.q, ids[2]) && r.scheduler.status().running.length === 0)
+    assert.equal(r.q.queue.get(ids[1])!.phase, 'canceled')
+    for (const id of [ids[0], ids[2]]) {
+      const rec = r.q.queue.get(id)!
+      assert.equal(rec.failures, 0, 'a batch stopped for another build counts as no failure')
+      assert.equal(rec.attempts[0].released, true, 'the stopped attempt was handed back')
+      assert.ok(r.scheduler.status().decisions.some(d => d.build === id && d.action === 'released' && /batch was stopped/.test(d.reason)), 'the release says why')
+    }
+    assert.ok(r.scheduler.status().decisions.some(d => d.build === ids[1] && d.action === 'aborted' && d.reason === 'canceled'), 'the canceled build was aborted as canceled')
+  } finally {
+    await done(r)
+  }
+})
+
+test('without buildMany a batch is built one by one in its slot; builds longer than the batch budget are never batched', async () => {
+  const r = await rig({ config: { maxBuilds: 1, maxBatch: 4 } })
+  try {
+    const drvs = Array.from({ length: 6 }, (_, i) => r.store.add(drvPath(`onebyone${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await r.scheduler.start()
+    await waitFor('all six built once', () => ids.every(id => succeededOnce(r.q, id)) && r.scheduler.status().running.length === 0)
+    assert.deepEqual([...r.builder.calls].sort(), [...drvs].sort())
+    const st = r.scheduler.status()
+    assert.ok(st.batching.batches < st.batching.builds, `some builds shared a batch: ${JSON.stringify(st.batching)}`)
+  } finally {
+    await done(r)
+  }
+  const slow = await rig({ config: { maxBuilds: 1, maxBatch: 4, batchBudgetMs: 100 } })
+  try {
+    const drvs = Array.from({ length: 4 }, (_, i) => slow.store.add(drvPath(`slow${i}`)))
+    // each build takes at least 150 ms, more than the 100 ms budget: batches stay at one
+    for (const drv of drvs) {
+      slow.builder.scripts.set(drv, [async (d) => {
+        await new Promise(resolve => setTimeout(resolve, 150))
+        slow.store.valid.add(outOf(d))
+        return { kind: 'success', outputs: { out: outOf(d) } }
+      }])
+    }
+    const ids = await slow.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await slow.scheduler.start()
+    await waitFor('all four built once', () => ids.every(id => succeededOnce(slow.q, id)) && slow.scheduler.status().running.length === 0)
+    const st = slow.scheduler.status()
+    assert.deepEqual(st.batching, { batches: 4, builds: 4, size: 1 })
+  } finally {
+    await done(slow)
   }
 })
