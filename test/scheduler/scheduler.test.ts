@@ -392,9 +392,20 @@ test('a build canceled inside a batch stops the batch; the others are released u
     const [warm] = await r.q.queue.submit([{ drv: first, system: SYS }])
     await r.scheduler.start()
     await waitFor('the first build (times a build, so batches may grow)', () => succeededOnce(r.q, warm) && r.scheduler.status().slotsUsed === 0)
+    // a build holds the only slot while the three are submitted, so they are claimed in one pass
+    const blocker = r.store.add(drvPath('blocker'))
+    let unblock!: () => void
+    r.batcher.scripts.set(blocker, [async (d) => {
+      await new Promise<void>(resolve => { unblock = resolve })
+      r.store.valid.add(outOf(d))
+      return { kind: 'success', outputs: { out: outOf(d) } }
+    }])
+    await r.q.queue.submit([{ drv: blocker, system: SYS }])
+    await waitFor('the blocker to build', () => r.batcher.calls.includes(blocker))
     r.batcher.hangNext = true
     const drvs = [0, 1, 2].map(i => r.store.add(drvPath(`together${i}`)))
     const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    unblock()
     await waitFor('the batch to reach the builder', () => r.batcher.batches.length === 1)
     assert.deepEqual(r.batcher.batches[0], drvs)
     await r.q.queue.cancel(ids[1])
