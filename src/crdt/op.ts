@@ -92,9 +92,12 @@ function sha256 (bytes: Uint8Array): Uint8Array {
   return oneShot !== undefined ? oneShot('sha256', bytes, 'buffer') as Buffer : createHash('sha256').update(bytes).digest()
 }
 
-/** Hex sha-256 of a string (state digests). */
-export function sha256Hex (text: string): string {
-  return oneShot !== undefined ? oneShot('sha256', text, 'hex') as string : createHash('sha256').update(text).digest('hex')
+/**
+ * sha-256 of a string as a 32-char latin1 string (per-build state digests: held for every
+ * build, and 32 one-byte chars cost 48 bytes of heap where 64 hex chars cost 80).
+ */
+export function sha256Latin1 (text: string): string {
+  return (oneShot !== undefined ? oneShot('sha256', text, 'buffer') as Buffer : createHash('sha256').update(text).digest()).toString('latin1')
 }
 
 function bodyOf (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown, prev: Uint8Array | undefined): Record<string, unknown> {

@@ -15,6 +15,9 @@ import { availableParallelism } from 'node:os'
 
 const log = logger('guix-swarm:crdt')
 
+/** How long the larger peer id waits, after a connect, for the other end to start the exchange. */
+const CONNECT_GRACE_MS = 2000
+
 export interface QueueConfig extends ReplicaConfig {
   topic: string
   syncProtocol: string
@@ -131,6 +134,9 @@ export class QueueService extends EventTarget {
   private readonly garbage = new Map<string, number>()
   private readonly banned = new Map<string, number>()
   private readonly syncing = new Map<string, Promise<SyncSummary>>()
+  /** Exchanges begun with each peer, either way (see onConnect). */
+  private readonly exchanges = new Map<string, number>()
+  private readonly graceTimers = new Set<NodeJS.Timeout>()
   private timers: NodeJS.Timeout[] = []
   private pool?: VerifyPool
   private started = false
@@ -177,6 +183,8 @@ export class QueueService extends EventTarget {
     this.started = false
     for (const t of this.timers) clearInterval(t)
     this.timers = []
+    for (const t of this.graceTimers) clearTimeout(t)
+    this.graceTimers.clear()
     const { libp2p, pubsub } = this.components
     libp2p.removeEventListener('peer:connect', this.onConnect)
     pubsub.topicValidators.delete(this.config.topic)
@@ -366,7 +374,21 @@ export class QueueService extends EventTarget {
   }
 
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
-    void this.syncWith(evt.detail).catch(() => {})
+    // Both ends see the connection: if both started an exchange, a joiner would take in (and
+    // decode, check and hold memory for) the whole history twice, once per stream. The
+    // exchange is two-way, so the end with the smaller peer id starts it; the other end starts
+    // one only if none began within a grace period (that end may not have seen a new
+    // connection, e.g. a peer restarted before its old connection was noticed closed).
+    const peer = evt.detail
+    const key = peer.toString()
+    if (this.self < key) { void this.syncWith(peer).catch(() => {}); return }
+    const seen = this.exchanges.get(key) ?? 0
+    const timer = setTimeout(() => {
+      this.graceTimers.delete(timer)
+      if ((this.exchanges.get(key) ?? 0) === seen) void this.syncWith(peer).catch(() => {})
+    }, CONNECT_GRACE_MS)
+    timer.unref()
+    this.graceTimers.add(timer)
   }
 
   private readonly onSyncStream = async (stream: Stream, connection: Connection): Promise<void> => {
@@ -444,6 +466,9 @@ export class QueueService extends EventTarget {
   }
 
   private async exchange (stream: Stream, peer: PeerId): Promise<SyncSummary> {
+    const key = peer.toString()
+    if (this.exchanges.size > 10_000 && !this.exchanges.has(key)) this.exchanges.clear()
+    this.exchanges.set(key, (this.exchanges.get(key) ?? 0) + 1)
     let refused = 0
     let skipped = false
     // batches are verified ahead (pool) but applied strictly in order; at most 4 in flight

@@ -3,7 +3,7 @@
 // duplicates and replays cannot change the result; indexes are updated incrementally.
 import { createHash } from 'node:crypto'
 import { compareStamp, type Stamp } from './hlc.js'
-import { buildIdOf, sha256Hex, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
+import { buildIdOf, sha256Latin1, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
 
 export type Phase = 'queued' | 'claimed' | 'building' | 'succeeded' | 'failed' | 'canceled'
 /** What users see: the phase, with leases and defer-until judged at a given local time. */
@@ -55,7 +55,7 @@ export interface BuildRecord {
   attempts: Attempt[]
   /** HLC ms of the op that finished the build (compaction horizon is measured from it). */
   finishedAt?: number
-  /** sha-256 of the canonical form, feeds stateHash(). */
+  /** sha-256 of the canonical form as 32 latin1 chars (one per byte), feeds stateHash(). */
   digest: string
 }
 
@@ -185,7 +185,7 @@ function digestOf (r: BuildRecord): string {
   const canon = [r.id, r.derivation, r.system, Object.entries(r.tags).sort(), r.submitter, r.submitOpId, r.maxAttempts, r.deferUntil ?? null,
     r.priority, r.canceled, r.phase, r.failures,
     r.attempts.map(a => [a.number, a.claimer, a.claimOpId, a.released, a.result?.opId ?? null, done ? null : [a.started, a.contenders]])]
-  return sha256Hex(JSON.stringify(canon))
+  return sha256Latin1(JSON.stringify(canon))
 }
 
 /** Claimability of a record at local time `now`: the attempt number to claim, or undefined. */
@@ -287,7 +287,9 @@ class PriorityIndex {
 
 // Most builds are a lone submit: `ops` stays the shared empty list until a second op arrives.
 const NO_OPS = Object.freeze([]) as unknown as SeenOp[]
-interface Entry { submit?: SeenOp, ops: SeenOp[], record?: BuildRecord }
+// The submit is held as the bare op: its receive time plays no part in the state (only
+// claims' and renews' do), and a {op, seenAt} pair per build cost 48 bytes.
+interface Entry { submit?: Op, ops: SeenOp[], record?: BuildRecord }
 
 export type ChangeListener = (record: BuildRecord, previous: BuildRecord | undefined) => void
 
@@ -310,12 +312,12 @@ export class QueueState {
     const id = op.type === 'submit' ? buildIdOf(op) : op.payload.build
     let e = this.entries.get(id)
     if (e === undefined) { e = { submit: undefined, ops: NO_OPS, record: undefined }; this.entries.set(id, e) } // every field up front: one shape, no property array
-    const seen = { op, seenAt }
     if (op.type === 'submit') {
       if (e.submit !== undefined) return id
-      e.submit = seen
+      e.submit = op
     } else {
       if (e.ops.some(s => s.op.id === op.id)) return id
+      const seen = { op, seenAt }
       if (e.ops === NO_OPS) e.ops = [seen]; else e.ops.push(seen)
     }
     this.refresh(id, e)
@@ -325,7 +327,7 @@ export class QueueState {
   private refresh (id: string, e: Entry): void {
     if (e.submit === undefined) return // ops for a build whose submit has not arrived yet wait here
     const prev = e.record
-    const next = computeRecord(id, e.submit, e.ops)
+    const next = computeRecord(id, { op: e.submit, seenAt: 0 }, e.ops)
     e.record = next
     if (prev !== undefined && prev.digest === next.digest && prev.attempts.at(-1)?.leaseSeenAt === next.attempts.at(-1)?.leaseSeenAt) return
     this.reindex(prev, next)
@@ -398,11 +400,11 @@ export class QueueState {
     for (const e of this.entries.values()) if (e.record !== undefined) yield e.record
   }
 
-  /** Ops held for a build (submit first); used by compaction and tests. */
+  /** Ops held for a build (submit first, with receive time 0: it is not kept); used by tests. */
   opsOf (id: string): SeenOp[] {
     const e = this.entries.get(id)
     if (e === undefined) return []
-    return e.submit !== undefined ? [e.submit, ...e.ops] : [...e.ops]
+    return e.submit !== undefined ? [{ op: e.submit, seenAt: 0 }, ...e.ops] : [...e.ops]
   }
 
   /** Drop ops that no longer matter for a finished build; returns the dropped ones. */
@@ -415,7 +417,7 @@ export class QueueState {
       const drop = s.op.type === 'renew' || (s.op.type === 'claim' && !winners.has(s.op.id))
       if (drop) dropped.push(s.op); else keep.push(s)
     }
-    if (dropped.length > 0) { e.ops = keep; e.record = computeRecord(id, e.submit!, keep) }
+    if (dropped.length > 0) { e.ops = keep; e.record = computeRecord(id, { op: e.submit!, seenAt: 0 }, keep) }
     return dropped
   }
 
@@ -423,7 +425,7 @@ export class QueueState {
   stateHash (): string {
     const h = createHash('sha256')
     const recs = [...this.records()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
-    for (const r of recs) h.update(r.id).update(r.digest)
+    for (const r of recs) h.update(r.id).update(r.digest, 'latin1')
     return h.digest('hex')
   }
 }
