@@ -1,12 +1,21 @@
 // npm run bench:serve — how fast NARs leave a node.
 //
-// Part 1 (here now): 256 MiB over /guix-swarm/nar/1.0.0 between two libp2p nodes in two OS
-// processes vs a raw `net` socket between the same two processes, over 127.0.0.1, several
-// rounds per configuration (yamux window, send chunk size, parallel streams).
+// Part 1 (here): 256 MiB over /guix-swarm/nar/1.0.0 between two libp2p nodes (tcp + noise +
+// yamux) in two OS processes on 127.0.0.1, against ONE raw-TCP reference measured in the same
+// run. The reference is the fastest plain Node socket we know: a separate process pipes
+// fs.createReadStream(file, { highWaterMark: 1 MiB }) into a net.Socket; the receiver counts
+// 'data' bytes (nothing else). 1 MiB was the fastest read size here (64 KiB: ~750 MiB/s, 256 KiB:
+// ~1400, 1 MiB: ~1800, 4 MiB: ~1200 on an idle machine), and it does not change with the libp2p
+// configuration under test. Raw rounds are interleaved with libp2p rounds so both see the same
+// machine load; the table's raw column and every ratio use the median over ALL raw rounds.
+// The libp2p receiver only counts bytes too (no hashing, no disk), like the raw one.
+// CPU columns: user+system CPU milliseconds per MiB moved, sender (server process) and receiver
+// (this process), medians: steadier than MiB/s on a shared machine.
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //
-// Options: --size-mib N (256), --rounds N (3), --quick (one config only), --http-only.
+// Options: --size-mib N (256), --rounds N (5 for part 1, 3 for part 2), --quick (settled configuration only),
+// --match TEXT (only configurations whose label contains TEXT), --http-only, --no-http, --p2p-only (no raw rounds: for `node --cpu-prof` of the libp2p path).
 import '../src/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -23,11 +32,13 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferYamuxOptions } from '../src/transfer/index.js'
+import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferNoise, transferYamuxOptions } from '../src/transfer/index.js'
 import { httpVsNginx } from './serve-http.js'
 
 const MiB = 1024 * 1024
 const KEY = 'bench.nar'
+/** Read size of the raw-TCP reference sender (see the header). */
+const RAW_HIGH_WATER_MARK = MiB
 
 interface Knobs {
   label: string
@@ -37,18 +48,19 @@ interface Knobs {
   chunk: number
   /** parallel streams over the one connection, each pulling an equal range. */
   streams: number
+  /** connection encrypter: libp2p-noise as shipped, or transferNoise (src/transfer/noise.ts). */
+  noise: 'stock' | 'transfer'
 }
 
-const SETTLED: Knobs = { label: 'settled: transferYamuxOptions, SEND_CHUNK_SIZE, 1 stream', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1 }
+const SETTLED: Knobs = { label: 'settled: transferYamuxOptions, SEND_CHUNK_SIZE, 1 stream', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer' }
 
 const SWEEP: Knobs[] = [
-  { label: 'library defaults (16 MiB window, 64 KiB chunks)', chunk: 64 * 1024, streams: 1 },
-  { label: '4 MiB window, 64 KiB chunks', window: 4 * MiB, chunk: 64 * 1024, streams: 1 },
-  { label: '8 MiB window, 64 KiB chunks', window: 8 * MiB, chunk: 64 * 1024, streams: 1 },
-  { label: '4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1 },
-  { label: '16 MiB window, 1 MiB chunks', window: 16 * MiB, chunk: MiB, streams: 1 },
-  { label: '8 MiB window, 64 KiB chunks, 2 streams', window: 8 * MiB, chunk: 64 * 1024, streams: 2 },
-  { label: '8 MiB window, 64 KiB chunks, 4 streams', window: 8 * MiB, chunk: 64 * 1024, streams: 4 },
+  { label: 'library defaults: stock noise, 16 MiB window, 64 KiB chunks', chunk: 64 * 1024, streams: 1, noise: 'stock' },
+  { label: 'before: stock noise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'stock' },
+  { label: 'transferNoise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer' },
+  { label: 'stock noise, 4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'stock' },
+  { label: 'transferNoise, 4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer' },
+  { label: 'transferNoise, 4 MiB window, 1 MiB chunks, 2 streams', window: 4 * MiB, chunk: MiB, streams: 2, noise: 'transfer' },
   SETTLED
 ]
 
@@ -61,37 +73,91 @@ async function makeNode (k: Knobs): Promise<Libp2p> {
   return await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [k.noise === 'stock' ? noise() : transferNoise()],
     streamMuxers: [yamux(yamuxFor(k))],
     services: { identify: identify() }
   })
 }
 
-// ---- the serving process ----
+/** CPU milliseconds (user + system) this process used since `since`. */
+function cpuMs (since: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(since)
+  return (d.user + d.system) / 1000
+}
 
-async function child (dir: string, k: Knobs): Promise<void> {
+// ---- the serving processes ----
+
+/** Answers one line on stdin ("cpu") with this process's CPU usage; ends on stdin's end. */
+function serveControl (onEnd: () => Promise<void>): void {
+  const rl = createInterface({ input: process.stdin })
+  rl.on('line', (line) => {
+    if (line === 'cpu') process.stdout.write(JSON.stringify(process.cpuUsage()) + '\n')
+  })
+  rl.on('close', () => { void onEnd().then(() => process.exit(0)) })
+}
+
+async function p2pChild (dir: string, k: Knobs): Promise<void> {
   const node = await makeNode(k)
   const source = new DirectoryNarSource({ dir, chunkSize: k.chunk })
   await new NarTransferServer({ libp2p: node, source }).start()
-  // Raw TCP: on connect, send the whole file with the same chunk size, then end.
+  process.stdout.write(JSON.stringify({ addr: node.getMultiaddrs()[0].toString(), peer: node.peerId.toString() }) + '\n')
+  serveControl(async () => { await node.stop() })
+}
+
+async function rawChild (dir: string): Promise<void> {
+  // On connect, send the whole file, then end.
   const raw = createServer((socket) => {
-    createReadStream(join(dir, KEY), { highWaterMark: k.chunk }).pipe(socket)
+    createReadStream(join(dir, KEY), { highWaterMark: RAW_HIGH_WATER_MARK }).pipe(socket)
   })
   await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve))
-  const port = (raw.address() as { port: number }).port
-  process.stdout.write(JSON.stringify({ addr: node.getMultiaddrs()[0].toString(), peer: node.peerId.toString(), port }) + '\n')
-  // Parent closes our stdin when done.
-  process.stdin.resume()
-  process.stdin.on('end', () => {
-    raw.close()
-    void Promise.resolve(node.stop()).then(() => process.exit(0))
-  })
+  process.stdout.write(JSON.stringify({ port: (raw.address() as { port: number }).port }) + '\n')
+  serveControl(async () => { raw.close() })
 }
 
 // ---- the measuring process ----
 
-async function rawRound (port: number, size: number): Promise<number> {
+interface Child { proc: ChildProcess, lines: AsyncIterator<string> }
+
+async function startChild (args: string[]): Promise<{ child: Child, hello: Record<string, string | number> }> {
+  const proc = spawn(process.execPath, [...process.execArgv, process.argv[1], ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]()
+  const first = await Promise.race([
+    lines.next(),
+    new Promise<never>((_resolve, reject) => { proc.once('exit', (code) => { reject(new Error(`server process exited with ${code}`)) }) })
+  ])
+  if (first.done === true) throw new Error('server process said nothing')
+  return { child: { proc, lines }, hello: JSON.parse(first.value) as Record<string, string | number> }
+}
+
+async function childCpu (c: Child): Promise<NodeJS.CpuUsage> {
+  c.proc.stdin!.write('cpu\n')
+  const line = await c.lines.next()
+  if (line.done === true) throw new Error('server process ended')
+  return JSON.parse(line.value) as NodeJS.CpuUsage
+}
+
+async function stopChild (c: Child): Promise<void> {
+  const exited = new Promise((resolve) => c.proc.once('exit', resolve))
+  c.proc.stdin!.end()
+  await exited
+}
+
+interface Round { mibps: number, senderMsPerMiB: number, receiverMsPerMiB: number }
+
+async function measured (server: Child, size: number, transfer: () => Promise<number>): Promise<Round> {
+  const s0 = await childCpu(server)
+  const r0 = process.cpuUsage()
   const t0 = process.hrtime.bigint()
+  const got = await transfer()
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+  const receiver = cpuMs(r0)
+  const s1 = await childCpu(server)
+  if (got !== size) throw new Error(`got ${got} of ${size} bytes`)
+  const sender = (s1.user + s1.system - s0.user - s0.system) / 1000
+  return { mibps: size / MiB / seconds, senderMsPerMiB: sender / (size / MiB), receiverMsPerMiB: receiver / (size / MiB) }
+}
+
+async function rawTransfer (port: number): Promise<number> {
   let got = 0
   await new Promise<void>((resolve, reject) => {
     const s = netConnect(port, '127.0.0.1')
@@ -99,12 +165,10 @@ async function rawRound (port: number, size: number): Promise<number> {
     s.on('end', resolve)
     s.on('error', reject)
   })
-  if (got !== size) throw new Error(`raw TCP got ${got} of ${size}`)
-  return Number(process.hrtime.bigint() - t0) / 1e9
+  return got
 }
 
-async function p2pRound (tc: TransferClient, peer: ReturnType<typeof peerIdFromString>, size: number, streams: number): Promise<number> {
-  const t0 = process.hrtime.bigint()
+async function p2pTransfer (tc: TransferClient, peer: ReturnType<typeof peerIdFromString>, size: number, streams: number): Promise<number> {
   const per = Math.ceil(size / streams)
   const counts = await Promise.all(Array.from({ length: streams }, async (_, i) => {
     const offset = i * per
@@ -114,62 +178,74 @@ async function p2pRound (tc: TransferClient, peer: ReturnType<typeof peerIdFromS
     for await (const chunk of res) got += chunk.length
     return got
   }))
-  const got = counts.reduce((a, b) => a + b, 0)
-  if (got !== size) throw new Error(`libp2p got ${got} of ${size}`)
-  return Number(process.hrtime.bigint() - t0) / 1e9
+  return counts.reduce((a, b) => a + b, 0)
 }
 
-async function startChild (dir: string, k: Knobs): Promise<{ proc: ChildProcess, addr: string, peer: string, port: number }> {
-  const proc = spawn(process.execPath, [...process.execArgv, process.argv[1], '--child', dir, JSON.stringify(k)], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const rl = createInterface({ input: proc.stdout! })
-  const line = await new Promise<string>((resolve, reject) => {
-    rl.once('line', resolve)
-    proc.once('exit', (code) => { reject(new Error(`server process exited with ${code}`)) })
-  })
-  return { proc, ...(JSON.parse(line) as { addr: string, peer: string, port: number }) }
-}
-
-function stats (xs: number[]): string {
+function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
-  return `median ${s[Math.floor(s.length / 2)].toFixed(0)} (min ${s[0].toFixed(0)}, max ${s.at(-1)!.toFixed(0)})`
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-async function libp2pVsRawTcp (dir: string, size: number, rounds: number, configs: Knobs[]): Promise<void> {
-  console.log(`\n# libp2p /guix-swarm/nar/1.0.0 vs raw TCP, ${size / MiB} MiB, ${rounds} rounds, two processes on 127.0.0.1`)
-  console.log('| configuration | libp2p MiB/s | raw TCP MiB/s | ratio (medians) |')
-  console.log('|---|---|---|---|')
-  for (const k of configs) {
-    const srv = await startChild(dir, k)
-    const node = await makeNode(k)
-    await node.start()
-    try {
-      await node.dial(multiaddr(srv.addr))
-      const tc = new TransferClient({ libp2p: node })
-      const peer = peerIdFromString(srv.peer)
-      // One warm-up each: the first transfer on a cold connection is much slower (LIBP2P.md).
-      await p2pRound(tc, peer, Math.min(size, 32 * MiB), k.streams)
-      await rawRound(srv.port, size)
-      const p2p: number[] = []
-      const raw: number[] = []
-      // Interleaved so both see the same machine load.
-      for (let r = 0; r < rounds; r++) {
-        raw.push(size / MiB / await rawRound(srv.port, size))
-        p2p.push(size / MiB / await p2pRound(tc, peer, size, k.streams))
+function spread (xs: number[], digits = 0): string {
+  return `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`
+}
+
+async function libp2pVsRawTcp (dir: string, size: number, rounds: number, configs: Knobs[], withRaw: boolean): Promise<void> {
+  const raw = withRaw ? await startChild(['--raw-child', dir]) : undefined
+  const rawPort = Number(raw?.hello.port)
+  const rawRounds: Round[] = []
+  const rows: Array<{ k: Knobs, p2p: Round[] }> = []
+  try {
+    if (raw != null) await measured(raw.child, size, async () => await rawTransfer(rawPort)) // warm-up
+    for (const k of configs) {
+      const srv = await startChild(['--p2p-child', dir, JSON.stringify(k)])
+      const node = await makeNode(k)
+      await node.start()
+      try {
+        await node.dial(multiaddr(String(srv.hello.addr)))
+        const tc = new TransferClient({ libp2p: node })
+        const peer = peerIdFromString(String(srv.hello.peer))
+        // A warm-up: the first transfer on a cold connection is much slower (LIBP2P.md).
+        await p2pTransfer(tc, peer, Math.min(size, 32 * MiB), k.streams)
+        const p2p: Round[] = []
+        // Interleaved so both see the same machine load.
+        for (let r = 0; r < rounds; r++) {
+          if (raw != null) rawRounds.push(await measured(raw.child, size, async () => await rawTransfer(rawPort)))
+          p2p.push(await measured(srv.child, size, async () => await p2pTransfer(tc, peer, size, k.streams)))
+        }
+        rows.push({ k, p2p })
+      } finally {
+        await node.stop()
+        await stopChild(srv.child)
       }
-      const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-      console.log(`| ${k.label} | ${stats(p2p)} | ${stats(raw)} | ${(med(p2p) / med(raw)).toFixed(2)} |`)
-    } finally {
-      await node.stop()
-      srv.proc.stdin!.end()
-      await new Promise((resolve) => srv.proc.once('exit', resolve))
     }
+  } finally {
+    if (raw != null) await stopChild(raw.child)
+  }
+  const rawMed = rawRounds.length > 0 ? median(rawRounds.map((r) => r.mibps)) : NaN
+  console.log(`\n# libp2p /guix-swarm/nar/1.0.0 vs raw TCP, ${size / MiB} MiB, ${rounds} rounds each, two processes on 127.0.0.1`)
+  if (raw != null) {
+    console.log(`raw TCP reference (fs read stream, ${RAW_HIGH_WATER_MARK / MiB} MiB reads, piped to a socket), ${rawRounds.length} rounds: ` +
+      `${spread(rawRounds.map((r) => r.mibps))} MiB/s, CPU ms/MiB sender ${spread(rawRounds.map((r) => r.senderMsPerMiB), 2)}, ` +
+      `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}`)
+  }
+  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio | CPU ms/MiB sender | CPU ms/MiB receiver |')
+  console.log('|---|---|---|---|---|---|')
+  for (const { k, p2p } of rows) {
+    const med = median(p2p.map((r) => r.mibps))
+    console.log(`| ${k.label} | ${spread(p2p.map((r) => r.mibps))} | ${rawMed.toFixed(0)} | ${(med / rawMed).toFixed(2)} | ` +
+      `${spread(p2p.map((r) => r.senderMsPerMiB), 2)} | ${spread(p2p.map((r) => r.receiverMsPerMiB), 2)} |`)
   }
 }
 
 async function main (): Promise<void> {
   const args = process.argv.slice(2)
-  if (args[0] === '--child') {
-    await child(args[1], JSON.parse(args[2]) as Knobs)
+  if (args[0] === '--p2p-child') {
+    await p2pChild(args[1], JSON.parse(args[2]) as Knobs)
+    return
+  }
+  if (args[0] === '--raw-child') {
+    await rawChild(args[1])
     return
   }
   const num = (flag: string, dflt: number): number => {
@@ -177,15 +253,16 @@ async function main (): Promise<void> {
     return i >= 0 ? Number(args[i + 1]) : dflt
   }
   const size = num('--size-mib', 256) * MiB
-  const rounds = num('--rounds', 3)
-  const configs = args.includes('--quick') ? [SETTLED] : SWEEP
+  const rounds = num('--rounds', 5)
+  const match = args.includes('--match') ? args[args.indexOf('--match') + 1] : undefined
+  const configs = args.includes('--quick') ? [SETTLED] : SWEEP.filter((k) => match === undefined || k.label.includes(match))
   const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-bench-serve-'))
   try {
     const fh = await open(join(dir, KEY), 'w')
     for (let off = 0; off < size; off += 16 * MiB) await fh.write(randomBytes(Math.min(16 * MiB, size - off)))
     await fh.close()
-    if (!args.includes('--http-only')) await libp2pVsRawTcp(dir, size, rounds, configs)
-    await httpVsNginx({ sizeMiB: size / MiB, rounds })
+    if (!args.includes('--http-only')) await libp2pVsRawTcp(dir, size, rounds, configs, !args.includes('--p2p-only'))
+    if (!args.includes('--no-http') && !args.includes('--p2p-only')) await httpVsNginx({ sizeMiB: size / MiB, rounds: num('--rounds', 3) })
   } finally {
     await rm(dir, { recursive: true, force: true })
   }

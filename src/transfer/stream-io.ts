@@ -28,9 +28,6 @@ export async function waitForDrain (stream: Stream, signal?: AbortSignal): Promi
   })
 }
 
-function toBytes (data: StreamMessageEvent['data']): Uint8Array {
-  return data instanceof Uint8Array ? data : data.subarray()
-}
 
 export interface StreamReaderOptions {
   /** Pause the stream once this many bytes wait unread (resumed below half of it). */
@@ -65,9 +62,15 @@ export class StreamReader {
   }
 
   private readonly onMessage = (evt: StreamMessageEvent): void => {
-    const bytes = toBytes(evt.data)
-    this.chunks.push(bytes)
-    this.queued += bytes.length
+    const data = evt.data
+    // A list holds the pieces of what arrived (noise frames, TCP reads): keep them as they
+    // are; list.subarray() would copy every byte once more.
+    if (data instanceof Uint8Array) {
+      this.chunks.push(data)
+    } else {
+      for (const piece of data) if (piece.length > 0) this.chunks.push(piece)
+    }
+    this.queued += data.byteLength
     // Not while resume() is dispatching: pausing inside it would leave yamux granting window
     // to a paused stream (resume() calls sendResume() after the dispatch); read() re-checks.
     if (!this.resuming) this.maybePause()

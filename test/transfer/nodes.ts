@@ -2,7 +2,6 @@
 import '../../src/polyfill.js'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
@@ -10,7 +9,7 @@ import { kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { transferYamuxOptions } from '../../src/transfer/index.js'
+import { transferNoise, transferYamuxOptions } from '../../src/transfer/index.js'
 
 export type TestNode = Libp2p<{ dht: SingleKadDHT, identify: ReturnType<ReturnType<typeof identify>>, ping: ReturnType<ReturnType<typeof ping>> }>
 
@@ -18,7 +17,7 @@ export async function createNode (): Promise<TestNode> {
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [transferNoise()],
     streamMuxers: [yamux(transferYamuxOptions)],
     services: {
       identify: identify(),
