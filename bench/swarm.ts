@@ -13,7 +13,6 @@ import '../src/polyfill.js'
 import { randomBytes } from 'node:crypto'
 import { cpus } from 'node:os'
 import { compareStamp, type BuildRecord } from '../src/crdt/index.js'
-import type { BatchBuilder } from '../src/scheduler/index.js'
 import { nixNamespace } from '../test/helpers/nix-ns.js'
 import { drvExpr, instantiate, mesh, startBuildNode, startQueueNode, stopBuildNode, waitFor, type BuildNode } from '../test/scheduler/harness.js'
 
@@ -90,7 +89,7 @@ async function main (): Promise<void> {
     const batches = nodes.map(n => n.scheduler.status().batching)
     const nb = batches.reduce((a, b) => a + b.batches, 0)
     console.log(`per build, mean ms by phase (overlapping within a batch): ${[...sums].map(([k, v]) => `${k} ${(v / finals).toFixed(0)}`).join(', ')}`)
-    console.log(`batches handed to the builders: ${nb}, mean ${(batches.reduce((a, b) => a + b.builds, 0) / Math.max(1, nb)).toFixed(1)} builds each; ${(nodes[0].nix.builder as BatchBuilder).buildMany !== undefined ? 'one daemon client per batch (buildMany)' : 'built one by one (no buildMany)'}`)
+    console.log(`batches handed to the builders: ${nb}, mean ${(batches.reduce((a, b) => a + b.builds, 0) / Math.max(1, nb)).toFixed(1)} builds each; ${nodes[0].nix.builder.buildMany !== undefined ? 'one daemon client per batch (buildMany)' : 'built one by one (no buildMany)'}`)
     console.log(`RATIO swarm / reference: ${(swarmMs / refMs).toFixed(2)} (target ≤ 1.2)`)
     const lat = recs.map(claimLatency)
     console.log(`submit-to-claim under load (queueing behind ${NODES * SLOTS} slots included): p50 ${pct(lat, 50)} ms, p95 ${pct(lat, 95)} ms`)

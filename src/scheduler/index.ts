@@ -10,7 +10,7 @@ export type {
   SchedulerComponents, SchedulerQueue, SchedulerStatus, RunningBuild, RunPhase, Decision, DecisionAction, StopOptions
 } from './scheduler.js'
 export { DEFAULT_SCHEDULER_CONFIG, resolveConfig, backoffMs, tagsMet, type SchedulerConfig } from './config.js'
-export { localInputs, type InputFetcher, type OutputPublisher, type PublishedOutput, type BatchBuilder, type BatchItem, type BuildManyOptions } from './ports.js'
+export { localInputs, type InputFetcher, type OutputPublisher, type PublishedOutput } from './ports.js'
 export { LogStore, logName, type LogWriter } from './logs.js'
 export { HookRunner, HOOK_EVENTS, type HookEvent, type HookConfig, type HookRun } from './hooks.js'
 export * from './errors.js'

@@ -13,12 +13,9 @@ import { backoffMs, resolveConfig, tagsMet, type SchedulerConfig } from './confi
 import { PublishFailedError } from './errors.js'
 import { HookRunner, type HookConfig, type HookEvent } from './hooks.js'
 import { LogStore } from './logs.js'
-import { localInputs, type BatchBuilder, type InputFetcher, type OutputPublisher } from './ports.js'
+import { localInputs, type InputFetcher, type OutputPublisher } from './ports.js'
 
 const log = logger('guix-swarm:scheduler')
-
-/** A store that can read many derivations with one query (src/daemon's CliStore can). */
-type BatchStore = StoreDaemon & { readDerivations?: (drvPaths: string[]) => Promise<Map<string, Derivation | Error>> }
 
 const DRV_CACHE_MAX = 10_000
 const STOPPING = 'scheduler stopping'
@@ -441,7 +438,7 @@ export class SchedulerService {
    * `derivation`, which fetches them. Never throws.
    */
   private async readMany (paths: string[]): Promise<void> {
-    const readDerivations = (this.store as BatchStore).readDerivations?.bind(this.store)
+    const readDerivations = this.store.readDerivations?.bind(this.store)
     const todo = [...new Set(paths)].filter(p => !this.drvCache.has(p) && !this.drvReading.has(p))
     if (readDerivations === undefined || todo.length < 2) return
     try {
@@ -615,12 +612,10 @@ export class SchedulerService {
         }
       })().catch((e: unknown) => { log.error('build %s#%d: %s', part.run.id, part.run.attempt, (e as Error).message) }))
     }
-    // buildMany roots all the batch's outputs under one base, dropped once all of them are published
-    const batchRoot = dir !== undefined && parts.length > 1 ? join(dir, `batch-${parts[0].run.id}-${parts[0].run.attempt}`) : undefined
     try {
       await this.prepare(parts.map(p => ({ run: p.run, log: p.writer.write })), parts.length === 1 ? parts[0].run.controller.signal : this.lifetime.signal)
       const t0 = performance.now()
-      await this.build(parts, batchRoot, settle)
+      await this.build(parts, settle)
       await Promise.all(handedOver)
       const per = (performance.now() - t0) / parts.length
       this.meanBuildMs = this.meanBuildMs === undefined ? per : 0.7 * this.meanBuildMs + 0.3 * per
@@ -631,7 +626,6 @@ export class SchedulerService {
       this.holding.delete(batch)
       if (this.started) this.schedulePump(0)
       await Promise.all(finishing)
-      if (batchRoot !== undefined) await this.removeRoots(batchRoot)
     }
   }
 
@@ -660,8 +654,8 @@ export class SchedulerService {
    * Hand the batch to the builder: all at once through `buildMany` when it has one (aborting any
    * build of the batch kills the batch; the others are then released), else one after another.
    */
-  private async build<P extends { run: Run, writer: { write: (chunk: Buffer) => void }, root?: string }> (parts: P[], batchRoot: string | undefined, settle: (part: P, outcome: BuildOutcome) => void): Promise<void> {
-    const builder = this.builder as BatchBuilder
+  private async build<P extends { run: Run, writer: { write: (chunk: Buffer) => void }, root?: string }> (parts: P[], settle: (part: P, outcome: BuildOutcome) => void): Promise<void> {
+    const builder = this.builder!
     const buildMany = builder.buildMany?.bind(builder)
     if (parts.length > 1 && buildMany !== undefined) {
       const byDrv = new Map(parts.map(p => [p.run.derivation, p]))
@@ -671,8 +665,8 @@ export class SchedulerService {
       const signal = AbortSignal.any(parts.map(p => p.run.controller.signal))
       const outcomes = signal.aborted
         ? new Map<string, BuildOutcome>()
-        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write })), {
-          signal, maxJobs: 1, ...(batchRoot !== undefined ? { gcRoot: batchRoot } : {}), onOutcome: (drv, o) => once(byDrv.get(drv), o)
+        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })), {
+          signal, maxJobs: 1, onOutcome: (drv, o) => once(byDrv.get(drv), o)
         })
       for (const p of parts) once(p, outcomes.get(p.run.derivation) ?? (signal.aborted ? { kind: 'canceled' } : { kind: 'setup-failed', message: `the builder gave no outcome for ${p.run.derivation}` }))
       return

@@ -5,10 +5,10 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Builder, BuildOptions, BuildOutcome, Derivation, StoreDaemon } from '../../src/daemon/index.js'
+import type { BatchItem, Builder, BuildManyOptions, BuildOptions, BuildOutcome, Derivation, StoreDaemon } from '../../src/daemon/index.js'
 import {
   SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
-  type BatchItem, type BuildManyOptions, type SchedulerComponents
+  type SchedulerComponents
 } from '../../src/scheduler/index.js'
 import type { NodeService } from '../../src/node/index.js'
 import { startQueueNode, tempDir, waitFor, mesh, type QueueNode } from './harness.js'
