@@ -33,6 +33,12 @@ export interface SubmitPayload {
   maxAttempts: number
   /** ms since epoch before which the build is not claimable. */
   deferUntil?: number
+  /**
+   * How many attempts may be abandoned (claimed, never finished, superseded by a claim on a
+   * later attempt: the builder's lease lapsed) before the build fails. Absent means
+   * DEFAULT_MAX_ABANDONED, so submits from before this field still decode and mean the same.
+   */
+  maxAbandoned?: number
 }
 export interface PriorityPayload { build: string, priority: number }
 export interface CancelPayload { build: string }
@@ -259,6 +265,8 @@ function keys (r: Rec, allowed: string[], what: string): void {
 }
 
 export const MAX_PRIORITY = 1_000_000
+/** Abandoned attempts a build survives when its submit does not say (see SubmitPayload). */
+export const DEFAULT_MAX_ABANDONED = 3
 export const MAX_ATTEMPT = 1000
 const BUILD_ID = /^[a-z2-7]{16}$/
 
@@ -280,20 +288,25 @@ function checkPayload (type: string, p: unknown): unknown {
   if (!isRec(p)) throw new OpMalformedError('payload must be a map')
   switch (type) {
     case 'submit': {
-      keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil'], 'submit')
+      keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil', 'maxAbandoned'], 'submit')
       const drv = str(p.drv, 'drv', 400)
       if (!isDerivationPath(drv)) throw new OpMalformedError('drv is not a store path of a .drv')
       const system = intern(str(p.system, 'system', 64))
       const priority = int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
       const maxAttempts = int(p.maxAttempts, 'maxAttempts', 1, 100)
       if (p.deferUntil !== undefined) int(p.deferUntil, 'deferUntil', 0, Number.MAX_SAFE_INTEGER)
+      if (p.maxAbandoned !== undefined) int(p.maxAbandoned, 'maxAbandoned', 1, 100)
       if (!isRec(p.tags) || Object.keys(p.tags).length > 32) throw new OpMalformedError('tags must be a map of at most 32 entries')
       for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); str(v, 'tag value', 256) }
       const tags = internTags(p.tags as Record<string, string>)
       // a fresh literal of fixed shape: cborg's maps grow property by property (an extra
       // out-of-object property array per build)
-      if (p.deferUntil === undefined) return { drv, system, priority, tags, maxAttempts }
-      return { drv, system, priority, tags, maxAttempts, deferUntil: p.deferUntil }
+      if (p.deferUntil === undefined && p.maxAbandoned === undefined) return { drv, system, priority, tags, maxAttempts }
+      return {
+        drv, system, priority, tags, maxAttempts,
+        ...(p.deferUntil !== undefined ? { deferUntil: p.deferUntil } : {}),
+        ...(p.maxAbandoned !== undefined ? { maxAbandoned: p.maxAbandoned } : {})
+      }
     }
     case 'priority':
       keys(p, ['build', 'priority'], 'priority'); buildRef(p.build); int(p.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY); return p

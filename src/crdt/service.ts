@@ -6,7 +6,7 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
 import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
-import { assertDerivationPath, buildIdOf, checkAuthor, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { assertDerivationPath, buildIdOf, checkAuthor, DEFAULT_MAX_ABANDONED, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
 import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
 import { OpBadSignatureError, OpBrokenChainError, OpRejectedError, UnknownBuildError } from './errors.js'
@@ -32,6 +32,8 @@ export interface QueueConfig extends ReplicaConfig {
   garbageLimit: number
   banMs: number
   defaultMaxAttempts: number
+  /** Abandoned attempts (lapsed leases) a build survives unless its submit says otherwise. */
+  defaultMaxAbandoned: number
   /**
    * Worker threads checking signatures of sync batches (0 = on the main thread). Started only
    * when a batch has many runs to check (hash chains make it one signature per run).
@@ -54,6 +56,7 @@ export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
   garbageLimit: 16,
   banMs: 10 * 60_000,
   defaultMaxAttempts: 3,
+  defaultMaxAbandoned: DEFAULT_MAX_ABANDONED,
   verifyWorkers: Math.min(4, availableParallelism())
 }
 
@@ -76,6 +79,8 @@ export interface SubmitRequest {
   priority?: number
   tags?: Record<string, string>
   maxAttempts?: number
+  /** Lapsed leases (abandoned attempts) before the build fails. */
+  maxAbandoned?: number
   deferUntil?: number
 }
 
@@ -90,7 +95,8 @@ export interface BuildChange { record: BuildRecord, previous?: BuildRecord }
 export interface AttemptView {
   number: number
   peerId: string
-  state: 'claimed' | 'building' | 'lapsed' | 'released' | 'succeeded' | 'failed' | 'missing-inputs' | 'canceled'
+  /** `abandoned`: a later attempt was claimed while this one was open; `lapsed`: the last attempt's lease ran out here. */
+  state: 'claimed' | 'building' | 'lapsed' | 'abandoned' | 'released' | 'succeeded' | 'failed' | 'missing-inputs' | 'canceled'
   claimedAt: number
   leaseEndsAt: number | null
   contenders: number
@@ -109,6 +115,9 @@ export interface BuildView {
   submittedAt: number
   maxAttempts: number
   failures: number
+  /** Attempts abandoned by their builders (lapsed leases), counted apart from failures. */
+  abandoned?: number
+  maxAbandoned?: number
   canceled: boolean
   deferUntil: number | null
   attempts: AttemptView[]
@@ -254,6 +263,8 @@ export class QueueService extends EventTarget {
           priority: r.priority ?? 0,
           tags: r.tags ?? {},
           maxAttempts: r.maxAttempts ?? this.config.defaultMaxAttempts,
+          // left out at the protocol default, so nodes that predate the field accept the op
+          ...((r.maxAbandoned ?? this.config.defaultMaxAbandoned) !== DEFAULT_MAX_ABANDONED ? { maxAbandoned: r.maxAbandoned ?? this.config.defaultMaxAbandoned } : {}),
           ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {})
         }
       })
@@ -304,6 +315,8 @@ export class QueueService extends EventTarget {
       submittedAt: r.submitHlc[0],
       maxAttempts: r.maxAttempts,
       failures: r.failures,
+      abandoned: r.abandoned,
+      maxAbandoned: r.maxAbandoned,
       canceled: r.canceled,
       deferUntil: r.deferUntil ?? null,
       attempts: r.attempts.map(a => {
@@ -311,7 +324,7 @@ export class QueueService extends EventTarget {
         const leaseEndsAt = open ? a.leaseSeenAt + a.leaseMs : null
         const state: AttemptView['state'] = a.result !== undefined
           ? (a.result.outcome === 'success' ? 'succeeded' : a.result.outcome === 'failure' ? 'failed' : a.result.outcome)
-          : a.released ? 'released' : (leaseEndsAt !== null && leaseEndsAt <= now) || a !== last ? 'lapsed' : a.started ? 'building' : 'claimed'
+          : a.released ? 'released' : a.abandoned ? 'abandoned' : (leaseEndsAt !== null && leaseEndsAt <= now) || a !== last ? 'lapsed' : a.started ? 'building' : 'claimed'
         return { number: a.number, peerId: a.claimer, state, claimedAt: a.claimHlc[0], leaseEndsAt, contenders: a.contenders, result: a.result ?? null }
       }),
       reason: reasonOf(r, now)

@@ -3,7 +3,7 @@
 // duplicates and replays cannot change the result; indexes are updated incrementally.
 import { createHash } from 'node:crypto'
 import { compareStamp, type Stamp } from './hlc.js'
-import { buildIdOf, sha256Latin1, MAX_ATTEMPT, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
+import { buildIdOf, sha256Latin1, MAX_ATTEMPT, DEFAULT_MAX_ABANDONED, type LogRef, type NarOutput, type Op, type OpOfType, type SubmitPayload } from './op.js'
 
 export type Phase = 'queued' | 'claimed' | 'building' | 'succeeded' | 'failed' | 'canceled'
 /** What users see: the phase, with leases and defer-until judged at a given local time. */
@@ -32,6 +32,11 @@ export interface Attempt {
   /** The winner renewed at least once: it is building. */
   started: boolean
   released: boolean
+  /**
+   * Claimed, never finished (no result, not released) and superseded by a claim on a later
+   * attempt: the builder stopped renewing and its lease lapsed. Decided by the op set alone.
+   */
+  abandoned?: boolean
   leaseMs: number
   /** Local time the winner's latest claim/renew was first seen here (leases are judged on it). */
   leaseSeenAt: number
@@ -47,11 +52,18 @@ export interface BuildRecord {
   submitOpId: string
   submitHlc: Stamp
   maxAttempts: number
+  /**
+   * Abandoned attempts allowed before the build fails (the submit's, else the default).
+   * computeRecord always sets this and `abandoned`; optional only for records written by hand.
+   */
+  maxAbandoned?: number
   deferUntil?: number
   priority: number
   canceled: boolean
   phase: Phase
   failures: number
+  /** Attempts abandoned by their builder (counted apart from failures: not the build's fault). */
+  abandoned?: number
   attempts: Attempt[]
   /** HLC ms of the op that finished the build (compaction horizon is measured from it). */
   finishedAt?: number
@@ -144,15 +156,28 @@ export function computeRecord (id: string, submitSeen: SeenOp, others: readonly 
       contenders: new Set(a.claims.map(c => c.op.id)).size,
       started,
       released: a.releases.has(claimer),
+      abandoned: false,
       leaseMs,
       leaseSeenAt,
       ...(result !== undefined ? { result } : {})
     })
   }
+  // an open attempt followed by a claimed one was given up: its lease lapsed and another
+  // builder took the next attempt (the later claim is in the op set, so every replica agrees)
+  let abandoned = 0
+  let lastAbandonMs = 0
+  for (let i = 0; i + 1 < attempts.length; i++) {
+    const a = attempts[i]
+    if (a.result !== undefined || a.released) continue
+    a.abandoned = true
+    abandoned++
+    lastAbandonMs = Math.max(lastAbandonMs, attempts[i + 1].claimHlc[0])
+  }
+  const maxAbandoned = p.maxAbandoned ?? DEFAULT_MAX_ABANDONED
   let phase: Phase
   let finishedAt: number | undefined
   const last = attempts.at(-1)
-  if (successMs !== undefined) { phase = 'succeeded'; finishedAt = successMs } else if (canceled) { phase = 'canceled'; finishedAt = cancelMs } else if (failures >= p.maxAttempts) { phase = 'failed'; finishedAt = lastFailureMs } else if (last !== undefined && last.result === undefined && !last.released) { phase = last.started ? 'building' : 'claimed' } else { phase = 'queued' }
+  if (successMs !== undefined) { phase = 'succeeded'; finishedAt = successMs } else if (canceled) { phase = 'canceled'; finishedAt = cancelMs } else if (failures >= p.maxAttempts) { phase = 'failed'; finishedAt = lastFailureMs } else if (abandoned >= maxAbandoned) { phase = 'failed'; finishedAt = lastAbandonMs } else if (last !== undefined && last.result === undefined && !last.released) { phase = last.started ? 'building' : 'claimed' } else { phase = 'queued' }
 
   // one literal of fixed shape (no conditional spreads, which give records out-of-object
   // property arrays), and the shared empty list for the usual build that was never claimed
@@ -165,11 +190,13 @@ export function computeRecord (id: string, submitSeen: SeenOp, others: readonly 
     submitOpId: submit.id,
     submitHlc: submit.hlc,
     maxAttempts: p.maxAttempts,
+    maxAbandoned,
     deferUntil: p.deferUntil,
     priority,
     canceled,
     phase,
     failures,
+    abandoned,
     attempts: attempts.length === 0 ? NO_ATTEMPTS : attempts,
     finishedAt,
     digest: ''
@@ -184,7 +211,9 @@ function digestOf (r: BuildRecord): string {
   const done = isFinished(r.phase)
   const canon = [r.id, r.derivation, r.system, Object.entries(r.tags).sort(), r.submitter, r.submitOpId, r.maxAttempts, r.deferUntil ?? null,
     r.priority, r.canceled, r.phase, r.failures,
-    r.attempts.map(a => [a.number, a.claimer, a.claimOpId, a.released, a.result?.opId ?? null, done ? null : [a.started, a.contenders]])]
+    r.attempts.map(a => [a.number, a.claimer, a.claimOpId, a.released, a.result?.opId ?? null, done ? null : [a.started, a.contenders]]),
+    // appended (and only when not the default) so builds that never had a lease lapse keep their digests
+    ...((r.abandoned ?? 0) > 0 || (r.maxAbandoned ?? DEFAULT_MAX_ABANDONED) !== DEFAULT_MAX_ABANDONED ? [r.abandoned ?? 0, r.maxAbandoned ?? DEFAULT_MAX_ABANDONED, r.attempts.map(a => a.abandoned === true)] : [])]
   return sha256Latin1(JSON.stringify(canon))
 }
 
@@ -211,27 +240,34 @@ export function stateAt (r: BuildRecord, now: number): BuildState {
 const short = (peer: string): string => peer.length > 12 ? `${peer.slice(0, 6)}…${peer.slice(-4)}` : peer
 const secs = (ms: number): string => `${Math.max(0, Math.round(ms / 1000))} s`
 
+const abandonedNote = (abandoned: number, max: number): string => abandoned > 0 ? `; ${abandoned} of ${max} allowed abandoned` : ''
+
 /** Why the build is where it is, in words, at local time `now`. */
 export function reasonOf (r: BuildRecord, now: number): string {
   const last = r.attempts.at(-1)
+  const abandoned = r.abandoned ?? 0
+  const maxAbandoned = r.maxAbandoned ?? DEFAULT_MAX_ABANDONED
   switch (r.phase) {
     case 'succeeded': {
       const a = r.attempts.find(x => x.result?.outcome === 'success')!
       return `attempt ${a.number} by ${short(a.claimer)} succeeded${r.canceled ? ' (a cancel arrived too late to matter)' : ''}`
     }
     case 'canceled': return 'canceled'
-    case 'failed': return `failed ${r.failures} of ${r.maxAttempts} allowed attempts`
+    case 'failed':
+      if (r.failures >= r.maxAttempts) return `failed ${r.failures} of ${r.maxAttempts} allowed attempts`
+      return `failed: the leases kept lapsing, ${abandoned} attempts abandoned by their builders (limit ${maxAbandoned}); the build itself failed ${r.failures} times`
     default: break
   }
   if (last !== undefined && last.result === undefined && !last.released) {
     const ends = last.leaseSeenAt + last.leaseMs - now
     if (ends > 0) return `${r.phase === 'building' ? 'building' : 'claimed'}: attempt ${last.number} by ${short(last.claimer)}, lease ends in ${secs(ends)}`
-    return `lease of ${short(last.claimer)} on attempt ${last.number} lapsed ${secs(-ends)} ago; claimable as attempt ${last.number + 1}`
+    const fails = abandoned + 1 >= maxAbandoned ? ', and the build then fails' : ''
+    return `lease of ${short(last.claimer)} on attempt ${last.number} lapsed ${secs(-ends)} ago; claimable as attempt ${last.number + 1}, whose claim abandons attempt ${last.number} (${abandoned + 1} of ${maxAbandoned} allowed${fails})`
   }
   if (r.deferUntil !== undefined && r.deferUntil > now) return `deferred for ${secs(r.deferUntil - now)}`
   if (last === undefined) return `waiting for a ${r.system} builder (priority ${r.priority})`
   const why = last.released ? `released by ${short(last.claimer)}` : `attempt ${last.number} ended: ${last.result!.outcome}`
-  return `${why}; claimable as attempt ${last.number + 1} (${r.failures} of ${r.maxAttempts} attempts failed)`
+  return `${why}; claimable as attempt ${last.number + 1} (${r.failures} of ${r.maxAttempts} attempts failed${abandonedNote(abandoned, maxAbandoned)})`
 }
 
 // ---- priority index ------------------------------------------------------------------

@@ -30,7 +30,8 @@ function materialise (actions: Action[]): Op[] {
     const who = authors[x.author]
     let draft: OpDraft
     if (x.kind === 'submit' || ids.length === 0) {
-      draft = submit(n++ % 4, { priority: x.priority, maxAttempts: 2 }) // same drv reused: several builds per drv
+      // same drv reused: several builds per drv; the abandoned-attempt limit is 1, 2 or absent (3)
+      draft = submit(n++ % 4, { priority: x.priority, maxAttempts: 2, ...(x.attempt < 3 ? { maxAbandoned: x.attempt } : {}) })
     } else {
       const build = ids[x.build % ids.length]
       const attempt = x.attempt
@@ -101,4 +102,37 @@ test('merging replicas is commutative, associative and idempotent', () => {
     // and the merge equals one replica fed the union of the three op sets
     assert.equal(abC, replicaOf([...a, ...b, ...c]).state.stateHash())
   }), { numRuns: 40 })
+})
+
+test('abandoned attempts are exactly the open ones followed by a claimed attempt, whatever the order', () => {
+  fc.assert(fc.property(scenario, fc.infiniteStream(fc.nat()), (actions, rnd) => {
+    const ops = materialise(actions)
+    const shuffled = [...ops].sort(() => (rnd.next().value % 3) - 1)
+    const r = replicaOf(shuffled)
+    // the model, straight from the ops: per build and attempt the winning claim (smallest
+    // HLC, then author, then seq), and whether its author released it or reported a result
+    const key = (o: Op): [number, number, string, number] => [o.hlc[0], o.hlc[1], o.author, o.seq]
+    const before = (x: Op, y: Op): boolean => { const a = key(x); const b = key(y); for (let i = 0; i < 4; i++) if (a[i] !== b[i]) return a[i] < b[i]; return false }
+    const winners = new Map<string, Map<number, Op>>()
+    for (const o of ops) {
+      if (o.type !== 'claim') continue
+      const m = winners.get(o.payload.build) ?? new Map<number, Op>()
+      const w = m.get(o.payload.attempt)
+      if (w === undefined || before(o, w)) m.set(o.payload.attempt, o)
+      winners.set(o.payload.build, m)
+    }
+    for (const sub of ops.filter(o => o.type === 'submit')) {
+      const id = buildIdOf(sub)
+      const rec = r.state.get(id)!
+      const m = winners.get(id) ?? new Map<number, Op>()
+      const numbers = [...m.keys()].sort((x, y) => x - y)
+      const closed = (n: number): boolean => ops.some(o => (o.type === 'result' || o.type === 'release') && o.payload.build === id && o.payload.attempt === n && o.author === m.get(n)!.author)
+      const expected = numbers.filter((n, i) => i + 1 < numbers.length && !closed(n))
+      assert.deepEqual(rec.attempts.filter(a => a.abandoned === true).map(a => a.number), expected)
+      assert.equal(rec.abandoned, expected.length)
+      const limit = (sub.payload as { maxAbandoned?: number }).maxAbandoned ?? 3
+      assert.equal(rec.maxAbandoned, limit)
+      if (rec.phase !== 'succeeded' && rec.phase !== 'canceled') assert.equal(rec.phase === 'failed', rec.failures >= rec.maxAttempts || expected.length >= limit)
+    }
+  }), { numRuns: 60 })
 })

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as dagCbor from '@ipld/dag-cbor'
-import { QueueReplica, buildIdOf, decodeOp, signOp, OpUnknownTypeError } from '../../src/crdt/index.js'
+import { QueueReplica, buildIdOf, decodeOp, signOp, reasonOf, OpUnknownTypeError } from '../../src/crdt/index.js'
 import { makeAuthor, next, submit } from './fixtures.js'
 
 const T0 = 1_700_000_000_000
@@ -84,6 +84,59 @@ test('failures open the next attempt until the limit; missing inputs do not coun
   claim(3); fail(a, 3)
   assert.equal(r.state.get(id)!.phase, 'failed')
   assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 1000), [])
+})
+
+test('lapsed leases: an open attempt superseded by a later claim is abandoned, counted apart from failures, and fails the build at the limit', async () => {
+  const [s, a, b] = await Promise.all([makeAuthor(), makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(6)) // no maxAbandoned: the default limit (3) applies
+  assert.equal((sub.payload as { maxAbandoned?: number }).maxAbandoned, undefined)
+  const id = buildIdOf(sub)
+  let t = T0
+  const r = new QueueReplica(() => T0 + 1000)
+  r.ingest(sub.bytes)
+  const claim = (who: typeof a, n: number): void => { assert.equal(r.ingest(next(who, [++t, 0], { type: 'claim', payload: { build: id, attempt: n, leaseMs: 1 } }).bytes).kind, 'applied') }
+  claim(a, 1)
+  assert.equal(r.state.get(id)!.abandoned, 0, 'an open attempt is not abandoned before a later claim exists')
+  assert.match(reasonOf(r.state.get(id)!, T0 + 5000), /lapsed .* whose claim abandons attempt 1 \(1 of 3 allowed\)/)
+  claim(b, 2)
+  let rec = r.state.get(id)!
+  assert.deepEqual(rec.attempts.map(x => x.abandoned), [true, false])
+  assert.equal(rec.abandoned, 1)
+  assert.equal(rec.failures, 0, 'a dead builder is not a build failure')
+  // a late result on attempt 2 makes it a failure, not an abandonment, even though attempt 3 was claimed first
+  claim(a, 3)
+  r.ingest(next(b, [++t, 0], { type: 'result', payload: { build: id, attempt: 2, outcome: 'failure', log: { peerId: b.id, name: 'l' } } }).bytes)
+  rec = r.state.get(id)!
+  assert.deepEqual([rec.abandoned, rec.failures], [1, 1])
+  // released attempts are not abandoned either
+  r.ingest(next(a, [++t, 0], { type: 'release', payload: { build: id, attempt: 3 } }).bytes)
+  claim(b, 4)
+  assert.deepEqual(r.state.get(id)!.attempts.map(x => x.abandoned), [true, false, false, false])
+  claim(a, 5)
+  claim(b, 6)
+  rec = r.state.get(id)!
+  assert.equal(rec.abandoned, 3)
+  assert.equal(rec.phase, 'failed')
+  assert.match(reasonOf(rec, T0 + 1000), /leases kept lapsing, 3 attempts abandoned by their builders \(limit 3\)/)
+  assert.deepEqual(r.state.claimable(['x86_64-linux'], T0 + 10_000_000), [], 'a failed build is never claimable')
+  assert.deepEqual(r.state.byState('failed', T0 + 1000).map(x => x.id), [id])
+  assert.equal(rec.finishedAt, t, 'finished when the claim that abandoned the third attempt was stamped')
+})
+
+test('lapsed leases: the submit carries its own limit, and it is part of the state', async () => {
+  const [s, a] = await Promise.all([makeAuthor(), makeAuthor()])
+  const strict = next(s, [T0, 0], submit(7, { maxAbandoned: 1 }))
+  const lax = next(s, [T0 + 1, 0], submit(8))
+  const r = new QueueReplica(() => T0 + 1000)
+  r.ingest(strict.bytes); r.ingest(lax.bytes)
+  let t = T0 + 1
+  for (const sub of [strict, lax]) {
+    for (const n of [1, 2]) r.ingest(next(a, [++t, 0], { type: 'claim', payload: { build: buildIdOf(sub), attempt: n, leaseMs: 1 } }).bytes)
+  }
+  const [x, y] = [r.state.get(buildIdOf(strict))!, r.state.get(buildIdOf(lax))!]
+  assert.deepEqual([x.maxAbandoned, x.abandoned, x.phase], [1, 1, 'failed'])
+  assert.deepEqual([y.maxAbandoned, y.abandoned, y.phase], [3, 1, 'claimed'])
+  assert.notEqual(x.digest, y.digest)
 })
 
 test('leases are judged on the local clock from when the op was seen; renew extends; release frees', async () => {
