@@ -16,6 +16,11 @@ export class SubstituteFetchError extends SubstitutesError {
   override name = 'SubstituteFetchError'
 }
 
+/** A NAR served while it arrived did not match its trusted narinfo: its readers were cut off, nothing was kept. */
+export class SubstituteStreamVerifyError extends SubstitutesError {
+  override name = 'SubstituteStreamVerifyError'
+}
+
 /** A `--trusted-key` file cannot be read or holds no key. */
 export class TrustedKeyFileError extends SubstitutesError {
   override name = 'TrustedKeyFileError'

@@ -11,6 +11,7 @@ import { parseCompression } from '../nar/index.js'
 import { narHashBytes, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
 import { findProviders, narCid, storePathCid, type ContentRoutingComponents, type TransferClient } from '../transfer/index.js'
 import { SubstituteFetchError, SubstituteNotFoundError } from './errors.js'
+import { LiveNar } from './live.js'
 import { narFileKey } from './source.js'
 
 const log = logger('guix-swarm:substitutes:fetch')
@@ -33,7 +34,19 @@ export interface SwarmFetcherInit {
   lookupTimeoutMs?: number
   /** Providers asked for the narinfo / the NAR at most; default 8. */
   maxProviders?: number
+  /**
+   * NAR files larger than this are served while they arrive (`acquire`); smaller ones are fetched
+   * and verified whole first. Default 4 MiB.
+   */
+  streamAboveBytes?: number
 }
+
+/** What `acquire` found: the path is in the cache now, or its NAR is arriving (`live`). */
+export type Acquired =
+  | { kind: 'cached' }
+  | { kind: 'live', narinfoText: string, live: LiveNar }
+
+interface TrustedNarinfo { narinfo: Narinfo, text: string, from: string, holders: PeerId[] }
 
 export interface FetchOutcome {
   entry: CacheEntry
@@ -47,26 +60,98 @@ export interface FetchOutcome {
 export class SwarmFetcher {
   private readonly lookupTimeoutMs: number
   private readonly maxProviders: number
+  private readonly streamAboveBytes: number
   private readonly inFlight = new Map<string, Promise<FetchOutcome>>()
+  /** Large NARs being served while they arrive, by hash part. */
+  private readonly live = new Map<string, LiveNar>()
+  /** Lookups in progress, so a narinfo request and the NAR request after it share one. */
+  private readonly acquiring = new Map<string, Promise<Acquired>>()
 
   constructor (private readonly components: SwarmFetcherComponents, init: SwarmFetcherInit = {}) {
     this.lookupTimeoutMs = init.lookupTimeoutMs ?? 30_000
     this.maxProviders = init.maxProviders ?? 8
+    this.streamAboveBytes = init.streamAboveBytes ?? 4 * 1024 * 1024
+  }
+
+  /** The download of `hashPart` being served while it arrives, if any. */
+  liveNar (hashPart: string): LiveNar | undefined {
+    return this.live.get(hashPart)
+  }
+
+  /**
+   * For the HTTP front: make `hashPart` servable. A small NAR (or a narinfo with several files) is
+   * fetched and verified whole, then it is `cached`; a large one starts downloading and comes back
+   * `live` at once, with its trusted narinfo. Rejects like `fetch` when nobody has it.
+   */
+  async acquire (hashPart: string): Promise<Acquired> {
+    const live = this.live.get(hashPart)
+    if (live != null) return { kind: 'live', narinfoText: live.narinfoText, live }
+    const running = this.inFlight.get(hashPart)
+    if (running != null) { await running; return { kind: 'cached' } }
+    const pending = this.acquiring.get(hashPart)
+    if (pending != null) return await pending
+    const p = this.doAcquire(hashPart).finally(() => this.acquiring.delete(hashPart))
+    this.acquiring.set(hashPart, p)
+    return await p
+  }
+
+  private async doAcquire (hashPart: string): Promise<Acquired> {
+    const found = await this.trustedNarinfo(hashPart, AbortSignal.timeout(this.lookupTimeoutMs))
+    const { narinfo } = found
+    const u = narinfo.urls.length === 1 ? narinfo.urls[0] : undefined
+    const compression = u === undefined ? undefined : parseCompression(u.compression ?? 'none')
+    // without FileSize a compressed file's Content-Length is unknown: it cannot be streamed
+    const size = u?.fileSize ?? (compression === 'none' ? narinfo.narSize : undefined)
+    if (u === undefined || compression === undefined || size === undefined || size <= this.streamAboveBytes) {
+      await this.fetch(hashPart, undefined, found)
+      return { kind: 'cached' }
+    }
+    const key = narFileKey(narinfo.narHash, compression)
+    // peers caught lying about this file are not asked again; with none left it is not available
+    const providers = (await this.narProviders(narinfo, found.holders, found.from)).filter((p) => !this.components.client.isBad(key, p))
+    if (providers.length === 0) throw new SubstituteFetchError(`${narinfo.storePath}: every provider of ${key} delivered bytes that did not verify`)
+    await mkdir(this.components.tmpDir, { recursive: true })
+    const tempPath = join(this.components.tmpDir, `${hashPart}.${compression}.live`)
+    const live = new LiveNar({ narinfo, text: found.text, url: u.url, compression, size, key, providers, client: this.components.client, tempPath })
+    this.live.set(hashPart, live)
+    // fetch() callers (mirror, pull, a narinfo request) wait for this download instead of starting another
+    const outcome = this.storeLive(hashPart, live, found).finally(() => {
+      this.live.delete(hashPart)
+      this.inFlight.delete(hashPart)
+    })
+    this.inFlight.set(hashPart, outcome)
+    outcome.catch((err: Error) => { log('streaming %s failed: %s: %s', narinfo.storePath, err.name, err.message) })
+    return { kind: 'live', narinfoText: found.text, live }
+  }
+
+  /** Once the live download verified, move it into the cache like any fetched entry. */
+  private async storeLive (hashPart: string, live: LiveNar, found: TrustedNarinfo): Promise<FetchOutcome> {
+    const compression = parseCompression(found.narinfo.urls[0].compression ?? 'none')
+    const tempPath = join(this.components.tmpDir, `${hashPart}.${compression}.live`)
+    try {
+      await live.verified
+      // LiveNar hashed exactly these bytes while writing them
+      const entry = await this.components.cache.addVerified({ narinfoText: found.text, files: [{ compression, tempPath }], verify: false })
+      await this.components.onAdded(entry)
+      return { entry, narinfoFrom: found.from, narFrom: [...live.contributors], badPeers: this.components.client.badPeers(narFileKey(found.narinfo.narHash, compression)) }
+    } finally {
+      await rm(tempPath, { force: true })
+    }
   }
 
   /** Fetch `hashPart` into the cache; concurrent calls for one path share the work. */
-  async fetch (hashPart: string, signal?: AbortSignal): Promise<FetchOutcome> {
+  async fetch (hashPart: string, signal?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
     const running = this.inFlight.get(hashPart)
     if (running != null) return await running
-    const p = this.doFetch(hashPart, signal).finally(() => this.inFlight.delete(hashPart))
+    const p = this.doFetch(hashPart, signal, found).finally(() => this.inFlight.delete(hashPart))
     this.inFlight.set(hashPart, p)
     return await p
   }
 
-  private async doFetch (hashPart: string, outer?: AbortSignal): Promise<FetchOutcome> {
+  private async doFetch (hashPart: string, outer?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
     const deadline = AbortSignal.timeout(this.lookupTimeoutMs)
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
-    const { narinfo, text, from, holders } = await this.trustedNarinfo(hashPart, signal)
+    const { narinfo, text, from, holders } = found ?? await this.trustedNarinfo(hashPart, signal)
     const providers = await this.narProviders(narinfo, holders, from, outer)
     await mkdir(this.components.tmpDir, { recursive: true })
     const files: Array<{ compression: string, tempPath: string }> = []
@@ -103,7 +188,7 @@ export class SwarmFetcher {
   }
 
   /** Ask the store path's providers in turn until one hands over a narinfo we can believe. */
-  private async trustedNarinfo (hashPart: string, signal: AbortSignal): Promise<{ narinfo: Narinfo, text: string, from: string, holders: PeerId[] }> {
+  private async trustedNarinfo (hashPart: string, signal: AbortSignal): Promise<TrustedNarinfo> {
     const { client, cache } = this.components
     const holders: PeerId[] = []
     const refused: string[] = []

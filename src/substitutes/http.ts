@@ -8,7 +8,9 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { logger } from '@libp2p/logger'
 import { CacheBadUrlPathError, type BinaryCache } from '../cache/index.js'
-import { openForSend, sendFileRange, type HttpRouter, type RoutePattern } from '../http/index.js'
+import { openForSend, sendFileRange, SEND_FILE_CHUNK, type HttpRouter, type RoutePattern } from '../http/index.js'
+import type { Acquired } from './fetch.js'
+import type { LiveNar } from './live.js'
 import type { Readable } from 'node:stream'
 
 const log = logger('guix-swarm:substitutes:http')
@@ -38,8 +40,13 @@ export interface BuildLogSource {
 export interface SubstitutesHttpComponents {
   router: HttpRouter
   cache: BinaryCache
-  /** Fetch a path from the swarm into the cache; rejects when nobody has a trusted copy. */
-  fetch: (hashPart: string) => Promise<unknown>
+  /**
+   * Make a path the node lacks servable: fetched into the cache, or (a large NAR) arriving and
+   * readable while it does. Rejects when nobody has a trusted copy.
+   */
+  acquire: (hashPart: string) => Promise<Acquired>
+  /** The large NAR of a path being served while it arrives, if any. */
+  liveNar: (hashPart: string) => LiveNar | undefined
   guixPublicKey: string
   nixPublicKey: string
   logs?: BuildLogSource
@@ -54,7 +61,7 @@ export class SubstitutesHttp {
    * so the oldest goes first when full: a hit costs no allocation and no filesystem call.
    */
   private readonly memo = new Map<string, NarinfoResponse>()
-  readonly counters = { narinfoHits: 0, narinfoFetched: 0, narinfoMisses: 0, narRequests: 0, narBytes: 0 }
+  readonly counters = { narinfoHits: 0, narinfoFetched: 0, narinfoMisses: 0, narRequests: 0, narBytes: 0, narStreamed: 0, narStreamsCut: 0 }
 
   constructor (private readonly components: SubstitutesHttpComponents) {}
 
@@ -123,7 +130,15 @@ export class SubstitutesHttp {
     let text = await cache.getNarinfo(hashPart)
     if (text === undefined) {
       try {
-        await this.components.fetch(hashPart)
+        const got = await this.components.acquire(hashPart)
+        if (got.kind === 'live') {
+          // trusted and arriving: the client may ask for the NAR now (not remembered: not cached yet)
+          this.counters.narinfoFetched++
+          const body = Buffer.from(got.narinfoText)
+          res.writeHead(200, ['content-type', 'text/x-nix-narinfo', 'content-length', String(body.length), 'cache-control', NARINFO_CACHE_CONTROL])
+          res.end(body)
+          return
+        }
         text = await cache.getNarinfo(hashPart)
         this.counters.narinfoFetched++
       } catch (err) {
@@ -155,8 +170,14 @@ export class SubstitutesHttp {
     }
     const hashPart = /\/([0123456789abcdfghijklmnpqrsvwxyz]{32})-[^/]+$/.exec(urlPath)?.[1]
     if (size === undefined && hashPart !== undefined && !await cache.has(hashPart)) {
-      // a client that skipped the narinfo (or asked another node for it): fetch, then serve
-      await this.components.fetch(hashPart).catch(() => {})
+      // arriving now (its narinfo was just served), or not asked for yet (a client that skipped
+      // the narinfo, or asked another node for it)
+      let live = this.components.liveNar(hashPart)
+      if (live === undefined) {
+        const got = await this.components.acquire(hashPart).catch(() => undefined)
+        if (got?.kind === 'live') live = got.live
+      }
+      if (live !== undefined && live.url === urlPath && await this.serveLive(req, res, live)) return
       size = await cache.statFile(urlPath)
     }
     if (size === undefined) { this.notFound(res, urlPath); return }
@@ -195,6 +216,74 @@ export class SubstitutesHttp {
     this.counters.narBytes += sent
     // fewer bytes: the client hung up, routine for substituters that cancel
     if (sent < length) log('%s: stream ended after %d of %d bytes', urlPath, sent, length)
+  }
+
+  /**
+   * Serve a NAR while it arrives: everything the download released (all but its last bytes until
+   * it verified); on a verification failure the response is destroyed, so the client never has a
+   * complete body. False when the download ended before this reader could join (serve the cache).
+   */
+  private async serveLive (req: IncomingMessage, res: ServerResponse, live: LiveNar): Promise<boolean> {
+    try {
+      await live.attach()
+    } catch {
+      return false
+    }
+    try {
+      const size = live.size
+      const range = parseRange(req.headers.range, size)
+      const headers: Array<string> = ['content-type', 'application/x-nix-archive', 'accept-ranges', 'bytes', 'cache-control', `public, max-age=${NAR_MAX_AGE}, immutable`]
+      if (range === 'unsatisfiable') {
+        res.writeHead(416, [...headers, 'content-range', `bytes */${size}`, 'content-length', '0'])
+        res.end()
+        return true
+      }
+      const start = range?.start ?? 0
+      const end = range?.end ?? size - 1
+      const length = end - start + 1
+      if (range != null) headers.push('content-range', `bytes ${start}-${end}/${size}`)
+      headers.push('content-length', String(length))
+      res.writeHead(range != null ? 206 : 200, headers)
+      if (req.method === 'HEAD') { res.end(); return true }
+      this.counters.narStreamed++
+      let pos = start
+      const buf = Buffer.allocUnsafe(Math.min(SEND_FILE_CHUNK, length))
+      // a client that leaves while the download stalls must not keep this reader waiting
+      const gone = new AbortController()
+      const onClose = (): void => { gone.abort() }
+      res.once('close', onClose)
+      try {
+        while (pos <= end && !res.destroyed) {
+          try {
+            await live.wait(pos, gone.signal)
+          } catch (err) {
+            if (gone.signal.aborted) return true
+            // the NAR did not verify (or no provider finished it): cut the client off mid-body
+            this.counters.narStreamsCut++
+            log('%s: cut after %d of %d bytes: %s', live.url, pos - start, length, (err as Error).message)
+            res.destroy(err as Error)
+            return true
+          }
+          const n = await live.read(buf, pos, Math.min(buf.length, live.releasable - pos, end + 1 - pos))
+          if (n <= 0) { res.destroy(new Error(`${live.url}: temp file shorter than received`)); return true }
+          pos += n
+          this.counters.narBytes += n
+          // the buffer is reused: wait until the socket took these bytes (or the client left)
+          await new Promise<void>((resolve) => {
+            if (gone.signal.aborted) { resolve(); return }
+            const done = (): void => { gone.signal.removeEventListener('abort', done); resolve() }
+            gone.signal.addEventListener('abort', done, { once: true })
+            res.write(buf.subarray(0, n), done)
+          })
+        }
+        if (!res.destroyed) res.end()
+        return true
+      } finally {
+        res.off('close', onClose)
+      }
+    } finally {
+      live.release()
+    }
   }
 
   private touch (hashPart: string): void {

@@ -102,7 +102,8 @@ export class SubstitutesService implements NodeService {
     this.http = new SubstitutesHttp({
       router: components.http,
       cache: this.cache,
-      fetch: async (hashPart) => await this.fetcher.fetch(hashPart),
+      acquire: async (hashPart) => await this.fetcher.acquire(hashPart),
+      liveNar: (hashPart) => this.fetcher.liveNar(hashPart),
       guixPublicKey: formatGuixPublicKey(keys.guix.publicKey),
       nixPublicKey: formatNixPublicKey(keys.nix.publicKey),
       logs: init.logs

@@ -47,6 +47,16 @@ export async function buildClosure (ns: NixNamespace, name = `subst-${randomByte
   return { top, dep }
 }
 
+/** Build a path of `bytes` random (incompressible) bytes in `ns`: a NAR large enough to be served while it arrives. */
+export async function buildLarge (ns: NixNamespace, bytes: number, name = `large-${randomBytes(6).toString('hex')}`): Promise<string> {
+  const f = join(ns.dir, '..', `${name}.nix`)
+  await writeFile(f, `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/usr/bin/head -c ${bytes} /dev/urandom > $out" ]; }`)
+  const drv = (await ns.exec('nix-instantiate', [f])).stdout.toString().trim()
+  const built = await ns.exec('nix-store', ['--realise', drv, '--option', 'substituters', ''])
+  assert.equal(built.code, 0, built.stderr.toString())
+  return built.stdout.toString().trim()
+}
+
 export const hashPartOf = (storePath: string): string => storePath.slice('/nix/store/'.length, '/nix/store/'.length + 32)
 
 /** POST to a node's API (JSON). */
