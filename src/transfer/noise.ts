@@ -7,7 +7,7 @@
 // each 64 KiB. Profiled (bench/serve.ts), the sender spent about a third of its CPU in the
 // kernel's TCP send path.
 //
-// Here the ChaCha20-Poly1305 output (node:crypto, as stock noise uses for frames ≥ 1200 bytes)
+// Here the ChaCha20-Poly1305 output of frames ≥ 16 KiB (node:crypto, as stock noise uses too)
 // is written into shared slabs, each frame with 2 free bytes in front of it. When the list
 // reaches the socket, the length prefixes go into those bytes and consecutive frames form ONE
 // contiguous buffer: one write per message, and no copy beyond the one stock noise makes
@@ -16,20 +16,28 @@ import { noise, type NoiseInit, type NoiseExtensions, type NoiseComponents, type
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
 import type { ConnectionEncrypter, MessageStream, SecureConnectionOptions } from '@libp2p/interface'
 import { createCipheriv } from 'node:crypto'
+import { Socket } from 'node:net'
 
 const TAG_LENGTH = 16
 const PREFIX_LENGTH = 2
-/** Below this stock noise uses its wasm ChaCha20-Poly1305 (faster for tiny messages): so do we. */
-const NODE_CRYPTO_MIN = 1200
-const SLAB_SIZE = 1024 * 1024
-/** Per allocator: slabs kept for reuse, and full slabs tracked until written. */
-const MAX_KEPT_SLABS = 8
+/** Noise messages are at most this long (ciphertext and tag). */
+const MAX_FRAME = 65535
+/**
+ * Smaller frames (handshakes, gossip, window updates) are sealed by stock noise crypto and sent
+ * as they are: slabs are only for connections that move bulk data.
+ */
+const SLAB_MIN_PLAINTEXT = 16 * 1024
+/** Four full frames with their prefixes. */
+const SLAB_SIZE = 4 * (PREFIX_LENGTH + MAX_FRAME)
+/** Per connection: slabs kept for reuse (a 1 MiB send spans five), full slabs tracked until written. */
+const MAX_SPARE_SLABS = 5
+const MAX_RETIRED_SLABS = 8
 
 /**
- * Bump allocator over 1 MiB slabs, one per sending key (so per connection and direction).
+ * Bump allocator over 256 KiB slabs, one per sending key (so per connection and direction).
  * Writing into fresh memory costs page faults (profiled: more than the copy itself), so slabs
- * are reused, but only once everything handed out has left the process: the connection's
- * transport calls recycle() when its socket has drained with nothing queued (see coalescing).
+ * are reused, but only once everything handed out has left the process: the connection calls
+ * recycle() when its socket has nothing left to write (see coalescing).
  */
 class FrameSlabs {
   private slab: Uint8Array = Buffer.alloc(0)
@@ -45,10 +53,10 @@ class FrameSlabs {
     if (this.used + need > this.slab.length) {
       if (this.slab.length > 0) this.retired.push(this.slab)
       // Never recycled (no drain seen): forget the oldest, the GC frees it once written.
-      if (this.retired.length > MAX_KEPT_SLABS) this.retired.shift()
+      if (this.retired.length > MAX_RETIRED_SLABS) this.retired.shift()
       const reuse = this.spare.pop()
       // Unzeroed: every byte handed out is overwritten (prefix, ciphertext, tag) before it is sent.
-      this.slab = reuse != null && reuse.length >= need ? reuse : Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, need))
+      this.slab = reuse ?? Buffer.allocUnsafeSlow(SLAB_SIZE)
       this.used = 0
     }
     const out = this.slab.subarray(this.used + PREFIX_LENGTH, this.used + need)
@@ -59,7 +67,9 @@ class FrameSlabs {
 
   /** Every frame handed out so far has been written to the socket: all memory may be reused. */
   recycle (): void {
-    for (const slab of this.retired) if (this.spare.length < MAX_KEPT_SLABS) this.spare.push(slab)
+    // Only the current slab in use since the last time: the connection is quiet, keep no spares.
+    if (this.retired.length === 0) this.spare.length = 0
+    for (const slab of this.retired) if (this.spare.length < MAX_SPARE_SLABS) this.spare.push(slab)
     this.retired.length = 0
     this.used = 0
   }
@@ -105,7 +115,8 @@ function sealIntoSlab (plaintext: Bytes, nonce: Uint8Array, ad: Uint8Array, key:
 export const transferNoiseCrypto: ICryptoInterface = {
   ...defaultCrypto,
   chaCha20Poly1305Encrypt (plaintext, nonce, ad, k) {
-    if (plaintext.byteLength < NODE_CRYPTO_MIN) return defaultCrypto.chaCha20Poly1305Encrypt(plaintext, nonce, ad, k)
+    const length = plaintext.byteLength
+    if (length < SLAB_MIN_PLAINTEXT || length + TAG_LENGTH > MAX_FRAME) return defaultCrypto.chaCha20Poly1305Encrypt(plaintext, nonce, ad, k)
     return sealIntoSlab(plaintext, nonce, ad, k)
   }
 }
@@ -153,23 +164,38 @@ function coalesce (pieces: Uint8Array[], seen: Set<FrameSlabs>): Uint8Array[] {
 }
 
 /**
- * Make `stream.send` hand the transport coalesced frames (see coalesceFrames), and recycle the
- * slabs of this connection whenever its socket has drained with nothing left queued: a
- * transport's 'drain' comes from the socket's, which fires only once every pending write has
- * completed, and an empty write buffer means nothing is waiting to be written.
+ * The net.Socket under a TCP connection (TCP's MultiaddrConnection keeps it as `socket`; it is
+ * not part of the MessageStream interface, so other transports simply never recycle).
+ */
+function socketOf (stream: MessageStream): Socket | undefined {
+  const socket = (stream as MessageStream & { socket?: unknown }).socket
+  return socket instanceof Socket ? socket : undefined
+}
+
+/**
+ * Make `stream.send` hand the transport coalesced frames (see coalesceFrames), and recycle this
+ * connection's slabs whenever nothing is left unwritten: the transport's write buffer is empty
+ * (all of it went to socket.write) and the socket's writableLength is 0 (every write completed,
+ * the kernel has the bytes). A successful write to loopback usually completes at once, so this
+ * holds right after most sends; otherwise at the next 'drain'.
  */
 function coalescing (stream: MessageStream): MessageStream {
   const send = stream.send.bind(stream)
+  const socket = socketOf(stream)
   const mine = new Set<FrameSlabs>()
+  const recycleIfWritten = (): void => {
+    if (socket != null && socket.writableLength === 0 && stream.writeBufferLength === 0) {
+      for (const slabs of mine) slabs.recycle()
+    }
+  }
   stream.send = (data) => {
     if (data instanceof Uint8Array) return send(data)
     let ok = true
     for (const piece of coalesce([...data], mine)) ok = send(piece)
+    recycleIfWritten()
     return ok
   }
-  stream.addEventListener('drain', () => {
-    if (stream.writeBufferLength === 0) for (const slabs of mine) slabs.recycle()
-  })
+  stream.addEventListener('drain', recycleIfWritten)
   return stream
 }
 
