@@ -109,9 +109,17 @@ export function defaultCompressions (_dialect: Dialect): Compression[] {
 }
 
 export interface AddClosureOptions {
-  /** Called after each path of the closure, in order. */
+  /** Called as each path of the closure is in (references before referrers). */
   onProgress?: (done: number, total: number, entry: CacheEntry) => void
+  /**
+   * Paths exported and compressed at once (default 2, one per core here: a small path's cost
+   * is mostly the compressor's start and the fsyncs, which overlap). Narinfos still appear in
+   * closure order, references before referrers.
+   */
+  concurrency?: number
 }
+
+const DEFAULT_CLOSURE_CONCURRENCY = 2
 
 export interface VerifiedFile {
   compression: Compression | string
@@ -221,24 +229,53 @@ export class BinaryCache {
    * feeds every compressor, files renamed into place, then the signed narinfo. Idempotent.
    */
   async addFromStore (store: StoreDaemon, storePath: string): Promise<CacheEntry> {
+    return await this.addOne(store, storePath)
+  }
+
+  /** `refsIn`: settles once the given references are in the cache (a rejection abandons this path). */
+  private async addOne (store: StoreDaemon, storePath: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     const hashPart = this.hashPartOf(storePath)
     return await this.once(hashPart, async () => {
       const existing = await this.getEntry(hashPart)
       if (existing !== undefined) return existing
-      return await this.exportInto(store, storePath, hashPart)
+      return await this.exportInto(store, storePath, hashPart, refsIn)
     })
   }
 
-  /** Add the closure of `paths`, references before referrers, each path once. */
+  /**
+   * Add the closure of `paths`, each path once; returned in closure order (references first).
+   * Several paths are exported at once, but a narinfo appears only after those of its references,
+   * so a client never finds one whose references are missing. (Waiting on references, not on
+   * the previous path, keeps two closures added at once from waiting on each other.) The first
+   * failure stops the rest.
+   */
   async addClosure (store: StoreDaemon, paths: string[], opts: AddClosureOptions = {}): Promise<CacheEntry[]> {
     const order = await store.queryRequisites(paths)
-    const out: CacheEntry[] = []
-    for (const p of order) {
-      const entry = await this.addFromStore(store, p)
-      out.push(entry)
-      opts.onProgress?.(out.length, order.length, entry)
+    const limit = Math.max(1, Math.floor(opts.concurrency ?? DEFAULT_CLOSURE_CONCURRENCY))
+    const entries: CacheEntry[] = new Array(order.length)
+    const turns = new Map<string, Promise<CacheEntry>>()
+    const refsIn = async (self: string, references: string[]): Promise<void> => {
+      await Promise.all(references.filter((r) => r !== self).map(async (r) => await turns.get(r)))
     }
-    return out
+    let done = 0
+    let failed = false
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < order.length && !failed) {
+        const i = next++
+        const p = order[i]
+        const mine = this.addOne(store, p, async (refs) => await refsIn(p, refs))
+        turns.set(p, mine)
+        mine.catch(() => { failed = true }) // thrown by this worker's await below; later paths see it through refsIn
+        entries[i] = await mine
+        opts.onProgress?.(++done, order.length, entries[i])
+      }
+    }
+    // on a failure, let the paths in flight finish or give up before reporting it: nothing keeps writing after we return
+    const ran = await Promise.allSettled(Array.from({ length: Math.min(limit, order.length) }, worker))
+    const failure = ran.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failure !== undefined) throw failure.reason
+    return entries
   }
 
   /**
@@ -298,7 +335,7 @@ export class BinaryCache {
     })
   }
 
-  private async exportInto (store: StoreDaemon, storePath: string, hashPart: string): Promise<CacheEntry> {
+  private async exportInto (store: StoreDaemon, storePath: string, hashPart: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     await this.start()
     const base = basename(storePath)
     const { info, nar } = await store.exportPath(storePath)
@@ -322,6 +359,13 @@ export class BinaryCache {
     if (!Buffer.from(digest.sha256).equals(Buffer.from(narHashBytes(info.narHash))) || digest.narSize !== info.narSize) {
       await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
       throw new CacheExportMismatchError(`exporting ${storePath}: the NAR streamed was ${digest.narHash} (${digest.narSize} bytes), the daemon records ${info.narHash} (${info.narSize} bytes)`)
+    }
+    try {
+      await refsIn?.(info.references)
+    } catch (err) {
+      // a reference failed: this path must not appear without it
+      await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
+      throw err
     }
 
     const files: CacheFile[] = []

@@ -17,6 +17,8 @@ export class DirStore implements StoreDaemon {
   readonly paths = new Map<string, DirPath>()
   fault: Fault = 'none'
   exports = 0
+  /** Awaited by exportPath before it answers (hold one path's export back). */
+  gate?: (path: string) => Promise<void>
 
   constructor (readonly root: string, readonly storeDir = '/gnu/store') {}
 
@@ -66,6 +68,7 @@ export class DirStore implements StoreDaemon {
 
   async exportPath (path: string): Promise<{ info: PathInfo, nar: Readable }> {
     this.exports++
+    await this.gate?.(path)
     const info = await this.queryPathInfo(path)
     const dir = this.get(path).dir
     if (this.fault === 'lie') return { info: { ...info, narSize: info.narSize + 8 }, nar: packNar(dir) }
