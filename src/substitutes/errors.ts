@@ -11,6 +11,11 @@ export class SubstituteNotFoundError extends SubstitutesError {
   override name = 'SubstituteNotFoundError'
 }
 
+/** Too many swarm lookups are running and waiting: a client request is answered "not available" at once. */
+export class SubstituteLookupBusyError extends SubstitutesError {
+  override name = 'SubstituteLookupBusyError'
+}
+
 /** A trusted narinfo was found but no provider delivered NAR bytes that verify. */
 export class SubstituteFetchError extends SubstitutesError {
   override name = 'SubstituteFetchError'

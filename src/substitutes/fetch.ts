@@ -10,11 +10,13 @@ import { verifyFile, type BinaryCache, type CacheEntry } from '../cache/index.js
 import { parseCompression } from '../nar/index.js'
 import { narHashBytes, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
 import { findProviders, narCid, storePathCid, type ContentRoutingComponents, type TransferClient } from '../transfer/index.js'
-import { SubstituteFetchError, SubstituteNotFoundError } from './errors.js'
+import { SubstituteFetchError, SubstituteLookupBusyError, SubstituteNotFoundError } from './errors.js'
 import { LiveNar } from './live.js'
 import { narFileKey } from './source.js'
 
 const log = logger('guix-swarm:substitutes:fetch')
+/** Misses remembered at most (about 100 bytes each). */
+const MAX_REMEMBERED_MISSES = 100_000
 
 export interface SwarmFetcherComponents extends ContentRoutingComponents {
   client: TransferClient
@@ -39,6 +41,25 @@ export interface SwarmFetcherInit {
    * and verified whole first. Default 4 MiB.
    */
   streamAboveBytes?: number
+  /** How long `acquire` remembers that the swarm has no trusted copy of a path; default 60 s. */
+  negativeTtlMs?: number
+  /** `acquire` lookups walking the DHT at once (default 16) and waiting for a turn (default 256); more are refused at once. */
+  maxLookups?: number
+  maxQueuedLookups?: number
+}
+
+/** Counters of `acquire`'s swarm lookups (what HTTP clients and scanners cost the DHT). */
+export interface LookupStats {
+  /** DHT walks started. */
+  started: number
+  /** Answered "not available" from the negative cache, without a walk. */
+  negativeHits: number
+  /** Refused because too many walks were running and waiting. */
+  refusedBusy: number
+  /** Walks that found no trusted narinfo (now in the negative cache). */
+  notFound: number
+  /** Running now. */
+  running: number
 }
 
 /** What `acquire` found: the path is in the cache now, or its NAR is arriving (`live`). */
@@ -66,11 +87,21 @@ export class SwarmFetcher {
   private readonly live = new Map<string, LiveNar>()
   /** Lookups in progress, so a narinfo request and the NAR request after it share one. */
   private readonly acquiring = new Map<string, Promise<Acquired>>()
+  private readonly negativeTtlMs: number
+  private readonly maxLookups: number
+  private readonly maxQueuedLookups: number
+  /** hash part → when its "not in the swarm" answer expires; insertion-ordered, so the oldest go first. */
+  private readonly misses = new Map<string, number>()
+  private readonly lookupQueue: Array<() => void> = []
+  readonly lookupStats: LookupStats = { started: 0, negativeHits: 0, refusedBusy: 0, notFound: 0, running: 0 }
 
   constructor (private readonly components: SwarmFetcherComponents, init: SwarmFetcherInit = {}) {
     this.lookupTimeoutMs = init.lookupTimeoutMs ?? 30_000
     this.maxProviders = init.maxProviders ?? 8
     this.streamAboveBytes = init.streamAboveBytes ?? 4 * 1024 * 1024
+    this.negativeTtlMs = init.negativeTtlMs ?? 60_000
+    this.maxLookups = init.maxLookups ?? 16
+    this.maxQueuedLookups = init.maxQueuedLookups ?? 256
   }
 
   /** The download of `hashPart` being served while it arrives, if any. */
@@ -95,8 +126,51 @@ export class SwarmFetcher {
     return await p
   }
 
+  /**
+   * A DHT walk for a client's request, bounded: a path nobody had a minute ago is answered from
+   * memory, and a flood of unknown hashes (a scanner) queues behind a few walks or is refused,
+   * instead of starting a walk per request.
+   */
+  private async lookup (hashPart: string): Promise<TrustedNarinfo> {
+    const now = Date.now()
+    const until = this.misses.get(hashPart)
+    if (until !== undefined && until > now) {
+      this.lookupStats.negativeHits++
+      throw new SubstituteNotFoundError(`${hashPart}: no trusted copy in the swarm (remembered for ${Math.round((until - now) / 1000)} s more)`)
+    }
+    if (until !== undefined) this.misses.delete(hashPart)
+    if (!this.components.hasPeers()) throw new SubstituteNotFoundError(`${hashPart}: no peers to ask`)
+    if (this.lookupStats.running >= this.maxLookups) {
+      if (this.lookupQueue.length >= this.maxQueuedLookups) {
+        this.lookupStats.refusedBusy++
+        throw new SubstituteLookupBusyError(`${hashPart}: ${this.lookupStats.running} swarm lookups running and ${this.lookupQueue.length} waiting; try again later`)
+      }
+      await new Promise<void>((resolve) => this.lookupQueue.push(resolve))
+    }
+    this.lookupStats.running++
+    this.lookupStats.started++
+    try {
+      return await this.trustedNarinfo(hashPart, AbortSignal.timeout(this.lookupTimeoutMs))
+    } catch (err) {
+      if (err instanceof SubstituteNotFoundError) {
+        this.lookupStats.notFound++
+        if (this.misses.size >= MAX_REMEMBERED_MISSES) this.misses.delete(this.misses.keys().next().value as string)
+        this.misses.set(hashPart, Date.now() + this.negativeTtlMs)
+      }
+      throw err
+    } finally {
+      this.lookupStats.running--
+      this.lookupQueue.shift()?.()
+    }
+  }
+
+  /** Forget a remembered miss (the path was just added or published here). */
+  forgetMiss (hashPart: string): void {
+    this.misses.delete(hashPart)
+  }
+
   private async doAcquire (hashPart: string): Promise<Acquired> {
-    const found = await this.trustedNarinfo(hashPart, AbortSignal.timeout(this.lookupTimeoutMs))
+    const found = await this.lookup(hashPart)
     const { narinfo } = found
     const u = narinfo.urls.length === 1 ? narinfo.urls[0] : undefined
     const compression = u === undefined ? undefined : parseCompression(u.compression ?? 'none')

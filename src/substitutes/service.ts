@@ -5,6 +5,7 @@
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { logger } from '@libp2p/logger'
+import { Gauge } from 'prom-client'
 import type { CID } from 'multiformats/cid'
 import { BinaryCache, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
 import { openBackend, type StoreDaemon } from '../daemon/index.js'
@@ -73,6 +74,10 @@ export class SubstitutesService implements NodeService {
   /** Entries whose DHT records did not go out yet. */
   private readonly unannounced = new Map<string, Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>>()
   private flushTimer?: NodeJS.Timeout
+  /** hash part → bytes of each held entry, so status() need not read the whole cache index. */
+  private readonly held = new Map<string, number>()
+  /** store path → how many holders pinned it (pin()). */
+  private readonly pins = new Map<string, number>()
 
   constructor (private readonly components: NodeComponents, private readonly init: SubstitutesInit = {}) {
     const { config, keys, libp2p } = components
@@ -96,8 +101,8 @@ export class SubstitutesService implements NodeService {
     this.gc = new GarbageCollector({
       cache: this.cache,
       hasOtherProvider: async (narHash) => await this.hasOtherProvider(narHash),
-      onRemoved: (r: CacheIndexRecord) => { this.index.delete(r); this.http.forget(r.hashPart) },
-      pinned: init.pinned
+      onRemoved: (r: CacheIndexRecord) => { this.removed(r) },
+      pinned: () => this.pinnedPaths()
     })
     this.http = new SubstitutesHttp({
       router: components.http,
@@ -118,8 +123,9 @@ export class SubstitutesService implements NodeService {
     this.trusted = await this.loadTrustedKeys()
     await this.cache.start()
     const entries = await this.cache.list()
-    for (const e of entries) this.index.add(e)
+    for (const e of entries) { this.index.add(e); this.held.set(e.hashPart, entryBytes(e)) }
     this.http.prime(entries)
+    this.registerMetrics()
     await this.server.start()
     this.http.start()
     this.routeApi()
@@ -143,11 +149,14 @@ export class SubstitutesService implements NodeService {
   }
 
   async status (): Promise<Record<string, unknown>> {
-    const entries = await this.cache.list()
+    let bytes = 0
+    for (const b of this.held.values()) bytes += b
     return {
       cacheDir: this.cache.dir,
-      entries: entries.length,
-      bytes: entries.reduce((s, e) => s + Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0), 0),
+      entries: this.held.size,
+      bytes,
+      pinned: this.pins.size,
+      lookups: { ...this.fetcher.lookupStats },
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
       unannounced: this.unannounced.size,
@@ -253,9 +262,75 @@ export class SubstitutesService implements NodeService {
     }
   }
 
+  /**
+   * Keep `storePaths` from GC until the returned release is called (a running build's inputs).
+   * Pins count: a path pinned twice stays until both released; releasing twice is harmless.
+   */
+  pin (storePaths: string[]): () => void {
+    for (const p of storePaths) this.pins.set(p, (this.pins.get(p) ?? 0) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      for (const p of storePaths) {
+        const n = (this.pins.get(p) ?? 1) - 1
+        if (n <= 0) this.pins.delete(p)
+        else this.pins.set(p, n)
+      }
+    }
+  }
+
+  private pinnedPaths (): ReadonlySet<string> {
+    const out = new Set(this.pins.keys())
+    for (const p of this.init.pinned?.() ?? []) out.add(p)
+    return out
+  }
+
+  /**
+   * An entry left the cache (GC): stop announcing it. Our own kad-dht re-provides every record it
+   * ever put, so both CIDs are cancelled there (the NAR's only when no other entry has the same
+   * NAR); records already on other peers cannot be withdrawn and expire on their own.
+   */
+  private removed (r: CacheIndexRecord): void {
+    this.index.delete(r)
+    this.http.forget(r.hashPart)
+    this.held.delete(r.hashPart)
+    this.unannounced.delete(r.hashPart)
+    const cids = [storePathCid(r.hashPart)]
+    if (this.index.hashParts(r.narHash).length === 0) cids.push(narCid(narHashBytes(r.narHash)))
+    for (const cid of cids) {
+      this.components.libp2p.contentRouting.cancelReprovide(cid).catch((err: Error) => { log('cancelReprovide %s: %s', cid.toString(), err.message) })
+    }
+  }
+
+  private registerMetrics (): void {
+    const { metrics } = this.components
+    for (const name of ['guix_swarm_substitute_lookups', 'guix_swarm_substitute_http']) {
+      if (metrics.getSingleMetric(name) != null) metrics.removeSingleMetric(name) // a restarted service: read the new one
+    }
+    const fetcher = this.fetcher
+    const http = this.http
+    new Gauge({ // registers itself; collect() reads the counters at scrape time
+      name: 'guix_swarm_substitute_lookups',
+      help: 'Swarm lookups for HTTP clients since start, by outcome (started, negativeHits, refusedBusy, notFound) and running now',
+      labelNames: ['outcome'],
+      registers: [metrics],
+      collect () { for (const [outcome, n] of Object.entries(fetcher.lookupStats)) this.set({ outcome }, n) }
+    })
+    new Gauge({ // registers itself
+      name: 'guix_swarm_substitute_http',
+      help: 'Substitute HTTP front counters since start (narinfo hits/fetched/misses, NAR requests, bytes, streamed, cut)',
+      labelNames: ['counter'],
+      registers: [metrics],
+      collect () { for (const [counter, n] of Object.entries(http.counters)) this.set({ counter }, n) }
+    })
+  }
+
   /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
   private async added (entry: CacheEntry): Promise<boolean> {
     this.index.add(entry)
+    this.held.set(entry.hashPart, entryBytes(entry))
+    this.fetcher.forgetMiss(entry.hashPart)
     const announced = await this.announce(entry)
     this.maybeAutoGc()
     return announced
@@ -363,6 +438,10 @@ export class SubstitutesService implements NodeService {
     }
     sendJson(res, 200, { paths: results })
   }
+}
+
+function entryBytes (e: Pick<CacheEntry, 'narinfo' | 'files'>): number {
+  return Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0)
 }
 
 async function storePaths (req: IncomingMessage, field: string): Promise<string[]> {
