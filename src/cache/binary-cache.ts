@@ -553,13 +553,14 @@ export class BinaryCache {
     throw new CacheBadUrlPathError(urlPath, 'only nix-cache-info, <hash>.narinfo and nar/… are served')
   }
 
-  private async writeAtomic (file: string, content: string): Promise<void> {
+  /** `sync: false` for what can be rebuilt after a crash (the index): an fsync costs milliseconds per path. */
+  private async writeAtomic (file: string, content: string, opts: { sync?: boolean } = {}): Promise<void> {
     const temp = this.tempPath()
     await mkdir(dirname(temp), { recursive: true })
     const fh = await open(temp, 'w')
     try {
       await fh.writeFile(content)
-      await fh.sync()
+      if (opts.sync !== false) await fh.sync()
     } finally {
       await fh.close()
     }
@@ -604,7 +605,8 @@ export class BinaryCache {
   }
 
   private async writeIndex (r: CacheIndexRecord): Promise<void> {
-    await this.writeAtomic(this.indexPath(r.hashPart), JSON.stringify(r) + '\n')
+    // not synced: a record lost or left empty by a crash is rebuilt from the narinfo (readIndex → recover)
+    await this.writeAtomic(this.indexPath(r.hashPart), JSON.stringify(r) + '\n', { sync: false })
   }
 
   private async readIndex (hashPart: string): Promise<CacheIndexRecord | undefined> {
