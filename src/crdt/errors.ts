@@ -94,3 +94,9 @@ export class BadDerivationPathError extends QueueRequestError {
   override name = 'BadDerivationPathError'
   constructor (path: string) { super(`not a store path of a .drv: ${JSON.stringify(path)}`) }
 }
+
+/** An op's bytes were dropped from memory once durable (shedBytes): read them from the store. */
+export class OpBytesShedError extends QueueError {
+  override name = 'OpBytesShedError'
+  constructor (author: string, seq: number) { super(`the bytes of op ${author}#${seq} are on disk only`) }
+}

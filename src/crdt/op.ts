@@ -11,7 +11,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Stamp } from './hlc.js'
 import {
   BadDerivationPathError, OpAuthorMismatchError, OpBadSignatureError, OpMalformedError,
-  OpOversizedError, OpUnknownTypeError
+  OpOversizedError, OpUnknownTypeError, OpBytesShedError
 } from './errors.js'
 
 // v2: each op carries the hash of its author's previous op (a signed hash chain)
@@ -126,16 +126,16 @@ function flat (s: string): string {
   return Buffer.from(s, 'latin1').toString('latin1')
 }
 
-// Memory per held op (a joiner holds 100k+): cborg and node:crypto give every byte string its
-// own ArrayBuffer, which costs more than the 300-byte op itself, and every typed-array view
-// costs ~100 bytes of heap (4 per op measured 380 of the 1.5 KB a submit-only build held).
-// So an op's bytes and its digest are copied side by side into a shared slab, and the op
-// object keeps only offsets: bytes, digest, sig and prev are views made when asked for.
-const SLAB_BYTES = 256 * 1024
+// Memory per held op (a joiner holds 100k+): node:crypto gives every digest its own
+// ArrayBuffer and every typed-array view costs ~100 bytes of heap (4 per op measured 380 of
+// the 1.5 KB a submit-only build held). So an op's digest and link (what the hash chain
+// needs for as long as the op is held) are copied side by side into a shared slab, and the
+// op object keeps offsets. Its bytes (the signed encoding) are one reference the holder may
+// drop once they are durable elsewhere (see shedBytes): serving them is the store's job.
+const SLAB_BYTES = 64 * 1024
 let slab = new Uint8Array(0)
 let slabUsed = 0
 function room (n: number): { slab: Uint8Array, at: number } {
-  if (n > SLAB_BYTES / 16) return { slab: new Uint8Array(n), at: 0 }
   if (slabUsed + n > slab.length) { slab = new Uint8Array(SLAB_BYTES); slabUsed = 0 }
   const at = slabUsed
   slabUsed += n
@@ -174,7 +174,7 @@ function internTags (tags: Record<string, string>): Record<string, string> {
 
 /**
  * The one object held per op. Fields are fixed at construction (one V8 shape for all ops);
- * the byte views are getters over the slab region [bytes | 32-byte digest].
+ * digest and prev are views made on demand over the slab region [digest | prev].
  */
 class HeldOp {
   constructor (
@@ -184,32 +184,58 @@ class HeldOp {
     readonly type: OpType,
     readonly payload: unknown,
     readonly id: string,
+    private encoded: Uint8Array | undefined,
+    private readonly sigAt: number,
     private readonly slab: Uint8Array,
     private readonly at: number,
-    private readonly len: number,
-    private readonly sigAt: number,
-    private readonly prevAt: number
+    private readonly linked: boolean
   ) {}
 
-  get bytes (): Uint8Array { return this.slab.subarray(this.at, this.at + this.len) }
-  get digest (): Uint8Array { const d = this.at + this.len; return this.slab.subarray(d, d + 32) }
-  get sig (): Uint8Array { const s = this.at + this.sigAt; return this.slab.subarray(s, s + 64) }
-  get prev (): Uint8Array | undefined { const p = this.at + this.prevAt; return this.prevAt < 0 ? undefined : this.slab.subarray(p, p + 32) }
+  get bytes (): Uint8Array {
+    if (this.encoded === undefined) throw new OpBytesShedError(this.author, this.seq)
+    return this.encoded
+  }
+
+  get sig (): Uint8Array { return this.bytes.subarray(this.sigAt, this.sigAt + 64) }
+  get digest (): Uint8Array { return this.slab.subarray(this.at, this.at + 32) }
+  get prev (): Uint8Array | undefined { return this.linked ? this.slab.subarray(this.at + 32, this.at + 64) : undefined }
+  get bytesHeld (): boolean { return this.encoded !== undefined }
+  shed (): void { this.encoded = undefined }
+  /** Copy the bytes out of a larger buffer (a sync frame) so holding the op does not pin it. */
+  own (): void { if (this.encoded !== undefined && this.encoded.byteLength < this.encoded.buffer.byteLength) this.encoded = this.encoded.slice() }
 }
 
-/** Copy `bytes` into a slab next to their digest and make the op object. */
+/**
+ * Make the op object over `bytes` (kept by reference: callers hand over bytes nobody
+ * rewrites; a frame's worth of views is dropped with shedBytes once durable).
+ */
 function hold (author: string, seq: number, hlc: Stamp, type: OpType, payload: unknown, bytes: Uint8Array, sig: Uint8Array, prev: Uint8Array | undefined): Op {
-  const len = bytes.length
   // canonical dag-cbor sorts 'sig' (the longest key) last: the signature is the last 64 bytes
-  const sigAt = offsetIn(bytes, sig, len - 64)
-  const prevAt = prev === undefined ? -1 : offsetIn(bytes, prev, -1)
-  const r = room(len + 32)
-  r.slab.set(bytes, r.at)
-  const kept = r.slab.subarray(r.at, r.at + len)
-  const digest = sha256(kept)
-  r.slab.set(digest, r.at + len)
+  const sigAt = offsetIn(bytes, sig, bytes.length - 64)
+  const digest = sha256(bytes)
+  const r = room(prev === undefined ? 32 : 64)
+  r.slab.set(digest, r.at)
+  if (prev !== undefined) r.slab.set(prev, r.at + 32)
   const cid = CID.createV1(dagCbor.code, createDigest(SHA2_256, digest))
-  return new HeldOp(author, seq, hlc, type, payload, flat(cid.toString()), r.slab, r.at, len, sigAt, prevAt) as unknown as Op
+  return new HeldOp(author, seq, hlc, type, payload, flat(cid.toString()), bytes, sigAt, r.slab, r.at, prev !== undefined) as unknown as Op
+}
+
+/**
+ * Drop the op's bytes from memory (they are durable in the store, which serves them from
+ * then on). Digest, link and decoded fields stay; `bytes` and `sig` then throw.
+ */
+export function shedBytes (op: Op): void {
+  if (op instanceof HeldOp) op.shed()
+}
+
+/** Give a held op its own copy of its bytes (an op held for long must not pin a whole frame). */
+export function ownBytes (op: Op): void {
+  if (op instanceof HeldOp) op.own()
+}
+
+/** Whether `op.bytes` is still in memory (see shedBytes). */
+export function bytesHeld (op: Op): boolean {
+  return !(op instanceof HeldOp) || op.bytesHeld
 }
 
 /**

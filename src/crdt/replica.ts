@@ -4,7 +4,7 @@
 import { logger } from '@libp2p/logger'
 import type { PrivateKey } from '@libp2p/interface'
 import { Hlc } from './hlc.js'
-import { decodeOp, DEFAULT_MAX_OP_BYTES, linksTo, signOp, verifyOp, type Op, type OpDraft } from './op.js'
+import { bytesHeld, decodeOp, DEFAULT_MAX_OP_BYTES, linksTo, ownBytes, signOp, verifyOp, type Op, type OpDraft } from './op.js'
 import { OpEquivocationError, OpFutureClockError, OpPendingOverflowError, OpRejectedError, type RejectReason } from './errors.js'
 import { QueueState, type SeenOp } from './state.js'
 
@@ -106,7 +106,7 @@ export class QueueReplica {
   ingest (input: Uint8Array | Op, opts: IngestOptions = {}): IngestResult {
     try {
       const op = input instanceof Uint8Array ? decodeOp(input, this.config.maxOpBytes) : input
-      if (input instanceof Uint8Array ? false : op.bytes.length > this.config.maxOpBytes) decodeOp(op.bytes, this.config.maxOpBytes)
+      if (!(input instanceof Uint8Array) && bytesHeld(op) && op.bytes.length > this.config.maxOpBytes) decodeOp(op.bytes, this.config.maxOpBytes)
       if (opts.trusted !== true) {
         if (opts.signatureChecked !== true) verifyOp(op)
         const ahead = op.hlc[0] - this.now()
@@ -156,6 +156,7 @@ export class QueueReplica {
         throw new OpEquivocationError(op.author, op.seq)
       }
       if (l.pending.size >= this.config.maxPendingPerAuthor || this.pendingTotal >= this.config.maxPendingTotal) throw new OpPendingOverflowError(op.author, op.seq)
+      ownBytes(op) // it may wait long: do not let it pin the frame it came in
       l.pending.set(op.seq, { op, seenAt })
       this.pendingTotal++
       return { kind: 'pending' }

@@ -6,7 +6,7 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
 import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
-import { assertDerivationPath, buildIdOf, checkAuthor, DEFAULT_MAX_ABANDONED, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { assertDerivationPath, buildIdOf, bytesHeld, checkAuthor, DEFAULT_MAX_ABANDONED, shedBytes, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
 import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
 import { OpBadSignatureError, OpBrokenChainError, OpRejectedError, UnknownBuildError } from './errors.js'
@@ -171,7 +171,7 @@ export class QueueService extends EventTarget {
     if (this.started) return
     const t0 = performance.now()
     let n = 0
-    for await (const s of this.store.ops()) { this.replica.restore(s.op, s.seenAt); n++ }
+    for await (const s of this.store.ops()) { this.replica.restore(s.op, s.seenAt); shedBytes(s.op); n++ }
     const snap = await this.store.loadSnapshot()
     if (snap !== undefined) this.replica.restoreHeads(snap.vv, snap.tips)
     log('restored %d ops, %d builds in %d ms', n, this.replica.state.size, Math.round(performance.now() - t0))
@@ -227,15 +227,46 @@ export class QueueService extends EventTarget {
 
   private async append (draft: OpDraft): Promise<Op> {
     const op = this.replica.createLocal(this.components.privateKey, this.self, draft)
-    await this.persist([{ op, seenAt: this.now() }])
+    await this.persist([{ op, seenAt: this.now() }], false)
     await this.publish([op])
+    shedBytes(op)
     return op
   }
 
-  private async persist (ops: SeenOp[]): Promise<void> {
+  /**
+   * Write ops to disk (in apply order). Once durable, their bytes are dropped from memory
+   * unless `shed` is false: the store serves them to peers (a joiner of 100k ops held ~35 MB
+   * of op bytes it never needs again).
+   */
+  private async persist (ops: SeenOp[], shed = true): Promise<void> {
     const write = this.writeChain.then(async () => { await this.store.putOps(ops) })
     this.writeChain = write.catch(() => {})
     await write
+    if (shed) for (const s of ops) shedBytes(s.op)
+  }
+
+  /** What sync sends for `author` after `after`: bytes from memory where held, else from the store. */
+  private async * opBytesAfter (author: string, after: number, upTo: number): AsyncGenerator<Uint8Array | number> {
+    let disk: AsyncGenerator<{ seq: number, bytes: Uint8Array }> | undefined
+    let stored: { seq: number, bytes: Uint8Array } | undefined
+    try {
+      for (const item of this.replica.opsAfter(author, after, upTo)) {
+        if (typeof item === 'number') { yield item; continue }
+        if (bytesHeld(item)) { yield item.bytes; continue }
+        disk ??= this.store.opBytes(author, item.seq)
+        while (stored === undefined || stored.seq < item.seq) {
+          const r = await disk.next()
+          if (r.done === true) { stored = undefined; break }
+          stored = r.value
+        }
+        if (stored?.seq === item.seq) { yield stored.bytes; continue }
+        // compacted between the memory and the disk read: it goes as a skip, as compacted seqs do
+        log('op %s#%d left the store while being sent', author, item.seq)
+        yield item.seq
+      }
+    } finally {
+      await disk?.return(undefined)
+    }
   }
 
   private async publish (ops: Op[]): Promise<void> {
@@ -491,7 +522,7 @@ export class QueueService extends EventTarget {
     try {
       const summary = await runSync(stream, {
         versionVector: () => this.replica.versionVector(),
-        opsAfter: (a, after, upTo) => this.replica.opsAfter(a, after, upTo),
+        opsAfter: (a, after, upTo) => this.opBytesAfter(a, after, upTo),
         receive: async (batch) => {
           const apply = await this.takeBatch(batch)
           inFlight++

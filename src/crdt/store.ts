@@ -100,6 +100,27 @@ export class QueueStore {
     }
   }
 
+  /**
+   * The stored bytes of `author`'s ops from seq `from` on, in seq order (ops whose bytes were
+   * shed from memory are served from here). Gaps are seqs not stored (compacted).
+   */
+  async * opBytes (author: string, from: number): AsyncGenerator<{ seq: number, bytes: Uint8Array }> {
+    const prefix = `o!${author}!`
+    const it = this.db.iterator({ gt: opKey(author, from - 1), lt: `o!${author}"` })
+    try {
+      for await (const [key, value] of it) {
+        const seq = Number(key.slice(prefix.length))
+        try {
+          yield { seq, bytes: dagCbor.decode<{ b: Uint8Array }>(value).b }
+        } catch (err) {
+          log.error('skipping unreadable op record %s: %s', key, (err as Error).message)
+        }
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
   async saveSnapshot (s: Snapshot): Promise<void> {
     await this.db.put(SNAPSHOT_KEY, dagCbor.encode(s))
   }

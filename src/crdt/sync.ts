@@ -5,7 +5,6 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { logger } from '@libp2p/logger'
 import type { Stream } from '@libp2p/interface'
 import { SyncProtocolError } from './errors.js'
-import type { Op } from './op.js'
 import type { VersionVector } from './replica.js'
 
 const log = logger('guix-swarm:crdt:sync')
@@ -28,8 +27,8 @@ export type SyncFrame =
 /** What the engine needs from the queue. */
 export interface SyncPeerSide {
   versionVector: () => VersionVector
-  /** Ops of `author` after `after` up to `upTo`; a number stands for a compacted seq. */
-  opsAfter: (author: string, after: number, upTo: number) => Iterable<Op | number>
+  /** Encoded ops of `author` after `after` up to `upTo`, in seq order; a number stands for a compacted seq. */
+  opsAfter: (author: string, after: number, upTo: number) => AsyncIterable<Uint8Array | number> | Iterable<Uint8Array | number>
   /** Take a batch of remote ops (checked, applied, persisted); resolves when durable. */
   receive: (ops: Uint8Array[]) => Promise<void>
   receiveSkip: (author: string, from: number, to: number) => Promise<void>
@@ -152,7 +151,7 @@ async function sendMissing (stream: Stream, side: SyncPeerSide, mine: VersionVec
       summary.skipsSent++
       skipFrom = 0
     }
-    for (const item of side.opsAfter(author, have, head)) {
+    for await (const item of side.opsAfter(author, have, head)) {
       if (typeof item === 'number') {
         await flushOps()
         if (skipFrom === 0) skipFrom = item
@@ -160,9 +159,9 @@ async function sendMissing (stream: Stream, side: SyncPeerSide, mine: VersionVec
         continue
       }
       await flushSkip()
-      if (batch.length >= limits.batchOps || size + item.bytes.length > budget) await flushOps()
-      batch.push(item.bytes)
-      size += item.bytes.length + 4
+      if (batch.length >= limits.batchOps || size + item.length > budget) await flushOps()
+      batch.push(item)
+      size += item.length + 4
     }
     await flushOps()
     await flushSkip()

@@ -73,7 +73,7 @@ export class VerifyPool {
   async verify (ops: readonly Op[]): Promise<boolean[]> {
     if (ops.length === 0 || this.workers.length === 0) return []
     const id = this.nextId++
-    const req: VerifyRequest = { id, authors: ops.map(o => o.author), keys: ops.map(o => checkAuthor(o.author)), inputs: ops.map(signedInputOf), sigs: ops.map(o => o.sig.slice()) } // sigs are views into shared slabs: send copies, not the slabs
+    const req: VerifyRequest = { id, authors: ops.map(o => o.author), keys: ops.map(o => checkAuthor(o.author)), inputs: ops.map(signedInputOf), sigs: ops.map(o => o.sig.slice()) } // sigs are views into whole sync frames: send copies, not the frames
     const w = this.workers[this.turn++ % this.workers.length]
     return await new Promise<boolean[]>(resolve => {
       this.waiting.set(id, resolve)

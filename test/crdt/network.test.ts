@@ -4,6 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect, removeDir, startNode, waitFor, type TestNode } from './net.js'
 import { drv } from './fixtures.js'
+import { bytesHeld } from '../../src/crdt/index.js'
 
 const SYS = 'x86_64-linux'
 const submitOne = async (n: TestNode, i: number): Promise<string> => (await n.queue.submit([{ drv: drv(i), system: SYS }]))[0]
@@ -76,4 +77,30 @@ test('gossip spreads, an offline node catches up, partitions converge', async (t
   for (const n of nodes.splice(0)) await n.stop()
   const again = await Promise.all(saved.map(async s => await start(s)))
   for (const n of again) assert.equal(n.queue.stateHash(), before)
+})
+
+test('ops a node took in by sync are dropped from its memory once on disk, and served from disk to the next joiner', async (t) => {
+  const nodes: TestNode[] = []
+  t.after(async () => {
+    for (const n of nodes) { await n.stop().catch(() => {}); await removeDir(n.dir) }
+  })
+  const a = await startNode({ config: { syncIntervalMs: 0 } }); nodes.push(a)
+  const ids: string[] = []
+  for (let i = 0; i < 40; i++) ids.push(await submitOne(a, 300 + i))
+  await a.queue.cancel(ids[3])
+  // B takes the history from A by sync alone (A is then gone), C only ever talks to B
+  const b = await startNode({ config: { syncIntervalMs: 0 } }); nodes.push(b)
+  await connect(b, a)
+  await waitFor('B to hold A\'s 41 ops', () => b.queue.replica.opCount === 41)
+  await waitFor('B to have written them', () => [...b.queue.replica.heldOps()].every(op => !bytesHeld(op)))
+  const held = [...b.queue.replica.heldOps()]
+  assert.throws(() => held[0].bytes, { name: 'OpBytesShedError' })
+  assert.equal(held[0].digest.length, 32, 'the digest (for links and duplicates) stays in memory')
+  await a.stop(); nodes.splice(nodes.indexOf(a), 1); await removeDir(a.dir)
+  const c = await startNode({ config: { syncIntervalMs: 0 } }); nodes.push(c)
+  await connect(c, b)
+  await waitFor('C to catch up from B', () => c.queue.stateHash() === b.queue.stateHash())
+  assert.equal(c.queue.status().builds, 40)
+  assert.equal(c.queue.get(ids[3])?.phase, 'canceled')
+  assert.equal(Object.values(c.queue.stats().rejected).reduce((x, y) => x + y, 0), 0, 'every op C got from B\'s disk verified')
 })
