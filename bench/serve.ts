@@ -52,14 +52,13 @@ interface Knobs {
   noise: 'stock' | 'transfer'
 }
 
-const SETTLED: Knobs = { label: 'settled: transferYamuxOptions, SEND_CHUNK_SIZE, 1 stream', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer' }
+const SETTLED: Knobs = { label: 'settled: transferNoise, transferYamuxOptions (4 MiB window), SEND_CHUNK_SIZE (1 MiB)', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer' }
 
 const SWEEP: Knobs[] = [
   { label: 'library defaults: stock noise, 16 MiB window, 64 KiB chunks', chunk: 64 * 1024, streams: 1, noise: 'stock' },
   { label: 'before: stock noise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'stock' },
-  { label: 'transferNoise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer' },
   { label: 'stock noise, 4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'stock' },
-  { label: 'transferNoise, 4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer' },
+  { label: 'transferNoise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer' },
   { label: 'transferNoise, 4 MiB window, 1 MiB chunks, 2 streams', window: 4 * MiB, chunk: MiB, streams: 2, noise: 'transfer' },
   SETTLED
 ]
