@@ -658,17 +658,17 @@ export class SchedulerService {
     const builder = this.builder!
     const buildMany = builder.buildMany?.bind(builder)
     if (parts.length > 1 && buildMany !== undefined) {
-      const byDrv = new Map(parts.map(p => [p.run.derivation, p]))
-      const settled = new Set<P>()
-      const once = (p: P | undefined, o: BuildOutcome): void => { if (p !== undefined && !settled.has(p)) { settled.add(p); settle(p, o) } }
       for (const p of parts) this.enter(p.run, 'building')
       const signal = AbortSignal.any(parts.map(p => p.run.controller.signal))
       const outcomes = signal.aborted
         ? new Map<string, BuildOutcome>()
-        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })), {
-          signal, maxJobs: 1, onOutcome: (drv, o) => once(byDrv.get(drv), o)
-        })
-      for (const p of parts) once(p, outcomes.get(p.run.derivation) ?? (signal.aborted ? { kind: 'canceled' } : { kind: 'setup-failed', message: `the builder gave no outcome for ${p.run.derivation}` }))
+        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })), { signal, maxJobs: 1 })
+      const outcomeOf = (p: P): BuildOutcome => outcomes.get(p.run.derivation) ?? (signal.aborted ? { kind: 'canceled' } : { kind: 'setup-failed', message: `the builder gave no outcome for ${p.run.derivation}` })
+      // one path-info query for all the batch's outputs: the store remembers them, so publishing
+      // each output starts no store process of its own
+      const outputs = parts.flatMap(p => { const o = outcomeOf(p); return o.kind === 'success' ? Object.values(o.outputs) : [] })
+      if (outputs.length > 1) await this.store.queryPathInfos(outputs).catch((e: unknown) => { log('path infos of a batch: %s', (e as Error).message) })
+      for (const p of parts) settle(p, outcomeOf(p))
       return
     }
     for (const p of parts.slice(1)) this.enter(p.run, 'queued')
