@@ -6,6 +6,11 @@
 // (bench/swarm.ts runs the schedulers in-process; this one goes through the whole node.)
 // Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2).
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { BinaryCache } from '../src/cache/index.js'
+import { nixStore } from '../src/daemon/index.js'
 import type { BuildView } from '../src/crdt/index.js'
 import { nixNamespace } from '../test/helpers/nix-ns.js'
 import { waitFor, waitForFullMesh } from '../test/helpers/swarm.js'
@@ -37,6 +42,19 @@ async function main (): Promise<void> {
     const expr = `[ ${Array.from({ length: N }, (_, i) => `(${drvExpr(`bench-${i}-${n}`, `echo ${i} > $out/file`)})`).join(' ')} ]`
     const drvs = await instantiate(prepared[0].ns, expr)
 
+    // The store + cache part of publishing (path infos, NARs, compression, narinfos) alone, on the
+    // same store through a separate client, to tell it from the node's DHT announcements.
+    const scratch = await mkdtemp(join(tmpdir(), 'gs-bench-cache-'))
+    let cacheMs: number
+    try {
+      const store = nixStore({ runner: prepared[0].ns.runner, env: prepared[0].ns.env, realStoreDir: prepared[0].ns.realStoreDir })
+      const c0 = performance.now()
+      await new BinaryCache({ dir: scratch, storeDir: '/nix/store' }).addClosure(store, drvs)
+      cacheMs = performance.now() - c0
+    } finally {
+      await rm(scratch, { recursive: true, force: true })
+    }
+    const load0 = loadavg()[0]
     const t0 = performance.now()
     await postJson(submitter, '/api/publish', { paths: drvs }, 200)
     const t1 = performance.now()
@@ -72,7 +90,8 @@ async function main (): Promise<void> {
     }
     const swarmMs = t2 - t1
     console.log(`${N} trivial derivations, 3 node processes × ${SLOTS} slot(s), separate Nix stores`)
-    console.log(`  publish of the ${N} .drv files (submitter, before submit): ${(t1 - t0).toFixed(0)} ms`)
+    console.log(`  publish of the ${N} .drv files (submitter, before submit): ${(t1 - t0).toFixed(0)} ms (load average ${load0.toFixed(1)})`)
+    console.log(`    of which store + cache (same store, separate client, just before): ${cacheMs.toFixed(0)} ms; the rest is the node's announcements`)
     console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
     console.log(`  ratio swarm / nix-store: ${(swarmMs / refMs).toFixed(2)}`)

@@ -9,13 +9,19 @@ export interface BackendOptions extends BuilderOptions {
   env?: NodeJS.ProcessEnv
   storeDir?: string
   realStoreDir?: string
+  /** See StoreComponents. */
+  packInProcess?: boolean
+  trustLocalAbsence?: boolean
 }
 
 export interface Backend { store: StoreDaemon, builder: Builder }
 
 export async function openBackend (kind: 'nix' | 'guix', opts: BackendOptions = {}): Promise<Backend> {
   const commands = kind === 'nix' ? NIX_COMMANDS : guixCommands(await guixScriptPath())
-  const store = new CliStore({ commands, runner: opts.runner, env: opts.env, storeDir: opts.storeDir, realStoreDir: opts.realStoreDir })
+  const store = new CliStore({
+    commands, runner: opts.runner, env: opts.env, storeDir: opts.storeDir, realStoreDir: opts.realStoreDir,
+    packInProcess: opts.packInProcess, trustLocalAbsence: opts.trustLocalAbsence
+  })
   const builder = new CliBuilder({ commands, store, runner: opts.runner, env: opts.env }, opts)
   return { store, builder }
 }

@@ -89,6 +89,12 @@ export interface StoreComponents {
   packInProcess?: boolean
   /** How many path infos to remember (a valid path's info never changes); default 50 000. */
   infoCacheSize?: number
+  /**
+   * Take a path missing from realStoreDir as invalid without asking the store (a valid path is
+   * always on disk); default true, trusted only once a valid path was found there and never
+   * again after one was not (this process does not see the store where it thinks).
+   */
+  trustLocalAbsence?: boolean
 }
 
 /** Parse `nix-store --dump-db` registration info. */
@@ -182,6 +188,8 @@ export class CliStore implements StoreDaemon {
   private readonly realStoreDir: string
   private readonly infos: PathInfoCache
   private packInProcess: boolean
+  /** Whether realStoreDir is known to show this store: undefined until a valid path was checked there. */
+  private localViewTrusted: boolean | undefined
 
   constructor (c: StoreComponents) {
     this.commands = c.commands
@@ -192,6 +200,29 @@ export class CliStore implements StoreDaemon {
     this.realStoreDir = c.realStoreDir ?? this.storeDir
     this.infos = new PathInfoCache(c.infoCacheSize)
     this.packInProcess = c.packInProcess ?? true
+    this.localViewTrusted = c.trustLocalAbsence === false ? false : undefined
+  }
+
+  /** Which of `paths` exist under realStoreDir (lstat: a symlink path need not point anywhere). */
+  private async presentLocally (paths: string[]): Promise<boolean[]> {
+    return await Promise.all(paths.map(async (p) => await lstat(this.localPath(p)).then(() => true, (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false
+      throw err
+    })))
+  }
+
+  /** Learn from paths the store just called valid whether realStoreDir is where its files are. */
+  private async learnLocalView (valid: string[]): Promise<void> {
+    if (this.localViewTrusted === false || valid.length === 0) return
+    const sample = valid.slice(0, 4)
+    const present = await this.presentLocally(sample).catch(() => sample.map(() => false))
+    if (present.every((x) => x)) {
+      if (this.localViewTrusted === undefined) log('valid paths are under %s: a path missing there is taken as invalid', this.realStoreDir)
+      this.localViewTrusted = true
+    } else {
+      log('%s is valid but not under %s: asking the store about every path', sample[present.indexOf(false)], this.realStoreDir)
+      this.localViewTrusted = false
+    }
   }
 
   /** Where this process reads a store path's files. */
@@ -218,7 +249,17 @@ export class CliStore implements StoreDaemon {
   async filterInvalid (paths: string[]): Promise<string[]> {
     if (paths.length === 0) return []
     paths.forEach((p) => this.checkPath(p))
-    return lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout)
+    let ask = paths
+    const absent = new Set<string>()
+    if (this.localViewTrusted === true) {
+      // a valid path is always on disk: only the ones there can be valid
+      const present = await this.presentLocally(paths)
+      paths.forEach((p, i) => { if (!present[i]) absent.add(p) })
+      ask = paths.filter((p) => !absent.has(p))
+    }
+    const invalid = new Set(ask.length === 0 ? [] : lines((await this.run(this.commands.printInvalid(ask), 'checking validity')).stdout))
+    if (this.localViewTrusted !== true) await this.learnLocalView(ask.filter((p) => !invalid.has(p)))
+    return paths.filter((p) => absent.has(p) || invalid.has(p))
   }
 
   async isValid (path: string): Promise<boolean> {
@@ -299,6 +340,7 @@ export class CliStore implements StoreDaemon {
         info = await this.queryPathInfo(path)
         log('%s is valid but not under %s: making NARs with %s from now on', path, this.realStoreDir, this.commands.dump(path).command)
         this.packInProcess = false
+        this.localViewTrusted = false
       }
     }
     return { info, nar: this.dumpProcess(path, info) }

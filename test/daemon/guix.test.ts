@@ -46,7 +46,8 @@ async function fixture (reply: (c: Call) => Reply, opts: { substituters?: string
   const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-fakestore-'))
   await copyFile(join(VECTORS, 'drv', DRV.slice('/nix/store/'.length)), join(dir, DRV.slice('/nix/store/'.length)))
   const runner = new FakeRunner(reply)
-  const b = await openBackend('guix', { runner, storeDir: '/nix/store', realStoreDir: dir, ...opts })
+  // the dir holds only the one .drv, not a whole store: every validity question goes to the (fake) daemon
+  const b = await openBackend('guix', { runner, storeDir: '/nix/store', realStoreDir: dir, trustLocalAbsence: false, ...opts })
   return { runner, b, done: async () => await rm(dir, { recursive: true }) }
 }
 

@@ -159,3 +159,29 @@ test('importPath remembers what it registered: the info a fresh client reads fro
     await to.destroy()
   }
 })
+
+test('validity: once a valid path was found under realStoreDir, paths missing there are invalid without asking; a blind view always asks', { skip }, async () => {
+  const [top, mid] = await builtChain()
+  const absent = `/nix/store/${'2'.repeat(32)}-absent`
+  const { store, calls } = counted()
+  assert.deepEqual(await store.filterInvalid([top, absent]), [absent]) // learns: top is valid and on disk
+  const before = calls.length
+  assert.deepEqual(await store.filterInvalid([absent]), [absent])
+  assert.equal(await store.isValid(absent), false)
+  assert.equal(calls.length, before, 'no process for paths missing on disk')
+  assert.deepEqual(await store.filterInvalid([mid, absent, top]), [absent])
+  assert.equal(calls.length, before + 1)
+  assert.ok(!calls[calls.length - 1].includes(absent), 'only the paths on disk are asked about')
+
+  const empty = await mkdtemp(join(tmpdir(), 'guix-swarm-notstore-'))
+  try {
+    const blind = counted({ realStoreDir: empty })
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(await blind.store.filterInvalid([top, absent]), [absent])
+      assert.equal(await blind.store.isValid(top), true, 'a valid path this process cannot see is still valid')
+    }
+    assert.equal(blind.calls.length, 4, 'every question went to the store')
+  } finally {
+    await rm(empty, { recursive: true, force: true })
+  }
+})
