@@ -6,16 +6,21 @@
 // fs.createReadStream(file, { highWaterMark: 1 MiB }) into a net.Socket; the receiver counts
 // 'data' bytes (nothing else). 1 MiB was the fastest read size here (64 KiB: ~750 MiB/s, 256 KiB:
 // ~1400, 1 MiB: ~1800, 4 MiB: ~1200 on an idle machine), and it does not change with the libp2p
-// configuration under test. Raw rounds are interleaved with libp2p rounds so both see the same
-// machine load; the table's raw column and every ratio use the median over ALL raw rounds.
-// The libp2p receiver only counts bytes too (no hashing, no disk), like the raw one.
-// CPU columns: user+system CPU milliseconds per MiB moved, sender (server process) and receiver
-// (this process), medians: steadier than MiB/s on a shared machine.
+// configuration under test. The libp2p receiver only counts bytes too (no hashing, no disk).
+// All configurations stay up for the whole run and rounds are interleaved (raw, then every
+// configuration, the order rotating), so drifting machine load hits them alike. Columns:
+//   - raw TCP MiB/s: the median over ALL raw rounds; "ratio of medians" divides by it;
+//   - "median of per-round ratios": each libp2p round against the raw round just before it;
+//   - CPU ms/MiB: user+system CPU per MiB moved, sender (server process) and receiver (this
+//     process), medians. Steadier than MiB/s on a shared machine, though contention inflates
+//     it too (raw TCP's sender: 0.4 idle, 1.1 with a load average of 12).
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //
-// Options: --size-mib N (256), --rounds N (5 for part 1, 3 for part 2), --quick (settled configuration only),
-// --match TEXT (only configurations whose label contains TEXT), --http-only, --no-http, --p2p-only (no raw rounds: for `node --cpu-prof` of the libp2p path).
+// Options: --size-mib N (256), --rounds N (5 for part 1, 3 for part 2), --quick (settled
+// configuration only), --match A|B (only configurations whose label contains A or B),
+// --http-only, --no-http, --p2p-only (no raw rounds: for `node --cpu-prof` or `perf record` of
+// the libp2p path alone).
 import '../src/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -193,32 +198,37 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
   const raw = withRaw ? await startChild(['--raw-child', dir]) : undefined
   const rawPort = Number(raw?.hello.port)
   const rawRounds: Round[] = []
-  const rows: Array<{ k: Knobs, p2p: Round[] }> = []
+  interface Row { k: Knobs, child: Child, node: Libp2p, tc: TransferClient, peer: ReturnType<typeof peerIdFromString>, p2p: Round[], ratios: number[] }
+  const rows: Row[] = []
   try {
-    if (raw != null) await measured(raw.child, size, async () => await rawTransfer(rawPort)) // warm-up
+    // Every configuration's server process and client node stay up for the whole run, so the
+    // rounds can be interleaved: raw, then each configuration, round after round (the order
+    // rotating), and drifting machine load hits all of them alike.
     for (const k of configs) {
       const srv = await startChild(['--p2p-child', dir, JSON.stringify(k)])
       const node = await makeNode(k)
+      rows.push({ k, child: srv.child, node, tc: new TransferClient({ libp2p: node }), peer: peerIdFromString(String(srv.hello.peer)), p2p: [], ratios: [] })
       await node.start()
-      try {
-        await node.dial(multiaddr(String(srv.hello.addr)))
-        const tc = new TransferClient({ libp2p: node })
-        const peer = peerIdFromString(String(srv.hello.peer))
-        // A warm-up: the first transfer on a cold connection is much slower (LIBP2P.md).
-        await p2pTransfer(tc, peer, Math.min(size, 32 * MiB), k.streams)
-        const p2p: Round[] = []
-        // Interleaved so both see the same machine load.
-        for (let r = 0; r < rounds; r++) {
-          if (raw != null) rawRounds.push(await measured(raw.child, size, async () => await rawTransfer(rawPort)))
-          p2p.push(await measured(srv.child, size, async () => await p2pTransfer(tc, peer, size, k.streams)))
-        }
-        rows.push({ k, p2p })
-      } finally {
-        await node.stop()
-        await stopChild(srv.child)
+      await node.dial(multiaddr(String(srv.hello.addr)))
+    }
+    if (raw != null) await measured(raw.child, size, async () => await rawTransfer(rawPort)) // warm-up
+    // A warm-up each: the first transfer on a cold connection is much slower (LIBP2P.md).
+    for (const row of rows) await p2pTransfer(row.tc, row.peer, Math.min(size, 32 * MiB), row.k.streams)
+    for (let r = 0; r < rounds; r++) {
+      const rawRound = raw != null ? await measured(raw.child, size, async () => await rawTransfer(rawPort)) : undefined
+      if (rawRound != null) rawRounds.push(rawRound)
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[(i + r) % rows.length]
+        const round = await measured(row.child, size, async () => await p2pTransfer(row.tc, row.peer, size, row.k.streams))
+        row.p2p.push(round)
+        if (rawRound != null) row.ratios.push(round.mibps / rawRound.mibps)
       }
     }
   } finally {
+    for (const row of rows) {
+      await row.node.stop()
+      await stopChild(row.child)
+    }
     if (raw != null) await stopChild(raw.child)
   }
   const rawMed = rawRounds.length > 0 ? median(rawRounds.map((r) => r.mibps)) : NaN
@@ -228,11 +238,11 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
       `${spread(rawRounds.map((r) => r.mibps))} MiB/s, CPU ms/MiB sender ${spread(rawRounds.map((r) => r.senderMsPerMiB), 2)}, ` +
       `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}`)
   }
-  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio | CPU ms/MiB sender | CPU ms/MiB receiver |')
-  console.log('|---|---|---|---|---|---|')
-  for (const { k, p2p } of rows) {
+  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver |')
+  console.log('|---|---|---|---|---|---|---|')
+  for (const { k, p2p, ratios } of rows) {
     const med = median(p2p.map((r) => r.mibps))
-    console.log(`| ${k.label} | ${spread(p2p.map((r) => r.mibps))} | ${rawMed.toFixed(0)} | ${(med / rawMed).toFixed(2)} | ` +
+    console.log(`| ${k.label} | ${spread(p2p.map((r) => r.mibps))} | ${rawMed.toFixed(0)} | ${(med / rawMed).toFixed(2)} | ${ratios.length > 0 ? median(ratios).toFixed(2) : '-'} | ` +
       `${spread(p2p.map((r) => r.senderMsPerMiB), 2)} | ${spread(p2p.map((r) => r.receiverMsPerMiB), 2)} |`)
   }
 }
@@ -254,7 +264,7 @@ async function main (): Promise<void> {
   const size = num('--size-mib', 256) * MiB
   const rounds = num('--rounds', 5)
   const match = args.includes('--match') ? args[args.indexOf('--match') + 1] : undefined
-  const configs = args.includes('--quick') ? [SETTLED] : SWEEP.filter((k) => match === undefined || k.label.includes(match))
+  const configs = args.includes('--quick') ? [SETTLED] : SWEEP.filter((k) => match === undefined || match.split('|').some((m) => k.label.includes(m)))
   const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-bench-serve-'))
   try {
     const fh = await open(join(dir, KEY), 'w')
