@@ -365,16 +365,18 @@ export class CliBuilder implements Builder {
       const needed = new Map<string, Map<string, string>>() // drv → (output path → its input .drv)
       for (const [drvPath, d] of valid) {
         const mine = new Map<string, string>()
+        let problem: string | undefined
         for (const [inputDrv, names] of d.inputDrvs) {
           const id = inputDrvs.get(inputDrv)
-          if (id === undefined || id instanceof PathNotValidError) throw id ?? new DaemonError(`${inputDrv} was not read`)
+          if (id === undefined || id instanceof PathNotValidError) { problem = `${inputDrv} is not valid any more`; break }
           for (const name of names) {
             const o = id.outputs.get(name)
-            if (o === undefined) throw new DaemonError(`${drvPath} needs output '${name}' that ${inputDrv} does not have`)
-            mine.set(o.path, inputDrv)
+            if (o === undefined) problem = `${drvPath} needs output '${name}' that ${inputDrv} does not have`
+            else mine.set(o.path, inputDrv)
           }
         }
-        needed.set(drvPath, mine)
+        // one bad derivation fails alone, not the batch
+        if (problem !== undefined) { done(drvPath, { kind: 'setup-failed', message: `DaemonError: ${problem}` }); valid.delete(drvPath) } else needed.set(drvPath, mine)
       }
       let absent = new Set(await this.store.filterInvalid([...new Set([...needed.values()].flatMap((m) => [...m.keys()]))]))
       if (absent.size > 0 && this.flags.substituters.length > 0) {
