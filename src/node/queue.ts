@@ -141,6 +141,7 @@ export class QueueNodeService implements NodeService {
     for (const d of drvs) if (typeof d !== 'string' || !isDerivationPath(d)) throw new InvalidDerivationPathError(d)
     const priority = optInt(b.priority, 'priority', -MAX_PRIORITY, MAX_PRIORITY)
     const maxAttempts = optInt(b.maxAttempts, 'maxAttempts', 1, 100)
+    const maxAbandoned = optInt(b.maxAbandoned, 'maxAbandoned', 1, 100)
     const deferUntil = optInt(b.deferUntil, 'deferUntil', 0, Number.MAX_SAFE_INTEGER)
     const tags = parseTags(b.tags)
     if (b.system !== undefined && (typeof b.system !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(b.system))) {
@@ -155,6 +156,7 @@ export class QueueNodeService implements NodeService {
         ...(priority !== undefined ? { priority } : {}),
         ...(tags !== undefined ? { tags } : {}),
         ...(maxAttempts !== undefined ? { maxAttempts } : {}),
+        ...(maxAbandoned !== undefined ? { maxAbandoned } : {}),
         ...(deferUntil !== undefined ? { deferUntil } : {})
       })
     }

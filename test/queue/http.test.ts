@@ -47,7 +47,8 @@ test('queue API on an in-process node', async (t) => {
         [{ derivations: [drvPath('a')], tags: { k: 1 } }, 'InvalidBuildRequestError'],
         [{ derivations: [drvPath('a')], tags: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v'])) }, 'InvalidBuildRequestError'],
         [{ derivations: [drvPath('a')], system: 'x86_64 linux' }, 'InvalidBuildRequestError'],
-        [{ derivations: [drvPath('a')], maxAttempts: 0 }, 'InvalidBuildRequestError']
+        [{ derivations: [drvPath('a')], maxAttempts: 0 }, 'InvalidBuildRequestError'],
+        [{ derivations: [drvPath('a')], maxAbandoned: 0 }, 'InvalidBuildRequestError']
       ]
       for (const [body, name] of cases) {
         const r = await submit(body)
@@ -64,8 +65,13 @@ test('queue API on an in-process node', async (t) => {
       const r = await submit({ derivations: [special, drvPath('plain-1.0'), broken], priority: 3, tags: { team: 'core' } })
       assert.equal(r.status, 201)
       assert.deepEqual((r.json.builds as Array<{ system: string }>).map((b) => b.system), ['mips64el-linux', 'x86_64-linux', 'x86_64-linux'])
-      const e = await submit({ derivation: special, system: 'aarch64-linux' })
+      const e = await submit({ derivation: special, system: 'aarch64-linux', maxAbandoned: 5 })
       assert.deepEqual((e.json.builds as Array<{ system: string }>).map((b) => b.system), ['aarch64-linux'])
+      // the lapsed-lease limit travels in the submit and shows in the view
+      const shown = await call('GET', `/api/builds/${(e.json.ids as string[])[0]}`)
+      assert.deepEqual([shown.json.maxAbandoned, shown.json.abandoned], [5, 0])
+      const plain = await call('GET', `/api/builds/${(r.json.ids as string[])[1]}`)
+      assert.equal(plain.json.maxAbandoned, 3, 'the default limit is 3')
     })
 
     await t.test('listing: queue order, state and derivation filters, limit', async () => {

@@ -128,6 +128,7 @@ export function buildDetails (b: BuildView): string {
     `tags        ${fmtTags(b.tags)}`,
     `submitted   ${fmtTime(b.submittedAt)} by ${b.submitter}`,
     `failures    ${b.failures} of at most ${b.maxAttempts}`,
+    ...(b.abandoned != null && b.abandoned > 0 ? [`lapsed      ${b.abandoned} lease(s) of at most ${b.maxAbandoned ?? '?'} (builders that stopped renewing)`] : []),
     ...(b.deferUntil != null ? [`deferred    until ${fmtTime(b.deferUntil)}`] : []),
     ...(b.canceled ? ['canceled    yes'] : []),
     b.attempts.length === 0 ? 'attempts    none' : 'attempts'
