@@ -35,58 +35,79 @@ export async function openForSend (path: string): Promise<number> {
 
 /**
  * Write `length` bytes of the open file `fd` from `start` into `res` and end it; closes `fd`.
- * Resolves the bytes handed to the socket once the response ended, or once the client went away
- * (then fewer). A file shorter than promised destroys the response (the client sees a short body,
- * never a wrong Content-Length honoured).
+ * The next chunk is read while the previous one is being written (as createReadStream's read-ahead
+ * does), and a write waits for 'drain' when the socket is full. Resolves the bytes handed to the
+ * socket, fewer when the client went away. A file shorter than promised destroys the response
+ * (the client sees a short body, never a wrong Content-Length honoured).
  */
 export async function sendFileRange (res: ServerResponse, fd: number, opts: SendFileOptions): Promise<number> {
-  const chunk = opts.chunkSize ?? SEND_FILE_CHUNK
   const end = (opts.start ?? 0) + opts.length
   let pos = opts.start ?? 0
   let sent = 0
-  const size = Math.min(chunk, opts.length)
-  const bufs = size === 0 ? [] : [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)]
-  const busy = [false, false]
-  return await new Promise((resolve) => {
-    let finished = false
-    let next = 0
-    let waitFree: (() => void) | undefined
-    const finish = (): void => {
-      if (finished) return
-      finished = true
-      res.off('close', onClose)
-      close(fd, () => {})
-      resolve(sent)
-    }
-    const onClose = (): void => { finish() }
-    res.on('close', onClose)
-    const step = (): void => {
-      if (finished || res.destroyed) { finish(); return }
-      if (pos >= end) { res.end(() => { finish() }); return }
-      const k = next
-      if (busy[k]) { waitFree = step; return } // the socket still holds this buffer's bytes
-      next ^= 1
-      const buf = bufs[k]
-      read(fd, buf, 0, Math.min(buf.length, end - pos), pos, (err, n) => {
-        if (finished) return
-        if (err != null || n === 0) {
-          res.destroy(err ?? new HttpShortFileError(`file ended at byte ${pos} of ${end}`))
-          finish()
-          return
-        }
-        pos += n
-        sent += n
-        busy[k] = true
-        const ok = res.write(n === buf.length ? buf : buf.subarray(0, n), () => {
-          busy[k] = false
-          const w = waitFree
-          waitFree = undefined
-          w?.()
-        })
-        if (ok) step()
-        else res.once('drain', step)
+  const size = Math.min(opts.chunkSize ?? SEND_FILE_CHUNK, opts.length)
+  const bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)]
+  // free[k] settles once the socket has taken buffer k's last write (or the response closed)
+  const free: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()]
+  const releases = new Set<() => void>()
+  let closed = res.destroyed
+  const onClose = (): void => {
+    closed = true
+    for (const r of releases) r()
+  }
+  res.on('close', onClose)
+  let next: Promise<number> | undefined = pos < end ? readAt(fd, bufs[0], Math.min(size, end - pos), pos) : undefined
+  try {
+    let k = 0
+    while (next !== undefined) {
+      const n = await next
+      next = undefined
+      if (closed) break
+      if (n === 0) {
+        res.destroy(new HttpShortFileError(`file ended at byte ${pos} of ${end}`))
+        break
+      }
+      const cur = k
+      pos += n
+      k ^= 1
+      if (pos < end) {
+        const at = pos
+        const other = k
+        next = free[other].then(async () => await readAt(fd, bufs[other], Math.min(size, end - at), at))
+      }
+      if (res.writableNeedDrain) await drainOrClose(res)
+      if (closed) break
+      let release = (): void => {}
+      free[cur] = new Promise<void>((resolve) => {
+        release = () => { releases.delete(release); resolve() }
+        releases.add(release)
       })
+      res.write(n === bufs[cur].length ? bufs[cur] : bufs[cur].subarray(0, n), release)
+      sent += n
     }
-    step()
+    if (!closed && pos >= end) res.end()
+  } finally {
+    // never close the descriptor under a read still in flight
+    await next?.catch(() => {})
+    res.off('close', onClose)
+    close(fd, () => {})
+  }
+  return sent
+}
+
+async function readAt (fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    read(fd, buf, 0, length, position, (err, n) => { if (err != null) reject(err); else resolve(n) })
+  })
+}
+
+async function drainOrClose (res: ServerResponse): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
   })
 }
