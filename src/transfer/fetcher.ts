@@ -51,6 +51,21 @@ export interface FetchResult {
 
 interface Failure { peer: string, error: Error }
 
+/** Bytes gathered before one writev to the temp file. */
+const WRITE_BATCH = 1024 * 1024
+
+/** `pieces` without their first `n` bytes (after a short writev). */
+function dropPrefix (pieces: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = []
+  let skip = n
+  for (const piece of pieces) {
+    if (skip >= piece.length) { skip -= piece.length; continue }
+    out.push(skip > 0 ? piece.subarray(skip) : piece)
+    skip = 0
+  }
+  return out
+}
+
 /** Persisted beside the temp file in ranged mode: which chunks are complete. */
 interface RangeState { size: number, chunkSize: number, done: number[] }
 
@@ -81,18 +96,41 @@ class Download {
     }
   }
 
-  /** Copy one response into the file at `position`, returning the bytes written (even on failure, via onBytes). */
+  /**
+   * Copy one response into the file at `position`, reporting bytes once written (onBytes).
+   * The stream hands out noise-frame-sized pieces (~64 KiB): they are written in batches of
+   * WRITE_BATCH with one writev, not one write each. Bytes that arrived before the response
+   * failed are still written (a resume then starts after them).
+   */
   private async copy (fh: FileHandle, res: FileResponse, position: number, onBytes: (n: number) => void): Promise<void> {
     let pos = position
-    for await (const chunk of res) {
-      let off = 0
-      while (off < chunk.length) {
-        const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos)
-        off += bytesWritten
+    let batch: Uint8Array[] = []
+    let batched = 0
+    const flush = async (): Promise<void> => {
+      let pieces = batch
+      const total = batched
+      batch = []
+      batched = 0
+      let left = total
+      while (left > 0) {
+        const { bytesWritten } = await fh.writev(pieces, pos)
         pos += bytesWritten
+        left -= bytesWritten
+        if (left > 0) pieces = dropPrefix(pieces, bytesWritten)
       }
-      onBytes(chunk.length)
+      if (total > 0) onBytes(total)
     }
+    try {
+      for await (const chunk of res) {
+        batch.push(chunk)
+        batched += chunk.length
+        if (batched >= WRITE_BATCH) await flush()
+      }
+    } catch (err) {
+      await flush()
+      throw err
+    }
+    await flush()
   }
 
   /** Size of the file: from expectedSize, else asked of the providers (a zero-length range). */
