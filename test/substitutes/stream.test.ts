@@ -1,6 +1,7 @@
-// Serving while fetching, between real node processes: a large NAR node A lacks reaches a real Nix
-// client while it arrives from B, then stays in A's cache; when B's bytes are wrong, the client's
-// response is cut before its end (no complete wrong NAR), and A keeps nothing.
+// Serving while fetching, between real node processes: a large NAR node A lacks reaches an HTTP
+// client while it arrives from B, then stays in A's cache, and a real Nix client substitutes through
+// the same path; when B's bytes are wrong, the client's response is cut before its end (no complete
+// wrong NAR), and A keeps nothing.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
@@ -49,36 +50,47 @@ async function until (what: string, check: () => Promise<boolean>, ms = 15_000):
   }
 }
 
-test('a large NAR A lacks reaches a real Nix client while it arrives from B, and stays in A\'s cache', { skip: nixSkip(), timeout: 240_000 }, async () => {
+test('a large NAR A lacks reaches an HTTP client while it arrives from B, stays in A\'s cache, and a real Nix client substitutes another', { skip: nixSkip(), timeout: 240_000 }, async () => {
   const nsB = await nixNamespace()
   const nsClient = await nixNamespace()
   const nodes: Array<TestNode | undefined> = []
   try {
-    const big = await buildLarge(nsB, 6 * MiB)
+    // large enough that the download outlasts the moment between the narinfo and the NAR request
+    const big = await buildLarge(nsB, 24 * MiB)
+    const other = await buildLarge(nsB, 6 * MiB)
     const b = await startSubstituteNode({ ns: nsB }); nodes.push(b)
     const a = await startSubstituteNode({ bootstrap: [b], args: ['--trusted-key', join(b.dataDir, 'keys', 'nix-key.pub')] }); nodes.push(a)
     await waitForFullMesh([a, b])
-    const pub = await publishAnnounced(b, [big])
-    const file = pub.paths[0].files[0]
-    assert.ok(file.fileSize > 4 * MiB, `random bytes stay large compressed (${file.fileSize})`)
+    const pub = await publishAnnounced(b, [big, other])
+    const file = pub.paths.find((p) => p.storePath === big)?.files[0]
+    assert.ok(file != null && file.fileSize > 4 * MiB, `random bytes stay large compressed (${file?.fileSize ?? 0})`)
 
-    const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
-    const got = await substitute(nsClient, big, a, bKey, join(nsClient.dir, '..', 'xdg'))
-    assert.equal(got.code, 0, got.stderr)
-    assert.equal((await nsClient.exec('nix-store', ['--verify-path', big])).code, 0)
+    // what a substituter does: the narinfo, then at once the NAR it names
+    const narinfo = await getRaw(`${a.url}/${hashPartOf(big)}.narinfo`)
+    assert.equal(narinfo.status, 200)
+    const nar = await getRaw(`${a.url}/${file.url}`)
+    assert.ok(nar.complete, 'a complete response')
+    assert.equal(nar.body.length, file.fileSize)
+    assert.equal(sha(nar.body), sha(await readFile(join(b.dataDir, 'nar', file.url))), 'B\'s bytes exactly')
     const c = await counters(a)
     assert.equal(c.narStreamed, 1, `served while arriving: ${JSON.stringify(c)}`)
     assert.equal(c.narStreamsCut, 0)
 
-    // verified, then moved into A's cache: the same bytes as B's, no download left behind
+    // verified, then moved into A's cache: the same bytes, no download left behind
     await until('A holds the NAR', async () => await stat(join(a.dataDir, 'nar', file.url)).then(() => true, () => false))
-    assert.equal(sha(await readFile(join(a.dataDir, 'nar', file.url))), sha(await readFile(join(b.dataDir, 'nar', file.url))))
-    assert.deepEqual(await readdir(join(a.dataDir, 'nar', '.guix-swarm', 'fetch')), [])
-    // and is now served from the cache, whole
+    assert.equal(sha(await readFile(join(a.dataDir, 'nar', file.url))), sha(nar.body))
+    await until('the download is cleaned up', async () => (await readdir(join(a.dataDir, 'nar', '.guix-swarm', 'fetch'))).length === 0)
+    // and is now served from the cache
     const again = await getRaw(`${a.url}/${file.url}`)
     assert.ok(again.complete, 'a complete response from the cache')
-    assert.equal(again.body.length, file.fileSize)
+    assert.equal(sha(again.body), sha(nar.body))
     assert.equal((await counters(a)).narStreamed, 1, 'the second request did not stream')
+
+    // a real client, signatures required (streamed or, if the download won the race, from the cache)
+    const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
+    const got = await substitute(nsClient, other, a, bKey, join(nsClient.dir, '..', 'xdg'))
+    assert.equal(got.code, 0, got.stderr)
+    assert.equal((await nsClient.exec('nix-store', ['--verify-path', other])).code, 0)
   } finally {
     await stopAll(nodes)
     await Promise.all([nsB.destroy(), nsClient.destroy()])
@@ -89,7 +101,7 @@ test('a lying provider: the HTTP client gets no complete response, A keeps nothi
   const nsB = await nixNamespace()
   const nodes: Array<TestNode | undefined> = []
   try {
-    const big = await buildLarge(nsB, 6 * MiB)
+    const big = await buildLarge(nsB, 32 * MiB)
     // uncompressed, so only the final hash can tell: the bytes before the held-back end do flow
     const b = await startSubstituteNode({ ns: nsB, args: ['--compression', 'none'] }); nodes.push(b)
     const a = await startSubstituteNode({ bootstrap: [b], args: ['--trusted-key', join(b.dataDir, 'keys', 'nix-key.pub')] }); nodes.push(a)
