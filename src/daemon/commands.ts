@@ -36,7 +36,7 @@ export interface CommandSet {
    * that says which build each line belongs to (Nix: `--log-format internal-json`); undefined
    * when the tool cannot attribute its log.
    */
-  buildMany?: (drvPaths: string[], flags: BuildFlags, maxJobs: number) => Command
+  buildMany?: (drvPaths: string[], flags: BuildFlags, maxJobs: number, gcRootBase?: string) => Command
   /** Fetches store paths from substituters only, never building them; undefined when the tool cannot promise that. */
   substitute: ((paths: string[], flags: BuildFlags) => Command) | undefined
   /** Says what a build would build and what it would fetch (on stderr), without doing it. */
@@ -70,8 +70,12 @@ export const NIX_COMMANDS: CommandSet = {
   importExport: { command: 'nix-store', args: ['--import', ...OFFLINE] },
   // --add-root R makes R, R-dev… (one per output) registered as indirect GC roots.
   build: (drv, f, root) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), ...(root !== undefined ? ['--add-root', root] : []), '--', drv] }),
-  // No --add-root: Nix makes no root at all once any build of the batch failed; roots come after, per derivation.
-  buildMany: (drvs, f, maxJobs) => ({ command: 'nix-store', args: ['--realise', '--keep-going', '--max-jobs', String(maxJobs), '--log-format', 'internal-json', ...nixOptions(f), '--', ...drvs] }),
+  // --add-root R names the roots R, R-2, R-3 … per .drv argument (and -<output> beyond out);
+  // Nix makes none at all once any build of the batch failed.
+  buildMany: (drvs, f, maxJobs, root) => ({
+    command: 'nix-store',
+    args: ['--realise', '--keep-going', '--max-jobs', String(maxJobs), '--log-format', 'internal-json', ...nixOptions(f), ...(root !== undefined ? ['--add-root', root] : []), '--', ...drvs]
+  }),
   // Given output paths rather than .drv files, --realise only substitutes (FORMATS.md §2.4).
   substitute: (paths, f) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), '--', ...paths] }),
   dryRun: (drv, f) => ({ command: 'nix-store', args: ['--realise', '--dry-run', ...nixOptions(f), '--', drv] }),

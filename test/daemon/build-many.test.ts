@@ -92,6 +92,33 @@ test('four derivations, one client: each its own outcome, its own log and its ow
   assert.match(gcRoots.stdout.toString(), new RegExp(outs(o1).out), 'the root is registered with Nix')
 })
 
+test('gcRootBase: a batch that succeeds is rooted by its own client (base, base-2, base-3-dev); after a failure, the built ones get the same names', { skip, timeout: 60_000 }, async () => {
+  const n = nonce()
+  const [a, b, m] = await instantiate(`[ ${drv(`ra-${n}`, 'echo a > $out')} ${drv(`rb-${n}`, 'echo b > $out')}
+    ${drv(`rm-${n}`, 'echo a > $out; echo b > $dev', 'outputs = [ "out" "dev" ];')} ]`)
+  const base = join(roots, `batch-${n}`)
+  const { builder, calls } = rig()
+  const many = builder.buildMany as NonNullable<CliBuilder['buildMany']>
+  const out = await many([a, b, m].map((d) => ({ drvPath: d, onLog: () => {} })), { signal: new AbortController().signal, gcRootBase: base })
+  const outs = (d: string): Record<string, string> => { const o = out.get(d); return o?.kind === 'success' ? o.outputs : {} }
+  assert.equal(await readlink(base), outs(a).out)
+  assert.equal(await readlink(`${base}-2`), outs(b).out)
+  assert.equal(await readlink(`${base}-3`), outs(m).out)
+  assert.equal(await readlink(`${base}-3-dev`), outs(m).dev)
+  assert.equal(calls.filter((c) => c.includes('--add-root')).length, 1, 'only the batch client made roots')
+
+  const n2 = nonce()
+  const [ok, bad, ok2] = await instantiate(`[ ${drv(`sa-${n2}`, 'echo a > $out')} ${drv(`sb-${n2}`, 'exit 1')} ${drv(`sc-${n2}`, 'echo c > $out')} ]`)
+  const base2 = join(roots, `batch-${n2}`)
+  const out2 = await many([ok, bad, ok2].map((d) => ({ drvPath: d, onLog: () => {} })), { signal: new AbortController().signal, gcRootBase: base2 })
+  assert.equal(out2.get(bad)?.kind, 'failed')
+  const o1 = out2.get(ok)
+  const o3 = out2.get(ok2)
+  assert.equal(await readlink(base2), o1?.kind === 'success' ? o1.outputs.out : '')
+  await assert.rejects(readlink(`${base2}-2`), { code: 'ENOENT' })
+  assert.equal(await readlink(`${base2}-3`), o3?.kind === 'success' ? o3.outputs.out : '')
+})
+
 test('prechecked together: a .drv not in the store and one whose input is unbuilt are reported, the rest is built', { skip, timeout: 60_000 }, async () => {
   const n = nonce()
   const [dep] = await instantiate(`[ ${drv(`dep-${n}`, 'echo d > $out')} ]`)
