@@ -177,7 +177,7 @@ export class SwarmFetcher {
     // without FileSize a compressed file's Content-Length is unknown: it cannot be streamed
     const size = u?.fileSize ?? (compression === 'none' ? narinfo.narSize : undefined)
     if (u === undefined || compression === undefined || size === undefined || size <= this.streamAboveBytes) {
-      await this.fetch(hashPart, undefined, found)
+      await this.fetchWith(hashPart, undefined, found)
       return { kind: 'cached' }
     }
     const key = narFileKey(narinfo.narHash, compression)
@@ -214,7 +214,12 @@ export class SwarmFetcher {
   }
 
   /** Fetch `hashPart` into the cache; concurrent calls for one path share the work. */
-  async fetch (hashPart: string, signal?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
+  async fetch (hashPart: string, signal?: AbortSignal): Promise<FetchOutcome> {
+    return await this.fetchWith(hashPart, signal)
+  }
+
+  /** `fetch`, skipping the DHT walk when the trusted narinfo is already at hand (`found`). */
+  private async fetchWith (hashPart: string, signal?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
     const running = this.inFlight.get(hashPart)
     if (running != null) return await running
     const p = this.doFetch(hashPart, signal, found).finally(() => this.inFlight.delete(hashPart))
