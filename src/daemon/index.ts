@@ -3,10 +3,13 @@
 //   const { kind } = await detectBuilder('auto')                 // 'guix' | 'nix' | 'none'
 //   const { store, builder } = await openBackend(kind, { substituters, trustedPublicKeys, inputs: 'require' })
 //   await builder.build(drvPath, { signal, onLog, gcRoot })       // BuildOutcome, never throws
+//   await builder.buildMany?.(items, { signal, gcRootBase })       // Nix: one client, one outcome per .drv
 //   for (const p of await store.queryRequisites([drvPath])) {      // references first
 //     const { info, nar } = await store.exportPath(p)              // NAR stream + PathInfo
 //     await other.importPath({ storePath: p, ...info }, nar)       // verified before registration
 //   }
+// CliStore remembers path infos (immutable while valid), packs NARs in-process from the store's
+// files when it can read them, and answers "invalid" for paths not on disk without a process.
 export { detectBuilder, parseNixSystems, guixSocket } from './detect.js'
 export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from './detect.js'
 export * from './errors.js'
