@@ -14,6 +14,17 @@
 //   - CPU ms/MiB: user+system CPU per MiB moved, sender (server process) and receiver (this
 //     process), medians. Steadier than MiB/s on a shared machine, though contention inflates
 //     it too (raw TCP's sender: 0.4 idle, 1.1 with a load average of 12).
+//
+// Measured 2026-11-27 on the shared 2-core machine, load average 7–15 (other helpers' tests), so
+// MiB/s swung ±50% between runs; CPU per MiB is the steadier signal. Raw TCP: 0.4 ms/MiB sender,
+// 0.26 receiver when idle (~1100–1800 MiB/s); under this load 460–750 MiB/s.
+//   before (stock noise, 256 KiB sends):   sender 1.9–2.0 ms/MiB, receiver 1.45–1.6; 266–288 MiB/s
+//   + 1 MiB sends (stock noise):           sender 1.45–1.6,       receiver 1.2–1.35
+//   + transferNoise (256 KiB sends):       sender 1.6–1.75,       receiver 1.3–1.4
+//   settled (transferNoise, 1 MiB sends):  sender 1.5–1.6,        receiver 1.1–1.15; 345–409 MiB/s
+//   in the same runs (ratio 0.55–0.68 to that run's raw TCP; one run 162 with the sender at 3.5)
+// The sender is the bottleneck: ChaCha20-Poly1305 alone is ~0.4 ms/MiB per side, the kernel's
+// copies ~0.3; with one core per side, ~0.7 of raw TCP is out of reach for noise + yamux in JS.
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //

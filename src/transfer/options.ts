@@ -19,8 +19,8 @@ export const transferYamuxOptions = {
 
 /**
  * Bytes per read from the source and per send() on the stream: one yamux frame, one coalesced
- * socket write (src/transfer/noise.ts). 1 MiB took ~20% less CPU per MiB than 256 KiB on both
- * sides (bench/serve.ts); it stays well inside the 4 MiB window.
+ * socket write (src/transfer/noise.ts). 1 MiB took ~15–25% less CPU per MiB than 256 KiB on
+ * both sides in most bench/serve.ts runs; it stays well inside the 4 MiB window.
  */
 export const SEND_CHUNK_SIZE = 1024 * 1024
 /** Unread bytes a receiving stream may hold before it is paused. */
