@@ -23,8 +23,9 @@
 //   + transferNoise (256 KiB sends):       sender 1.6–1.75,       receiver 1.3–1.4
 //   settled (transferNoise, 1 MiB sends):  sender 1.5–1.6,        receiver 1.1–1.15; 345–409 MiB/s
 //   in the same runs (ratio 0.55–0.68 to that run's raw TCP; one run 162 with the sender at 3.5)
-// The sender is the bottleneck: ChaCha20-Poly1305 alone is ~0.4 ms/MiB per side, the kernel's
-// copies ~0.3; with one core per side, ~0.7 of raw TCP is out of reach for noise + yamux in JS.
+// The sender is the bottleneck (one core per side). Of its ~1.5 ms/MiB (perf record), ChaCha20-
+// Poly1305 takes ~0.35 and the kernel's TCP send ~0.2: already more than raw TCP's whole
+// sender. 0.7 of raw TCP would need the rest (yamux, noise framing, streams, GC: ~0.9) to go.
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //
