@@ -74,8 +74,8 @@ export class SubstitutesService implements NodeService {
   /** Entries whose DHT records did not go out yet. */
   private readonly unannounced = new Map<string, Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>>()
   private flushTimer?: NodeJS.Timeout
-  /** hash part → bytes of each held entry, so status() need not read the whole cache index. */
-  private readonly held = new Map<string, number>()
+  /** Every held entry (hash part → what announcing and status need), so neither reads the whole cache index. */
+  private readonly held = new Map<string, HeldEntry>()
   /** store path → how many holders pinned it (pin()). */
   private readonly pins = new Map<string, number>()
 
@@ -123,7 +123,7 @@ export class SubstitutesService implements NodeService {
     this.trusted = await this.loadTrustedKeys()
     await this.cache.start()
     const entries = await this.cache.list()
-    for (const e of entries) { this.index.add(e); this.held.set(e.hashPart, entryBytes(e)) }
+    for (const e of entries) { this.index.add(e); this.held.set(e.hashPart, heldEntry(e)) }
     this.http.prime(entries)
     this.registerMetrics()
     await this.server.start()
@@ -150,7 +150,7 @@ export class SubstitutesService implements NodeService {
 
   async status (): Promise<Record<string, unknown>> {
     let bytes = 0
-    for (const b of this.held.values()) bytes += b
+    for (const e of this.held.values()) bytes += e.bytes
     return {
       cacheDir: this.cache.dir,
       entries: this.held.size,
@@ -329,7 +329,7 @@ export class SubstitutesService implements NodeService {
   /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
   private async added (entry: CacheEntry): Promise<boolean> {
     this.index.add(entry)
-    this.held.set(entry.hashPart, entryBytes(entry))
+    this.held.set(entry.hashPart, heldEntry(entry))
     this.fetcher.forgetMiss(entry.hashPart)
     const announced = await this.announce(entry)
     this.maybeAutoGc()
@@ -382,9 +382,19 @@ export class SubstitutesService implements NodeService {
     return [storePathCid(entry.hashPart), narCid(narHashBytes(entry.narHash))]
   }
 
+  /**
+   * What the re-provider announces: every held entry, from memory. With no peer connected a DHT
+   * put can only fail, so the entries wait in `unannounced` for the first connection instead (a
+   * node started alone would otherwise stay unannounced until the next round, hours later).
+   */
   private async heldCids (): Promise<CID[]> {
-    return (await this.cache.list()).flatMap((e) => this.cidsOf(e))
+    if (this.components.libp2p.getPeers().length === 0) {
+      for (const e of this.held.values()) this.unannounced.set(e.hashPart, e)
+      return []
+    }
+    return [...this.held.values()].flatMap((e) => this.cidsOf(e))
   }
+
 
   private async hasOtherProvider (narHash: string): Promise<boolean> {
     // alone, we cannot know of another copy: treat it as the last one
@@ -440,8 +450,10 @@ export class SubstitutesService implements NodeService {
   }
 }
 
-function entryBytes (e: Pick<CacheEntry, 'narinfo' | 'files'>): number {
-  return Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0)
+interface HeldEntry extends Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'> { bytes: number }
+
+function heldEntry (e: CacheEntry): HeldEntry {
+  return { hashPart: e.hashPart, narHash: e.narHash, storePath: e.storePath, bytes: Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0) }
 }
 
 async function storePaths (req: IncomingMessage, field: string): Promise<string[]> {
