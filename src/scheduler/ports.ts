@@ -34,4 +34,3 @@ export function localInputs (store: StoreDaemon): InputFetcher {
     }
   }
 }
-
