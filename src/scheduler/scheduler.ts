@@ -495,6 +495,8 @@ export class SchedulerService {
     const a = r.attempts.find(x => x.number === run.attempt)
     if (a === undefined) return undefined // our claim op has not been applied yet
     if (a.claimer !== this.self) return `claim lost to ${a.claimer}`
+    // our claim may be the one that used up the lapsed-lease limit: the build is failed for everyone
+    if (r.phase === 'failed' && a.result === undefined) return 'build failed (its leases kept lapsing)'
     if (a.released) return 'released'
     const last = r.attempts.at(-1)!
     if (last.number > run.attempt) return `attempt ${last.number} claimed by ${last.claimer} (our lease lapsed there)`

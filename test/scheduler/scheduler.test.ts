@@ -456,3 +456,28 @@ test('without buildMany a batch is built one by one in its slot; builds longer t
     await done(slow)
   }
 })
+
+test('a claim that uses up the lapsed-lease limit fails the build: the claimer does not build it', async () => {
+  const other = await startQueueNode()
+  const r = await rig()
+  try {
+    await mesh([r.q, other])
+    const drv = r.store.add(drvPath('keeps-lapsing'))
+    // one lapse allowed: the dead claimer's attempt 1 is abandoned the moment attempt 2 is claimed
+    const [id] = await other.queue.submit([{ drv, system: SYS, maxAbandoned: 1 }])
+    await waitFor('the build to reach the builder node', () => r.q.queue.get(id) !== undefined)
+    await other.queue.claim(id, 1, 300) // and never renewed: a builder that died
+    await waitFor('the claim to arrive', () => r.q.queue.get(id)?.attempts.length === 1)
+    await r.scheduler.start()
+    await waitFor('the build to fail', () => r.q.queue.get(id)?.phase === 'failed')
+    await waitFor('the scheduler to go idle', () => r.scheduler.status().slotsUsed === 0)
+    const rec = r.q.queue.get(id)!
+    assert.equal(rec.attempts.length, 2, 'attempt 2 was claimed here')
+    assert.equal(rec.attempts[1].claimer, r.q.queue.peerIdString(), 'by this node')
+    assert.equal(rec.attempts[1].result, undefined, 'and never given a result')
+    assert.deepEqual(r.builder.calls, [], 'the failed build was never handed to the builder')
+  } finally {
+    await done(r)
+    await other.stop()
+  }
+})
