@@ -92,8 +92,21 @@ async function cachedClosure (subs: SubstitutesService, storePath: string): Prom
  * import what the local store lacks, references first. The store re-checks each NAR's hash.
  */
 export async function importFromSwarm (subs: SubstitutesService, store: StoreDaemon, storePath: string, signal?: AbortSignal): Promise<number> {
-  const t0 = performance.now()
-  await subs.pullClosure(storePath)
+  // GC must not evict what this import is about to read from the cache (released when imported)
+  const unpinTop = subs.pin([storePath])
+  let unpinClosure = (): void => {}
+  try {
+    const t0 = performance.now()
+    const pulled = await subs.pullClosure(storePath)
+    unpinClosure = subs.pin(pulled.map((o) => o.entry.storePath))
+    return await importClosure(subs, store, storePath, t0, signal)
+  } finally {
+    unpinTop()
+    unpinClosure()
+  }
+}
+
+async function importClosure (subs: SubstitutesService, store: StoreDaemon, storePath: string, t0: number, signal?: AbortSignal): Promise<number> {
   const t1 = performance.now()
   signal?.throwIfAborted()
   const closure = await cachedClosure(subs, storePath)
