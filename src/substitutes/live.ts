@@ -34,6 +34,8 @@ export interface LiveNarInit {
   providers: PeerId[]
   client: Pick<TransferClient, 'openFile' | 'isBad' | 'markBad'>
   tempPath: string
+  /** A provider silent this long is dropped for the next one (readers are waiting); default 30 s. */
+  idleTimeoutMs?: number
 }
 
 /** One NAR file being downloaded, verified on the fly, readable while it arrives. */
@@ -151,13 +153,17 @@ export class LiveNar {
       for (const peer of this.init.providers) {
         if (this.received >= this.size) break
         if (client.isBad(key, peer)) continue
+        const idle = new AbortController()
+        const idleMs = this.init.idleTimeoutMs ?? 30_000
+        const timer = setTimeout(() => { idle.abort(new SubstituteFetchError(`${peer.toString()} sent nothing for ${idleMs} ms`)) }, idleMs)
         try {
-          const res = await client.openFile(peer, key, { offset: this.received })
+          const res = await client.openFile(peer, key, { offset: this.received, signal: idle.signal })
           if (res.total !== this.size) {
             res.cancel()
             throw new SubstituteFetchError(`${peer.toString()} has ${res.total} bytes of ${key}, the narinfo says ${this.size}`)
           }
           for await (const chunk of res) {
+            timer.refresh()
             this.contributors.add(peer.toString())
             await write(fd, chunk, this.received)
             this.received += chunk.length
@@ -168,6 +174,8 @@ export class LiveNar {
           if (decodeError !== undefined) throw decodeError
           failures.push(`${peer.toString()}: ${(err as Error).name}: ${(err as Error).message}`)
           log('%s from %p failed at byte %d: %s', key, peer, this.received, (err as Error).message)
+        } finally {
+          clearTimeout(timer)
         }
       }
       if (this.received < this.size) {

@@ -18,16 +18,26 @@ import type { FileResponse } from '../../src/transfer/index.js'
 
 const KEY = 'k.none'
 
-/** A provider serving `data` in `chunk`-byte pieces; with `gate`, it stops before returning until gate resolves. */
-function provider (data: Buffer, chunk: number, opts: { gate?: Promise<void>, stopAt?: number } = {}): (offset: number) => Promise<FileResponse> {
-  return async (offset: number): Promise<FileResponse> => {
+type Server = (offset: number, signal?: AbortSignal) => Promise<FileResponse>
+
+/**
+ * A provider serving `data` in `chunk`-byte pieces; with `gate`, it stops before returning until
+ * gate resolves; with `stallAt`, it goes silent there until the request is aborted.
+ */
+function provider (data: Buffer, chunk: number, opts: { gate?: Promise<void>, stopAt?: number, stallAt?: number } = {}): Server {
+  return async (offset: number, signal?: AbortSignal): Promise<FileResponse> => {
     const end = opts.stopAt ?? data.length
     return {
       size: data.length - offset,
       total: data.length,
       cancel: () => {},
       async * [Symbol.asyncIterator] () {
-        for (let p = offset; p < end; p += chunk) yield data.subarray(p, Math.min(end, p + chunk))
+        for (let p = offset; p < end; p += chunk) {
+          if (opts.stallAt !== undefined && p >= opts.stallAt) {
+            await new Promise((_resolve, reject) => { signal?.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
+          }
+          yield data.subarray(p, Math.min(end, p + chunk))
+        }
         if (end < data.length) throw new Error('provider went away')
         await opts.gate
       }
@@ -35,7 +45,7 @@ function provider (data: Buffer, chunk: number, opts: { gate?: Promise<void>, st
   }
 }
 
-async function setup (servers: Array<(offset: number) => Promise<FileResponse>>, narinfoOf: Buffer, size: number): Promise<{ live: LiveNar, dir: string, bad: string[] }> {
+async function setup (servers: Server[], narinfoOf: Buffer, size: number, idleTimeoutMs?: number): Promise<{ live: LiveNar, dir: string, bad: string[] }> {
   const dir = await mkdtemp(join(tmpdir(), 'gs-live-'))
   const peers: PeerId[] = await Promise.all(servers.map(async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519'))))
   const bad: string[] = []
@@ -48,11 +58,11 @@ async function setup (servers: Array<(offset: number) => Promise<FileResponse>>,
     sigs: []
   }
   const client: LiveNarInit['client'] = {
-    openFile: async (peer, _key, o) => await servers[peers.findIndex((p) => p.equals(peer))](o?.offset ?? 0),
+    openFile: async (peer, _key, o) => await servers[peers.findIndex((p) => p.equals(peer))](o?.offset ?? 0, o?.signal),
     isBad: (_k, peer) => bad.includes(peer.toString()),
     markBad: (_k, peer) => { bad.push(peer.toString()) }
   }
-  const live = new LiveNar({ narinfo, text: 'narinfo', url: 'nar/x', compression: 'none', size, key: KEY, providers: peers, client, tempPath: join(dir, 'x.live') })
+  const live = new LiveNar({ narinfo, text: 'narinfo', url: 'nar/x', compression: 'none', size, key: KEY, providers: peers, client, tempPath: join(dir, 'x.live'), idleTimeoutMs })
   return { live, dir, bad }
 }
 
@@ -109,6 +119,23 @@ test('a provider that stops mid-way is continued by the next from the same offse
     assert.ok(buf.equals(data), 'the file is the two providers\' bytes in order')
     assert.equal(live.contributors.size, 2)
     assert.deepEqual(bad, [])
+    live.release()
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('a provider that goes silent is dropped after the idle timeout and the next one finishes', async () => {
+  const data = randomBytes(HOLD_BACK * 4)
+  const { live, dir, bad } = await setup([provider(data, 5000, { stallAt: 50_000 }), provider(data, 7000)], data, data.length, 200)
+  try {
+    await live.attach()
+    await live.verified
+    const buf = Buffer.alloc(data.length)
+    assert.equal(await live.read(buf, 0, data.length), data.length)
+    assert.ok(buf.equals(data), 'the silent provider\'s prefix and the next one\'s rest, in order')
+    assert.equal(live.contributors.size, 2)
+    assert.deepEqual(bad, [], 'silence is not lying')
     live.release()
   } finally {
     await rm(dir, { recursive: true, force: true })
