@@ -9,7 +9,7 @@ import { logger } from '@libp2p/logger'
 import { verifyFile, type BinaryCache, type CacheEntry } from '../cache/index.js'
 import { parseCompression } from '../nar/index.js'
 import { narHashBytes, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
-import { findProviders, narCid, storePathCid, type ContentRoutingComponents, type TransferClient } from '../transfer/index.js'
+import { findProviders, narCid, storePathCid, type ContentRoutingComponents, type FetchResult, type TransferClient } from '../transfer/index.js'
 import { SubstituteFetchError, SubstituteLookupBusyError, SubstituteNotFoundError } from './errors.js'
 import { LiveNar } from './live.js'
 import { narFileKey } from './source.js'
@@ -231,7 +231,12 @@ export class SwarmFetcher {
     const deadline = AbortSignal.timeout(this.lookupTimeoutMs)
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
     const { narinfo, text, from, holders } = found ?? await this.trustedNarinfo(hashPart, signal)
-    const providers = await this.narProviders(narinfo, holders, from, outer)
+    // A small file comes from the peers that just handed us its narinfo (they hold the NAR they
+    // announced), without a second DHT walk for the NAR hash: that walk cost more than the
+    // transfer. Large files, or holders that fail, take every provider the DHT knows.
+    const small = narinfo.urls.every((u) => u.fileSize !== undefined && u.fileSize <= this.streamAboveBytes)
+    let providers = small && holders.length > 0 ? holderOrder(holders, from) : await this.narProviders(narinfo, holders, from, outer)
+    let lookedUp = !(small && holders.length > 0)
     await mkdir(this.components.tmpDir, { recursive: true })
     const files: Array<{ compression: string, tempPath: string }> = []
     const narFrom = new Set<string>()
@@ -240,14 +245,23 @@ export class SwarmFetcher {
         const compression = parseCompression(u.compression ?? 'none')
         const key = narFileKey(narinfo.narHash, compression)
         const dest = join(this.components.tmpDir, `${hashPart}.${compression}`)
+        const options = {
+          expectedSize: u.fileSize,
+          dest,
+          signal: outer,
+          verify: async (tmp: string) => { await verifyFile(narinfo, compression, tmp) }
+        }
         try {
-          const result = await this.components.client.fetchFile(key, {
-            providers,
-            expectedSize: u.fileSize,
-            dest,
-            signal: outer,
-            verify: async (tmp) => { await verifyFile(narinfo, compression, tmp) }
-          })
+          let result: FetchResult
+          try {
+            result = await this.components.client.fetchFile(key, { ...options, providers })
+          } catch (err) {
+            if (lookedUp || outer?.aborted === true) throw err
+            log('%s: the narinfo holders did not deliver (%s); asking the DHT for the NAR', narinfo.storePath, (err as Error).message)
+            providers = await this.narProviders(narinfo, holders, from, outer)
+            lookedUp = true
+            result = await this.components.client.fetchFile(key, { ...options, providers })
+          }
           for (const p of result.providers) narFrom.add(p)
         } catch (err) {
           const bad = this.components.client.badPeers(key)
@@ -304,11 +318,8 @@ export class SwarmFetcher {
 
   /** Peers to ask for the NAR: the narinfo's sender first, then the other holders, then the NAR hash's providers. */
   private async narProviders (narinfo: Narinfo, holders: PeerId[], from: string, outer?: AbortSignal): Promise<PeerId[]> {
-    const out: PeerId[] = []
+    const out = holderOrder(holders, from)
     const add = (p: PeerId): void => { if (!out.some((q) => q.equals(p))) out.push(p) }
-    const first = holders.find((p) => p.toString() === from)
-    if (first != null) add(first)
-    for (const p of holders) add(p)
     const deadline = AbortSignal.timeout(Math.min(this.lookupTimeoutMs, 10_000))
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
     try {
@@ -318,4 +329,10 @@ export class SwarmFetcher {
     }
     return out
   }
+}
+
+/** The store path's holders, the one whose narinfo we believed first. */
+function holderOrder (holders: PeerId[], from: string): PeerId[] {
+  const first = holders.find((p) => p.toString() === from)
+  return first === undefined ? [...holders] : [first, ...holders.filter((p) => !p.equals(first))]
 }
