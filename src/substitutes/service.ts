@@ -94,7 +94,9 @@ export class SubstitutesService implements NodeService {
       cache: this.cache,
       trusted: () => this.trusted,
       tmpDir: join(components.dataDir, 'nar', '.guix-swarm', 'fetch'),
-      onAdded: async (entry) => { await this.added(entry) },
+      // a fetched copy is indexed at once; announcing it (two DHT walks) must not hold up the
+      // build or client waiting for it, so it runs in the background (failures are retried)
+      onAdded: async (entry) => { this.added(entry).catch((err: Error) => { log('announcing a fetched %s: %s', entry.storePath, err.message) }) },
       hasPeers: () => libp2p.getPeers().length > 0
     }, { lookupTimeoutMs: init.lookupTimeoutMs })
     this.reprovider = new Reprovider({ libp2p, held: async () => await this.heldCids() }, { intervalMs: init.reprovideIntervalMs })
