@@ -94,11 +94,20 @@ export interface BinaryCacheComponents {
   compressions?: Compression[]
   /** Per-compression level/threads. */
   compressOptions?: Partial<Record<Compression, CompressOptions>>
+  /**
+   * NARs smaller than this many bytes are kept uncompressed only (default 0: off). A `.drv` or a
+   * tiny output gains a few hundred bytes from compression and costs a compressor process here and
+   * a decompressor process on every fetch; both Guix and Nix take `Compression: none`.
+   */
+  uncompressedBelow?: number
   /** Host name in the Guix `Signature:` line; the machine's by default. */
   host?: string
   /** Clock for added/last-served times (tests). */
   now?: () => number
 }
+
+/** What the node passes as `uncompressedBelow`: a typical `.drv` or trivial output is 0.5–4 KiB. */
+export const SMALL_NAR_BYTES = 16 * 1024
 
 /**
  * zstd for both dialects (measured in src/cache/README.md): lzip and xz at -6 take ~80x the CPU
@@ -154,6 +163,7 @@ export class BinaryCache {
   readonly compressions: readonly Compression[]
   private readonly keys?: NodeKeys | KeyPair
   private readonly compressOptions: Partial<Record<Compression, CompressOptions>>
+  private readonly uncompressedBelow: number
   private readonly host: string
   private readonly now: () => number
   private ready?: Promise<void>
@@ -168,6 +178,7 @@ export class BinaryCache {
     if (compressions.length === 0) throw new TypeError('BinaryCache needs at least one compression')
     this.compressions = [...new Set(compressions.map((c) => parseCompression(c)))]
     this.keys = components.keys
+    this.uncompressedBelow = components.uncompressedBelow ?? 0
     this.compressOptions = components.compressOptions ?? {}
     this.host = components.host ?? hostname()
     this.now = components.now ?? Date.now
@@ -339,8 +350,9 @@ export class BinaryCache {
     await this.start()
     const base = basename(storePath)
     const { info, nar } = await store.exportPath(storePath)
-    const temps = this.compressions.map((c) => ({ compression: c, temp: this.tempPath(), tap: new NarHashTap() }))
-    const compressors = this.compressions.map((c) => compressStream(c, this.compressOptions[c] ?? {}))
+    const compressions: readonly Compression[] = info.narSize < this.uncompressedBelow ? ['none'] : this.compressions
+    const temps = compressions.map((c) => ({ compression: c, temp: this.tempPath(), tap: new NarHashTap() }))
+    const compressors = compressions.map((c) => compressStream(c, this.compressOptions[c] ?? {}))
     const narHasher = new NarHasher()
     const writes = temps.map(async (t, i) => {
       await pipeline(compressors[i], t.tap, createWriteStream(t.temp))

@@ -230,7 +230,9 @@ export class SwarmFetcher {
   private async doFetch (hashPart: string, outer?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
     const deadline = AbortSignal.timeout(this.lookupTimeoutMs)
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
+    const t0 = performance.now()
     const { narinfo, text, from, holders } = found ?? await this.trustedNarinfo(hashPart, signal)
+    const t1 = performance.now()
     // A small file comes from the peers that just handed us its narinfo (they hold the NAR they
     // announced), without a second DHT walk for the NAR hash: that walk cost more than the
     // transfer. Large files, or holders that fail, take every provider the DHT knows.
@@ -269,8 +271,10 @@ export class SwarmFetcher {
         }
         files.push({ compression, tempPath: dest })
       }
+      const t2 = performance.now()
       // fetchFile ran verifyFile on exactly these bytes before renaming them to dest
       const entry = await this.components.cache.addVerified({ narinfoText: text, files, verify: false })
+      log('%s: narinfo in %d ms, NAR in %d ms, cached in %d ms', narinfo.storePath, Math.round(t1 - t0), Math.round(t2 - t1), Math.round(performance.now() - t2))
       await this.components.onAdded(entry)
       const badPeers = [...new Set(narinfo.urls.flatMap((u) => this.components.client.badPeers(narFileKey(narinfo.narHash, u.compression ?? 'none'))))]
       log('fetched %s: narinfo from %s, NAR from %s%s', narinfo.storePath, from, [...narFrom].join(','), badPeers.length > 0 ? `, bad: ${badPeers.join(',')}` : '')

@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { logger } from '@libp2p/logger'
 import { Gauge } from 'prom-client'
 import type { CID } from 'multiformats/cid'
-import { BinaryCache, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
+import { BinaryCache, SMALL_NAR_BYTES, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
 import { openBackend, type StoreDaemon } from '../daemon/index.js'
 import { readJsonBody, sendJson, type RoutePattern } from '../http/index.js'
 import { parseCompression, type Compression } from '../nar/index.js'
@@ -84,7 +84,7 @@ export class SubstitutesService implements NodeService {
     const compressions: Compression[] | undefined = config.compressions != null && config.compressions.length > 0
       ? config.compressions.map((c) => parseCompression(c))
       : undefined
-    this.cache = new BinaryCache({ dir: join(components.dataDir, 'nar'), storeDir: components.storeDir, keys, compressions })
+    this.cache = new BinaryCache({ dir: join(components.dataDir, 'nar'), storeDir: components.storeDir, keys, compressions, uncompressedBelow: SMALL_NAR_BYTES })
     const protocol = components.protocolId('nar', '1.0.0')
     this.server = new NarTransferServer({ libp2p, source: new CacheNarSource(this.cache, this.index), metrics: this.metrics }, { protocol })
     this.client = new TransferClient({ libp2p, metrics: this.metrics }, { protocol })

@@ -112,6 +112,23 @@ test('nix dialect with NodeKeys signs Sig: with the node key; several URL groups
   })
 })
 
+test('uncompressedBelow: a NAR under the limit is kept uncompressed only; a larger one gets every configured compression', async () => {
+  await withTemp(async (tmp) => {
+    const store = new DirStore(join(tmp, 'store'), '/nix/store')
+    const tiny = await store.add('tiny', { f: 'tiny\n' })
+    const big = await store.add('big', { f: randomBytes(40_000) })
+    const keys = await generateKeys(join(tmp, 'keys'), { name: 'node-test-2' })
+    const cache = new BinaryCache({ dir: join(tmp, 'cache'), storeDir: '/nix/store', keys, compressions: ['zstd', 'gzip'], uncompressedBelow: 16 * 1024 })
+    const t = parseNarinfo((await cache.addFromStore(store, tiny)).narinfo, { storeDir: '/nix/store' })
+    assert.deepEqual(t.urls.map((u) => u.compression), ['none'])
+    assert.equal(t.urls[0].fileSize, t.narSize, 'the file is the NAR itself')
+    await verifyFile(t, 'none', join(tmp, 'cache', t.urls[0].url))
+    assert.equal(verifyNarinfo((await cache.getNarinfo(tiny.slice(11, 43)))!, [keys.nix.publicKey]).ok, true, 'signed like any other')
+    const b = parseNarinfo((await cache.addFromStore(store, big)).narinfo, { storeDir: '/nix/store' })
+    assert.deepEqual(b.urls.map((u) => u.compression), ['zstd', 'gzip'])
+  })
+})
+
 test('adding is idempotent, and concurrent adds of one path export it once', async () => {
   await withTemp(async (tmp) => {
     const store = new DirStore(join(tmp, 'store'))

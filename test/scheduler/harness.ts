@@ -8,7 +8,7 @@ import type { QueueService, QueueConfig } from '../../src/crdt/index.js'
 import { startNode, type TestLibp2p } from '../crdt/net.js'
 import { openBackend, type Backend, type StoreDaemon } from '../../src/daemon/index.js'
 import { SchedulerService, type InputFetcher, type OutputPublisher, type SchedulerComponents, type SchedulerConfig } from '../../src/scheduler/index.js'
-import { BinaryCache } from '../../src/cache/index.js'
+import { BinaryCache, SMALL_NAR_BYTES } from '../../src/cache/index.js'
 import { generateNixKeyPair, type NixKeyPair } from '../../src/narinfo/index.js'
 import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
@@ -145,7 +145,7 @@ export async function startBuildNode (opts: BuildNodeOptions = {}): Promise<Buil
   const nix = await openBackend('nix', { runner: ns.runner, env: ns.env, realStoreDir: ns.realStoreDir, inputs: 'require' })
   const published: string[] = []
   const key = generateNixKeyPair(`sched-test-${Math.random().toString(36).slice(2, 8)}`)
-  const cache = new BinaryCache({ dir: join(dir, 'cache'), storeDir: '/nix/store', keys: key, compressions: ['zstd'] })
+  const cache = new BinaryCache({ dir: join(dir, 'cache'), storeDir: '/nix/store', keys: key, compressions: ['zstd'], uncompressedBelow: SMALL_NAR_BYTES })
   const node: Partial<BuildNode> = { q, ns, nix, dir, published, cache, key }
   node.scheduler = makeScheduler(node as BuildNode, opts)
   return node as BuildNode
