@@ -2,7 +2,7 @@
 // tests: builders run the real scheduler on their own daemon; the submitter's store alone holds
 // the .drv files. Keys are made before the nodes start so each can trust the others' files.
 import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
 import { ensureKeys } from '../../src/narinfo/index.js'
@@ -54,14 +54,7 @@ export async function cleanup (members: Array<SwarmMember | undefined>, prepared
   }
 }
 
-/** Instantiate a Nix expression (a list of derivations) in one store; returns the .drv paths. */
-export async function instantiate (ns: NixNamespace, expr: string): Promise<string[]> {
-  const f = join(ns.dir, '..', `expr-${Date.now()}-${Math.random().toString(36).slice(2)}.nix`)
-  await writeFile(f, expr)
-  const r = await ns.exec('nix-instantiate', [f])
-  assert.equal(r.code, 0, r.stderr.toString())
-  return r.stdout.toString().trim().split('\n')
-}
+export { instantiate } from '../helpers/nix-ns.js'
 
 /** A trivial derivation; `inputs` name other let-bound derivations it refers to. */
 export function drvExpr (name: string, body: string, inputs: string[] = []): string {

@@ -3,8 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { copyFile, mkdtemp, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { copyFile, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import {
   BinaryCache, CacheBadUrlPathError, CacheExportMismatchError, CacheFileCorruptError, CacheFileSizeMismatchError,
@@ -14,19 +13,10 @@ import {
 import { encodeNixBase32, hashPathSync } from '../../src/nar/index.js'
 import { generateKeys, parseNarinfo, parsePublicKey, readSecretKeyFile, verifyNarinfo } from '../../src/narinfo/index.js'
 import { VECTORS } from '../helpers/paths.js'
-import { DirStore } from './dir-store.js'
+import { DirStore, withTemp } from './dir-store.js'
 
 const GUIX_KEY = join(VECTORS, 'guix', 'test-key.sec')
 const GUIX_PUB = join(VECTORS, 'guix', 'test-key.pub')
-
-async function withTemp (fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-cache-'))
-  try {
-    await fn(dir)
-  } finally {
-    await rm(dir, { recursive: true, force: true })
-  }
-}
 
 /** Every regular file under `root` except our private dot directory, with its size. */
 async function visibleFiles (root: string): Promise<Map<string, number>> {

@@ -4,21 +4,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache } from '../../src/cache/index.js'
 import { parseNarinfo } from '../../src/narinfo/index.js'
-import { DirStore } from './dir-store.js'
-
-async function withTemp (fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-cache-'))
-  try {
-    await fn(dir)
-  } finally {
-    await rm(dir, { recursive: true, force: true })
-  }
-}
+import { DirStore, withTemp } from './dir-store.js'
 
 const hashPart = (p: string): string => p.slice('/gnu/store/'.length, '/gnu/store/'.length + 32)
 

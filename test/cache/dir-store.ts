@@ -1,7 +1,8 @@
 // A small StoreDaemon fake for unit tests: "store paths" are plain directories on disk, their
 // NARs made by our own packer. It lets us test a /gnu/store cache without a Guix daemon, and make
 // a store that misbehaves (a stream that breaks half-way, a NAR that does not match its info).
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
@@ -85,5 +86,15 @@ export class DirStore implements StoreDaemon {
       return { info, nar: Readable.from(chunks(), { objectMode: false }) }
     }
     return { info, nar: packNar(dir) }
+  }
+}
+
+/** Run `fn` in a fresh temp directory, removed afterwards whatever happens. */
+export async function withTemp (fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'guix-swarm-cache-'))
+  try {
+    await fn(dir)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
   }
 }

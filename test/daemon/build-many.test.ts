@@ -3,14 +3,14 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readlink, writeFile, mkdtemp, rm } from 'node:fs/promises'
+import { readlink, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   CliBuilder, guixCommands, InternalJsonLogRouter, NIX_COMMANDS, nixStore, type BuildOutcome, type ProcessRunner
 } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
-import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
+import { instantiate as instantiateIn, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
 const skip = nixSkip()
 let ns: NixNamespace
@@ -35,13 +35,7 @@ function rig (inputs: 'build' | 'require' = 'build'): { builder: CliBuilder, cal
   return { builder: new CliBuilder({ commands: NIX_COMMANDS, store, runner, env: ns.env }, { inputs, killGraceMs: 2000 }), calls }
 }
 
-async function instantiate (expr: string): Promise<string[]> {
-  const f = join(ns.dir, '..', `expr-${nonce()}.nix`)
-  await writeFile(f, expr)
-  const r = await ns.exec('nix-instantiate', [f])
-  assert.equal(r.code, 0, r.stderr.toString())
-  return r.stdout.toString().trim().split('\n')
-}
+const instantiate = async (expr: string): Promise<string[]> => await instantiateIn(ns, expr)
 
 const drv = (name: string, script: string, extra = ''): string =>
   `(derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; ${extra} })`

@@ -12,7 +12,7 @@ import { buffer } from 'node:stream/consumers'
 import { nixStore, type CliStore, type ProcessRunner } from '../../src/daemon/index.js'
 import { BinaryCache } from '../../src/cache/index.js'
 import { nixSkip } from '../helpers/nix.js'
-import { nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
+import { instantiate as instantiateIn, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
 const skip = nixSkip()
 let ns: NixNamespace
@@ -31,13 +31,7 @@ function counted (opts: { realStoreDir?: string, packInProcess?: boolean } = {})
 
 const verb = (call: string[]): string => call[1]
 
-async function instantiate (expr: string): Promise<string[]> {
-  const f = join(ns.dir, '..', `expr-${nonce()}.nix`)
-  await writeFile(f, expr)
-  const r = await ns.exec('nix-instantiate', [f])
-  assert.equal(r.code, 0, r.stderr.toString())
-  return r.stdout.toString().trim().split('\n')
-}
+const instantiate = async (expr: string): Promise<string[]> => await instantiateIn(ns, expr)
 
 const drvExpr = (name: string, script: string): string =>
   `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`

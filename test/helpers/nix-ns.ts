@@ -3,7 +3,8 @@
 // Nix 2.8 initialises an empty directory on first use (store/, var/nix/db, gcroots…); builds run
 // as nixbld* (the group exists on the host) with the host's /etc/nix/nix.conf (sandbox = false).
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NodeProcessRunner, runToEnd, type ProcessRunner, type RunningProcess, type StartOptions, type Completed } from '../../src/daemon/index.js'
@@ -67,4 +68,13 @@ export async function nixNamespace (parent?: string): Promise<NixNamespace> {
     exec: async (command, args, opts = {}) => await runToEnd(runner, command, args, { env: { ...env, ...opts.env }, input: opts.input }),
     destroy: async () => { await rm(base, { recursive: true, force: true }) }
   }
+}
+
+/** Instantiate a Nix expression (a list of derivations) in one private store; the .drv paths. */
+export async function instantiate (ns: NixNamespace, expr: string): Promise<string[]> {
+  const f = join(ns.dir, '..', `expr-${randomBytes(6).toString('hex')}.nix`)
+  await writeFile(f, expr)
+  const r = await ns.exec('nix-instantiate', [f])
+  if (r.code !== 0) throw new Error(`nix-instantiate failed: ${r.stderr.toString()}`)
+  return r.stdout.toString().trim().split('\n')
 }
