@@ -87,3 +87,14 @@ export async function substitute (client: NixNamespace, path: string, from: { ur
   const r = await client.exec('nix-store', ['-r', path, '--option', 'substituters', from.url, '--option', 'trusted-public-keys', key], { env: { XDG_CACHE_HOME: xdg } })
   return { code: r.code, stderr: r.stderr.toString() }
 }
+
+/**
+ * The happy path of a real client: `nix-store -r paths[0]` from `from`, trusting only the Nix key
+ * of `signer` (the node that signed the narinfos), succeeds, and every path in `paths` verifies.
+ */
+export async function assertSubstitutes (client: NixNamespace, from: { url: string }, signer: { dataDir: string }, paths: string[]): Promise<void> {
+  const key = (await readFile(join(signer.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
+  const got = await substitute(client, paths[0], from, key, join(client.dir, '..', 'xdg'))
+  assert.equal(got.code, 0, got.stderr)
+  for (const p of paths) assert.equal((await client.exec('nix-store', ['--verify-path', p])).code, 0, `${p} verifies`)
+}

@@ -5,7 +5,7 @@
 import '../../src/polyfill.js'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFile, rm, stat } from 'node:fs/promises'
+import { rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { mergeConfig, SwarmNode } from '../../src/node/index.js'
 import type { QueueNodeService } from '../../src/node/queue.js'
@@ -13,7 +13,7 @@ import type { SubstitutesService } from '../../src/substitutes/index.js'
 import { nixSkip } from '../helpers/nix.js'
 import { nixNamespace } from '../helpers/nix-ns.js'
 import { PROCESS_SWARM, tempDir, waitFor, type TestNode } from '../helpers/swarm.js'
-import { buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll, substitute } from './harness.js'
+import { assertSubstitutes, buildClosure, hashPartOf, publishAnnounced, startSubstituteNode, stopAll } from './harness.js'
 
 test('a mirror pulls the outputs of successful builds it sees in the queue, filtered by system, and serves them after the builder leaves', { skip: nixSkip(), timeout: 240_000 }, async () => {
   const nsB = await nixNamespace()
@@ -61,10 +61,7 @@ test('a mirror pulls the outputs of successful builds it sees in the queue, filt
     assert.equal(await has(y.top), false, 'a build for a system not mirrored is not pulled')
 
     await b.stop()
-    const bKey = (await readFile(join(b.dataDir, 'keys', 'nix-key.pub'), 'utf8')).trim()
-    const got = await substitute(nsClient, x.top, m, bKey, join(nsClient.dir, '..', 'xdg'))
-    assert.equal(got.code, 0, got.stderr)
-    for (const p of [x.top, x.dep]) assert.equal((await nsClient.exec('nix-store', ['--verify-path', p])).code, 0)
+    await assertSubstitutes(nsClient, m, b, [x.top, x.dep])
   } finally {
     await m?.stop()
     await stopAll([b])
