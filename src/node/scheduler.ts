@@ -20,6 +20,7 @@ import {
   type HookEvent, type InputFetcher, type OutputPublisher, type SchedulerConfig
 } from '../scheduler/index.js'
 import type { BuildLogSource, SubstitutesService } from '../substitutes/index.js'
+import { sendWithBackpressure } from '../transfer/index.js'
 import type { NodeComponents, NodeService } from './components.js'
 import { NodeError } from './errors.js'
 import { queueNodeOf, queueOf } from './queue.js'
@@ -393,8 +394,8 @@ export class SchedulerNodeService implements NodeService {
       if (text === undefined || text.length > MAX_LOG_BYTES) {
         stream.send(Uint8Array.of(LOG_STATUS_MISSING))
       } else {
-        await send(stream, Uint8Array.of(LOG_STATUS_OK))
-        for (let i = 0; i < text.length; i += 64 * 1024) await send(stream, text.subarray(i, i + 64 * 1024))
+        await sendWithBackpressure(stream, Uint8Array.of(LOG_STATUS_OK))
+        for (let i = 0; i < text.length; i += 64 * 1024) await sendWithBackpressure(stream, text.subarray(i, i + 64 * 1024))
       }
       await stream.close()
     } catch (err) {
@@ -407,7 +408,7 @@ export class SchedulerNodeService implements NodeService {
     const signal = AbortSignal.timeout(LOG_FETCH_TIMEOUT_MS)
     const stream = await this.components.libp2p.dialProtocol(peerIdFromString(peer), this.protocol, { signal })
     try {
-      await send(stream, Buffer.from(name + '\n'))
+      await sendWithBackpressure(stream, Buffer.from(name + '\n'))
       await stream.close() // half-close: the request is complete
       const parts: Buffer[] = []
       let size = 0
@@ -427,18 +428,6 @@ export class SchedulerNodeService implements NodeService {
       throw err
     }
   }
-}
-
-async function send (stream: Stream, buf: Uint8Array): Promise<void> {
-  if (stream.send(buf)) return
-  // backpressure: the 'drain' event, not onDrain() (LIBP2P.md pitfall 1)
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = (): void => { cleanup(); resolve() }
-    const onClose = (): void => { cleanup(); reject(new BuildLogProtocolError('stream closed while sending')) }
-    const cleanup = (): void => { stream.removeEventListener('drain', onDrain); stream.removeEventListener('close', onClose) }
-    stream.addEventListener('drain', onDrain)
-    stream.addEventListener('close', onClose)
-  })
 }
 
 /** Scheduler services by node, so the substitutes' /log route can find the logs. */
