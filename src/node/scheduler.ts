@@ -100,19 +100,20 @@ export async function importFromSwarm (subs: SubstitutesService, store: StoreDae
     const t0 = performance.now()
     const pulled = await subs.pullClosure(storePath)
     unpinClosure = subs.pin(pulled.map((o) => o.entry.storePath))
-    return await importClosure(subs, store, storePath, t0, signal)
+    return await importClosure(subs, store, storePath, performance.now() - t0, signal)
   } finally {
     unpinTop()
     unpinClosure()
   }
 }
 
-async function importClosure (subs: SubstitutesService, store: StoreDaemon, storePath: string, t0: number, signal?: AbortSignal): Promise<number> {
+/** The import half of importFromSwarm, once the closure is in the cache (`pullMs`: for the log). */
+async function importClosure (subs: SubstitutesService, store: StoreDaemon, storePath: string, pullMs: number, signal?: AbortSignal): Promise<number> {
   const t1 = performance.now()
   signal?.throwIfAborted()
   const closure = await cachedClosure(subs, storePath)
   const invalid = new Set(await store.filterInvalid(closure.map((c) => c.storePath)))
-  log('closure of %s: pulled in %d ms, checked in %d ms', storePath, Math.round(t1 - t0), Math.round(performance.now() - t1))
+  log('closure of %s: pulled in %d ms, checked in %d ms', storePath, Math.round(pullMs), Math.round(performance.now() - t1))
   const storeDir = subs.cache.storeDir
   let imported = 0
   for (const { storePath: p, narinfo } of closure) {
