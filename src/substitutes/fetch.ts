@@ -237,8 +237,8 @@ export class SwarmFetcher {
     // announced), without a second DHT walk for the NAR hash: that walk cost more than the
     // transfer. Large files, or holders that fail, take every provider the DHT knows.
     const small = narinfo.urls.every((u) => u.fileSize !== undefined && u.fileSize <= this.streamAboveBytes)
-    let providers = small && holders.length > 0 ? holderOrder(holders, from) : await this.narProviders(narinfo, holders, from, outer)
-    let lookedUp = !(small && holders.length > 0)
+    let lookedUp = !small || holders.length === 0
+    let providers = lookedUp ? await this.narProviders(narinfo, holders, from, outer) : holderOrder(holders, from)
     await mkdir(this.components.tmpDir, { recursive: true })
     const files: Array<{ compression: string, tempPath: string }> = []
     const narFrom = new Set<string>()
