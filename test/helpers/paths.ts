@@ -14,5 +14,9 @@ function findRepoRoot (): string {
 }
 
 export const REPO_ROOT = findRepoRoot()
-/** `../shared/vectors` beside the checkout (CI lays a copy of shared/ there too). */
-export const VECTORS = resolve(REPO_ROOT, '..', 'shared', 'vectors')
+/** The project's fixtures as shared beside the checkout (`../shared/vectors`), when they are there. */
+export const SHARED_VECTORS = resolve(REPO_ROOT, '..', 'shared', 'vectors')
+/** A copy kept in the repository, so a clone alone runs the suite (test/lint/vectors.test.ts keeps it equal). */
+export const REPO_VECTORS = join(REPO_ROOT, 'test', 'vectors')
+/** Where tests read fixtures: the shared ones when present, else the repository's copy. */
+export const VECTORS = existsSync(SHARED_VECTORS) ? SHARED_VECTORS : REPO_VECTORS
