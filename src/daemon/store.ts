@@ -62,7 +62,14 @@ export interface StoreDaemon {
   exportPath: (path: string) => Promise<{ info: PathInfo, nar: Readable }>
   /** Make `info.path` valid from its NAR. References must already be valid. No-op (stream not read) when already valid. */
   importPath: (info: ImportInfo, nar: AsyncIterable<Uint8Array>) => Promise<void>
+  /**
+   * Optional batch form of importPath: one import for many paths, references first (each
+   * reference valid already or earlier in `items`). Returns how many were imported.
+   */
+  importPaths?: (items: ImportItem[]) => Promise<number>
 }
+
+export interface ImportItem { info: ImportInfo, nar: AsyncIterable<Uint8Array> }
 
 export interface ImportInfo {
   storePath: string
@@ -161,11 +168,17 @@ function str (s: string): Buffer {
 const EXPORT_MAGIC = 0x4558494e // "NIXE"
 
 /** The part of the export format after the NAR. */
-export function exportTrailer (info: ImportInfo): Buffer {
+/** What follows one path's NAR in an export stream: its name, references, deriver, no signature. */
+function exportEntryTrailer (info: ImportInfo): Buffer {
   return Buffer.concat([
     u64(EXPORT_MAGIC), str(info.storePath), u64(info.references.length), ...info.references.map(str),
-    str(info.deriver ?? ''), u64(0), u64(0)
+    str(info.deriver ?? ''), u64(0)
   ])
+}
+
+/** The trailer of a one-path export stream: the entry's, then the end marker. */
+export function exportTrailer (info: ImportInfo): Buffer {
+  return Buffer.concat([exportEntryTrailer(info), u64(0)])
 }
 
 async function write (w: Writable, chunk: Uint8Array): Promise<void> {
@@ -412,18 +425,38 @@ export class CliStore implements StoreDaemon {
   }
 
   async importPath (info: ImportInfo, nar: AsyncIterable<Uint8Array>): Promise<void> {
-    this.checkPath(info.storePath)
-    info.references.forEach((r) => this.checkPath(r))
-    if (info.deriver !== undefined && info.deriver !== '') this.checkPath(info.deriver)
-    const want = parseSha256(info.narHash)
-    const cmd = this.commands.importExport
-    if (cmd === undefined) throw new ImportUnsupportedError(`the ${this.kind} store cannot import ${info.storePath} from a NAR; substitute it from a node's HTTP front instead`)
-    if (await this.isValid(info.storePath)) {
-      log('%s is already valid', info.storePath)
-      return
+    await this.importPaths([{ info, nar }])
+  }
+
+  /**
+   * Import several paths through ONE import process (one export stream with an entry per path),
+   * in the order given: a path's references must be valid already or come earlier in `items`.
+   * Paths already valid are skipped (their streams not read). Each NAR is hashed as it is written
+   * and its trailer (which names the path) is sent only once the bytes matched, so a bad NAR is
+   * never registered; the paths before it may be. Returns how many paths were imported.
+   */
+  async importPaths (items: ImportItem[]): Promise<number> {
+    for (const { info } of items) {
+      this.checkPath(info.storePath)
+      info.references.forEach((r) => this.checkPath(r))
+      if (info.deriver !== undefined && info.deriver !== '') this.checkPath(info.deriver)
     }
-    const missing = await this.filterInvalid(info.references.filter((r) => r !== info.storePath))
-    if (missing.length > 0) throw new MissingReferencesError(`cannot import ${info.storePath}: references not valid yet: ${missing.join(' ')}`, missing)
+    const cmd = this.commands.importExport
+    if (cmd === undefined) throw new ImportUnsupportedError(`the ${this.kind} store cannot import ${items[0]?.info.storePath ?? 'paths'} from a NAR; substitute it from a node's HTTP front instead`)
+    const invalid = new Set(items.length === 0 ? [] : await this.filterInvalid(items.map((i) => i.info.storePath)))
+    const todo = items.filter((i) => invalid.has(i.info.storePath))
+    for (const i of items) if (!invalid.has(i.info.storePath)) log('%s is already valid', i.info.storePath)
+    if (todo.length === 0) return 0
+    const coming = new Set(todo.map((i) => i.info.storePath))
+    const outside = [...new Set(todo.flatMap((i) => i.info.references.filter((r) => r !== i.info.storePath && !coming.has(r))))]
+    const absent = new Set(outside.length === 0 ? [] : await this.filterInvalid(outside))
+    const before = new Set<string>()
+    for (const { info } of todo) {
+      const missing = info.references.filter((r) => r !== info.storePath && (absent.has(r) || (coming.has(r) && !before.has(r))))
+      if (missing.length > 0) throw new MissingReferencesError(`cannot import ${info.storePath}: references not valid yet: ${missing.join(' ')}`, missing)
+      before.add(info.storePath)
+    }
+    const wants = todo.map((i) => parseSha256(i.info.narHash))
 
     const p = this.runner.start(cmd.command, cmd.args, { env: this.env, stdin: true })
     const stdin = p.stdin
@@ -432,21 +465,25 @@ export class CliStore implements StoreDaemon {
     const err: Buffer[] = []
     p.stderr.on('data', (b: Buffer) => err.push(b))
     p.stdout.resume()
-    const hash = createHash('sha256')
-    let size = 0
+    const what = todo.length === 1 ? todo[0].info.storePath : `${todo.length} paths (${todo[0].info.storePath}, …)`
     try {
-      await write(stdin, u64(1))
-      for await (const chunk of nar) {
-        size += chunk.length
-        if (size > info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is longer than its narSize ${info.narSize}`)
-        hash.update(chunk)
-        await write(stdin, chunk)
+      for (const [k, { info, nar }] of todo.entries()) {
+        const hash = createHash('sha256')
+        let size = 0
+        await write(stdin, u64(1))
+        for await (const chunk of nar) {
+          size += chunk.length
+          if (size > info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is longer than its narSize ${info.narSize}`)
+          hash.update(chunk)
+          await write(stdin, chunk)
+        }
+        if (size !== info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is ${size} bytes, expected narSize ${info.narSize}`)
+        const got = hash.digest()
+        if (!got.equals(wants[k])) throw new NarHashMismatchError(`NAR for ${info.storePath} hashes to ${formatSha256(got)}, expected ${formatSha256(wants[k])}`)
+        // Only now does the daemon learn the path name: nothing was registered for it before this.
+        await write(stdin, exportEntryTrailer(info))
       }
-      if (size !== info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is ${size} bytes, expected narSize ${info.narSize}`)
-      const got = hash.digest()
-      if (!got.equals(want)) throw new NarHashMismatchError(`NAR for ${info.storePath} hashes to ${formatSha256(got)}, expected ${formatSha256(want)}`)
-      // Only now does the daemon learn the path name: nothing was written to the store before this.
-      await write(stdin, exportTrailer(info))
+      await write(stdin, u64(0))
       stdin.end()
     } catch (e) {
       p.kill('SIGKILL')
@@ -454,16 +491,19 @@ export class CliStore implements StoreDaemon {
       if (e instanceof NarHashMismatchError || exit === undefined || exit.code === null) throw e
       // nix-store stopped reading on its own (store locked, disk full…): report its words, not EPIPE.
       const stderr = Buffer.concat(err).toString('utf8').trim()
-      throw new StoreCommandError(`importing ${info.storePath}: ${cmd.command} exited with ${exit.code}: ${stderr}`, cmd.command, exit.code, stderr)
+      throw new StoreCommandError(`importing ${what}: ${cmd.command} exited with ${exit.code}: ${stderr}`, cmd.command, exit.code, stderr)
     }
     const { code, signal } = await p.exited
     if (code !== 0) {
       const stderr = Buffer.concat(err).toString('utf8').trim()
-      throw new StoreCommandError(`importing ${info.storePath}: ${cmd.command} exited with ${code ?? signal}: ${stderr}`, cmd.command, code, stderr)
+      throw new StoreCommandError(`importing ${what}: ${cmd.command} exited with ${code ?? signal}: ${stderr}`, cmd.command, code, stderr)
     }
-    // what the store registered: the NAR we hashed, the references and deriver we sent
-    this.infos.set({ path: info.storePath, narHash: formatSha256(want), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
-    log('imported %s (%d bytes)', info.storePath, size)
+    // what the store registered: the NARs we hashed, the references and derivers we sent
+    for (const [k, { info }] of todo.entries()) {
+      this.infos.set({ path: info.storePath, narHash: formatSha256(wants[k]), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
+    }
+    log('imported %s', what)
+    return todo.length
   }
 }
 

@@ -154,3 +154,39 @@ test('our export stream is byte for byte what nix-store --export writes', { skip
     assert.ok(ours.equals(real.stdout), path)
   }
 })
+
+test('importPaths: a closure in one import, references first; a bad NAR in the batch is never registered', { skip, timeout: 60_000 }, async () => {
+  const [a, , c] = nodes
+  const n = randomBytes(6).toString('hex')
+  const f = join(wire, `batch-${n}.nix`)
+  await writeFile(f, `let d = derivation { name = "bd-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; };
+    in derivation { name = "br-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${d} > $out" ]; }`)
+  const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
+  const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
+  assert.equal(built.kind, 'success')
+  const out = built.kind === 'success' ? built.outputs.out : ''
+  const items = await Promise.all((await a.nix.store.queryRequisites([out])).map(async (p) => {
+    const { info, nar } = await a.nix.store.exportPath(p)
+    const bytes = Buffer.concat(await nar.toArray() as Buffer[])
+    return { info: { storePath: info.path, narHash: info.narHash, narSize: info.narSize, references: info.references }, bytes }
+  }))
+  assert.equal(items.length, 2)
+  const importPaths = c.nix.store.importPaths?.bind(c.nix.store)
+  assert.ok(importPaths !== undefined)
+  // referrer before its reference: refused before any process starts
+  await assert.rejects(importPaths([...items].reverse().map((i) => ({ info: i.info, nar: Readable.from([i.bytes]) }))),
+    (e: Error) => e instanceof MissingReferencesError && e.missing[0] === items[0].info.storePath)
+  // the second NAR flipped: it is not registered (the first may be)
+  const bad = Buffer.from(items[1].bytes)
+  bad[bad.length - 30] ^= 1
+  await assert.rejects(importPaths([{ info: items[0].info, nar: Readable.from([items[0].bytes]) }, { info: items[1].info, nar: Readable.from([bad]) }]), NarHashMismatchError)
+  assert.equal(await c.nix.store.isValid(out), false)
+  // the right bytes: both in one import (or just the one left), then a no-op
+  const imported = await importPaths(items.map((i) => ({ info: i.info, nar: Readable.from([i.bytes]) })))
+  assert.ok(imported >= 1 && imported <= 2, `imported ${imported}`)
+  assert.equal(await importPaths(items.map((i) => ({ info: i.info, nar: Readable.from([i.bytes]) }))), 0)
+  assert.deepEqual((await c.nix.store.queryPathInfo(out)).narHash, items[1].info.narHash)
+  // a fresh client reads both from the store, as registered
+  const fresh = await openBackend('nix', { runner: c.ns.runner, env: c.ns.env, realStoreDir: c.ns.realStoreDir })
+  assert.deepEqual(await fresh.store.filterInvalid(items.map((i) => i.info.storePath)), [])
+})
