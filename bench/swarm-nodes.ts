@@ -4,9 +4,10 @@
 // `nix-store --realise` of the same N in a 5th store with as many jobs as the swarm has slots,
 // same run. Also submit-to-claim latency and where a builder's time goes (phases per attempt).
 // (bench/swarm.ts runs the schedulers in-process; this one goes through the whole node.)
-// Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2).
+// Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2),
+// SWARM_NODES_LOGS=DIR (each node's stderr into DIR/node-K.log; with DEBUG=guix-swarm:* for detail).
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache } from '../src/cache/index.js'
@@ -18,6 +19,7 @@ import { cleanup, drvExpr, getJson, instantiate, postJson, prepare, startMember,
 
 const N = Number(process.env.SWARM_NODES_N ?? 60)
 const SLOTS = Number(process.env.SWARM_NODES_SLOTS ?? 2)
+const LOGS = process.env.SWARM_NODES_LOGS
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -98,6 +100,10 @@ async function main (): Promise<void> {
     console.log(`  submit-to-claim ms: p50 ${pct(claim, 50)}, p95 ${pct(claim, 95)}`)
     for (const [k, v] of Object.entries(phases)) console.log(`  phase ${k.padEnd(10)} ms (last ${v.length} attempts): p50 ${pct(v, 50).toFixed(0)}, p95 ${pct(v, 95).toFixed(0)}`)
   } finally {
+    if (LOGS !== undefined) {
+      await mkdir(LOGS, { recursive: true })
+      for (const [k, m] of members.entries()) await writeFile(join(LOGS, `node-${k}.log`), m.stderr())
+    }
     await cleanup(members, prepared)
   }
 }

@@ -14,5 +14,5 @@ export {
   type BinaryCacheComponents, type CacheEntry, type CacheFile, type CacheIndexRecord, type AddClosureOptions,
   type AddVerifiedOptions, type VerifiedFile, type FileRange
 } from './binary-cache.js'
-export { verifyFile } from './verify.js'
+export { verifyFile, verifyBytes } from './verify.js'
 export * from './errors.js'

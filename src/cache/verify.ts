@@ -3,7 +3,7 @@
 import { stat } from 'node:fs/promises'
 import { createReadStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
-import { Writable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { CompressionToolFailedError, decompressStream, DecompressionError, NarHasher, type Compression, type NarDigest } from '../nar/index.js'
 import { narHashBytes, normalizeNarHash, type Narinfo } from '../narinfo/index.js'
 import {
@@ -36,11 +36,54 @@ export async function verifyFile (narinfo: Narinfo, compression: Compression, pa
     throw err
   }
   const got = hasher.digest()
+  checkDigest(narinfo, got, path)
+  return got
+}
+
+/**
+ * verifyFile for a file held in memory (small files received whole): the same checks, and the
+ * decompressed NAR is returned, so the caller need not decompress it again.
+ */
+export async function verifyBytes (narinfo: Narinfo, compression: Compression, bytes: Uint8Array, where: string): Promise<Buffer> {
+  const group = narinfo.urls.find((u) => (u.compression ?? 'none') === compression)
+  if (group?.fileSize !== undefined && bytes.length !== group.fileSize) {
+    throw new CacheFileSizeMismatchError(`${where}: ${bytes.length} bytes, but the narinfo of ${narinfo.storePath} says FileSize ${group.fileSize} for ${compression}`)
+  }
+  const hasher = new NarHasher()
+  let nar: Buffer
+  if (compression === 'none') {
+    nar = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+    hasher.update(nar)
+  } else {
+    const parts: Buffer[] = []
+    let size = 0
+    const sink = new Writable({
+      write (chunk: Buffer, _enc, cb) {
+        size += chunk.length
+        // a decompression bomb stops at the size the signed narinfo promised
+        if (size > narinfo.narSize) { cb(new CacheNarSizeMismatchError(`${where}: the NAR is over ${narinfo.narSize} bytes, the NarSize of ${narinfo.storePath}`)); return }
+        hasher.update(chunk); parts.push(chunk); cb()
+      }
+    })
+    try {
+      await pipeline(Readable.from([bytes]), decompressStream(compression), sink)
+    } catch (err) {
+      if (err instanceof DecompressionError || err instanceof CompressionToolFailedError) {
+        throw new CacheFileCorruptError(`${where} does not decompress as ${compression}: ${err.message}`)
+      }
+      throw err
+    }
+    nar = Buffer.concat(parts)
+  }
+  checkDigest(narinfo, hasher.digest(), where)
+  return nar
+}
+
+function checkDigest (narinfo: Narinfo, got: NarDigest, where: string): void {
   if (got.narSize !== narinfo.narSize) {
-    throw new CacheNarSizeMismatchError(`${path}: the NAR is ${got.narSize} bytes, but the narinfo of ${narinfo.storePath} says NarSize ${narinfo.narSize}`)
+    throw new CacheNarSizeMismatchError(`${where}: the NAR is ${got.narSize} bytes, but the narinfo of ${narinfo.storePath} says NarSize ${narinfo.narSize}`)
   }
   if (!Buffer.from(got.sha256).equals(Buffer.from(narHashBytes(narinfo.narHash)))) {
-    throw new CacheNarHashMismatchError(`${path}: the NAR hashes to ${got.narHash}, but the narinfo of ${narinfo.storePath} says NarHash ${normalizeNarHash(narinfo.narHash)}`)
+    throw new CacheNarHashMismatchError(`${where}: the NAR hashes to ${got.narHash}, but the narinfo of ${narinfo.storePath} says NarHash ${normalizeNarHash(narinfo.narHash)}`)
   }
-  return got
 }

@@ -14,12 +14,12 @@ import type { BuildRecord } from '../crdt/index.js'
 import { openBackend, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
 import { decompressStream } from '../nar/index.js'
-import { parseNarinfo } from '../narinfo/index.js'
+import { parseNarinfo, type Narinfo } from '../narinfo/index.js'
 import {
   DerivationUnavailableError, HOOK_EVENTS, SchedulerService, logName,
   type HookEvent, type InputFetcher, type OutputPublisher, type SchedulerConfig
 } from '../scheduler/index.js'
-import type { BuildLogSource, SubstitutesService } from '../substitutes/index.js'
+import { MAX_BUNDLE_REQUEST, type BuildLogSource, type SubstitutesService, type TakenEntry } from '../substitutes/index.js'
 import { sendWithBackpressure } from '../transfer/index.js'
 import type { NodeComponents, NodeService } from './components.js'
 import { NodeError } from './errors.js'
@@ -69,74 +69,174 @@ export function parseHookSpecs (specs: readonly string[]): Partial<Record<HookEv
   return out
 }
 
-/** Store paths of a cache's closure of `storePath`, references first (from the trusted narinfos). */
-async function cachedClosure (subs: SubstitutesService, storePath: string): Promise<Array<{ storePath: string, narinfo: string }>> {
-  const storeDir = subs.cache.storeDir
-  const order: Array<{ storePath: string, narinfo: string }> = []
-  const state = new Map<string, 'visiting' | 'done'>()
-  const visit = async (path: string): Promise<void> => {
-    const hashPart = path.slice(storeDir.length + 1, storeDir.length + 33)
-    if (state.has(hashPart)) return // a self-reference or a path already placed
-    state.set(hashPart, 'visiting')
-    const entry = await subs.cache.getEntry(hashPart)
-    if (entry === undefined) throw new DerivationUnavailableError(path, 'not in the node\'s cache after fetching its closure')
-    for (const ref of parseNarinfo(entry.narinfo, { storeDir }).references) await visit(`${storeDir}/${ref}`)
-    state.set(hashPart, 'done')
-    order.push({ storePath: entry.storePath, narinfo: entry.narinfo })
-  }
-  await visit(storePath)
-  return order
-}
-
 /**
  * Fetch `storePath`'s closure from the swarm into the cache (verified against trusted keys), then
  * import what the local store lacks, references first. The store re-checks each NAR's hash.
  */
 export async function importFromSwarm (subs: SubstitutesService, store: StoreDaemon, storePath: string, signal?: AbortSignal): Promise<number> {
+  return await importManyFromSwarm(subs, store, [storePath], { signal })
+}
+
+/** A path of a closure to import, known from a bundle taken in memory or from the node's cache. */
+interface Known { storePath: string, narinfo: Narinfo, taken?: TakenEntry }
+
+interface ImportPlan {
+  /** What the store lacks and can be imported now, references first. */
+  order: Known[]
+  /** Paths the store lacks that neither the bundles nor the cache have. */
+  missing: string[]
+  /** Requested paths whose closure is not complete (they need something in `missing`). */
+  incomplete: string[]
+}
+
+/**
+ * importFromSwarm for several paths at once: closure bundles taken from the peers in `from`
+ * (the nodes that submitted the builds, which published their .drv closures) straight into
+ * memory, the DHT for whatever they did not have, then ONE import of everything the store lacks.
+ */
+export async function importManyFromSwarm (subs: SubstitutesService, store: StoreDaemon, storePaths: string[], opts: { from?: string[], signal?: AbortSignal } = {}): Promise<number> {
   // GC must not evict what this import is about to read from the cache (released when imported)
-  const unpinTop = subs.pin([storePath])
+  const unpinTop = subs.pin(storePaths)
   let unpinClosure = (): void => {}
   try {
     const t0 = performance.now()
-    const pulled = await subs.pullClosure(storePath)
-    unpinClosure = subs.pin(pulled.map((o) => o.entry.storePath))
-    return await importClosure(subs, store, storePath, performance.now() - t0, signal)
+    const storeDir = subs.cache.storeDir
+    const taken = new Map<string, TakenEntry>()
+    let plan = await planImport(subs, store, storePaths, taken)
+    for (const from of opts.from ?? []) {
+      if (plan.missing.length === 0) break
+      let peer
+      try { peer = peerIdFromString(from) } catch { continue }
+      const wanted = plan.missing.map((p) => p.slice(storeDir.length + 1, storeDir.length + 33))
+      for (let i = 0; i < wanted.length; i += MAX_BUNDLE_REQUEST) {
+        try {
+          for (const e of (await subs.bundles.take(peer, wanted.slice(i, i + MAX_BUNDLE_REQUEST), { signal: opts.signal })).entries) taken.set(e.narinfo.storePath, e)
+        } catch (err) {
+          opts.signal?.throwIfAborted()
+          log('closure bundle from %s: %s: %s', from, (err as Error).name, (err as Error).message)
+          break
+        }
+      }
+      plan = await planImport(subs, store, storePaths, taken)
+    }
+    const t1 = performance.now()
+    let pullError: Error | undefined
+    if (plan.missing.length > 0) {
+      // through the DHT, into the cache (announced like any fetched copy)
+      await subs.pullClosures(plan.missing, { signal: opts.signal }).catch((err: Error) => { pullError = err })
+      plan = await planImport(subs, store, storePaths, taken)
+    }
+    opts.signal?.throwIfAborted()
+    unpinClosure = subs.pin(plan.order.filter((k) => k.taken === undefined).map((k) => k.storePath))
+    log('closures of %d path(s): %d taken in %d ms, %d from the cache, %d to import%s', storePaths.length, taken.size, Math.round(t1 - t0),
+      plan.order.filter((k) => k.taken === undefined).length, plan.order.length, plan.missing.length > 0 ? `, ${plan.missing.length} not found` : '')
+    const imported = await importPlanned(subs, store, plan.order, opts.signal)
+    if (plan.incomplete.length > 0) {
+      throw pullError ?? new DerivationUnavailableError(plan.incomplete[0], `its closure lacks ${plan.missing.slice(0, 3).join(' ')}${plan.missing.length > 3 ? ' …' : ''}`)
+    }
+    return imported
   } finally {
     unpinTop()
     unpinClosure()
   }
 }
 
-/** The import half of importFromSwarm, once the closure is in the cache (`pullMs`: for the log). */
-async function importClosure (subs: SubstitutesService, store: StoreDaemon, storePath: string, pullMs: number, signal?: AbortSignal): Promise<number> {
-  const t1 = performance.now()
-  signal?.throwIfAborted()
-  const closure = await cachedClosure(subs, storePath)
-  const invalid = new Set(await store.filterInvalid(closure.map((c) => c.storePath)))
-  log('closure of %s: pulled in %d ms, checked in %d ms', storePath, Math.round(pullMs), Math.round(performance.now() - t1))
+/**
+ * Walk the closures of `roots` over what is known (bundles in memory, then the cache), ask the
+ * store once which of them it lacks, and order those references first. A path the store has
+ * needs nothing below it (a valid path's references are valid).
+ */
+async function planImport (subs: SubstitutesService, store: StoreDaemon, roots: string[], taken: Map<string, TakenEntry>): Promise<ImportPlan> {
   const storeDir = subs.cache.storeDir
-  let imported = 0
-  for (const { storePath: p, narinfo } of closure) {
-    if (!invalid.has(p)) continue
-    signal?.throwIfAborted()
-    const info = parseNarinfo(narinfo, { storeDir })
-    const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
-    // the cheapest file to unpack: uncompressed, then zstd, then whatever the cache made
-    const files = [...(entry?.files ?? [])].sort((a, b) => rank(a.compression) - rank(b.compression))
-    const file = files[0]
-    if (file === undefined) throw new DerivationUnavailableError(p, 'the cache has no NAR file for it')
-    const raw = await subs.cache.openFile(file.url)
-    const nar = file.compression === 'none' ? raw : raw.pipe(decompressStream(file.compression))
-    await store.importPath({
-      storePath: p,
-      narHash: info.narHash,
-      narSize: info.narSize,
-      references: info.references.map((r) => `${storeDir}/${r}`),
-      ...(info.deriver !== undefined ? { deriver: `${storeDir}/${info.deriver}` } : {})
-    }, nar)
-    imported++
+  const known = new Map<string, Known | null>()
+  const queue = [...new Set(roots)]
+  for (let i = 0; i < queue.length; i++) {
+    const p = queue[i]
+    if (known.has(p)) continue
+    const t = taken.get(p)
+    let k: Known | null = null
+    if (t !== undefined) {
+      k = { storePath: p, narinfo: t.narinfo, taken: t }
+    } else {
+      const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
+      if (entry !== undefined) k = { storePath: p, narinfo: parseNarinfo(entry.narinfo, { storeDir }) }
+    }
+    known.set(p, k)
+    if (k !== null) for (const r of k.narinfo.references) if (!known.has(`${storeDir}/${r}`)) queue.push(`${storeDir}/${r}`)
   }
-  if (imported > 0) log('imported %d path(s) of the closure of %s', imported, storePath)
+  const invalid = new Set(await store.filterInvalid([...known.keys()]))
+  const order: Known[] = []
+  const missing: string[] = []
+  const complete = new Map<string, boolean>()
+  // depth-first, references first; iterative so a long chain cannot overflow the stack
+  for (const root of new Set(roots)) {
+    const stack: Array<{ p: string, refs?: string[], ok: boolean }> = [{ p: root, ok: true }]
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]
+      if (top.refs === undefined) {
+        if (complete.has(top.p)) { stack.pop(); if (stack.length > 0 && complete.get(top.p) === false) stack[stack.length - 1].ok = false; continue }
+        if (!invalid.has(top.p)) { complete.set(top.p, true); stack.pop(); continue }
+        const k = known.get(top.p)
+        if (k == null) {
+          missing.push(top.p)
+          complete.set(top.p, false)
+          stack.pop()
+          if (stack.length > 0) stack[stack.length - 1].ok = false
+          continue
+        }
+        complete.set(top.p, true) // provisional: a reference cycle back here is a self-reference
+        top.refs = k.narinfo.references.map((r) => `${storeDir}/${r}`).filter((r) => r !== top.p).reverse()
+      }
+      const next = top.refs.pop()
+      if (next !== undefined) { stack.push({ p: next, ok: true }); continue }
+      stack.pop()
+      complete.set(top.p, top.ok)
+      if (top.ok) order.push(known.get(top.p) as Known)
+      else if (stack.length > 0) stack[stack.length - 1].ok = false
+    }
+  }
+  return { order, missing, incomplete: roots.filter((r) => complete.get(r) === false) }
+}
+
+/** Import planned paths (references first) through one import process when the store has the batch form. */
+async function importPlanned (subs: SubstitutesService, store: StoreDaemon, order: Known[], signal?: AbortSignal): Promise<number> {
+  if (order.length === 0) return 0
+  const storeDir = subs.cache.storeDir
+  const items = await Promise.all(order.map(async ({ storePath: p, narinfo: info, taken }) => {
+    let nar: AsyncIterable<Uint8Array>
+    if (taken !== undefined) {
+      nar = Readable.from([taken.nar])
+    } else {
+      const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
+      // the cheapest file to unpack: uncompressed, then zstd, then whatever the cache made
+      const file = [...(entry?.files ?? [])].sort((a, b) => rank(a.compression) - rank(b.compression))[0]
+      if (file === undefined) throw new DerivationUnavailableError(p, 'the cache has no NAR file for it')
+      // opened when the import reaches it: a batch must not hold a descriptor per path
+      nar = (async function * (): AsyncGenerator<Uint8Array> {
+        const raw = await subs.cache.openFile(file.url)
+        yield * (file.compression === 'none' ? raw : raw.pipe(decompressStream(file.compression)))
+      })()
+    }
+    return {
+      info: {
+        storePath: p,
+        narHash: info.narHash,
+        narSize: info.narSize,
+        references: info.references.map((r) => `${storeDir}/${r}`),
+        ...(info.deriver !== undefined ? { deriver: `${storeDir}/${info.deriver}` } : {})
+      },
+      nar
+    }
+  }))
+  signal?.throwIfAborted()
+  let imported: number
+  if (store.importPaths !== undefined) {
+    imported = await store.importPaths(items)
+  } else {
+    imported = 0
+    for (const item of items) { signal?.throwIfAborted(); await store.importPath(item.info, item.nar); imported++ }
+  }
+  if (imported > 0) log('imported %d path(s)', imported)
   return imported
 }
 
@@ -144,56 +244,86 @@ function rank (c: string): number {
   return c === 'none' ? 0 : c === 'zstd' ? 1 : c === 'gzip' ? 2 : 3
 }
 
-/** .drv files fetched at once while the scheduler asks for one of them. */
-const PREFETCH_CONCURRENCY = 8
+/** .drv files fetched and imported together (one closure bundle per submitter, one import). */
+const DRV_BATCH = 64
+/** Batches in flight at once (a slow fallback through the DHT must not stall every claim). */
+const DRV_BATCHES = 2
 /** Claimable builds whose .drv files are fetched ahead, best first. */
 const PREFETCH_AHEAD = 64
 
+export interface SwarmInputsHooks {
+  /** The .drv files of the builds this node could claim next, best first (fetched ahead). */
+  ahead?: () => string[]
+  /** Peers that should hold a .drv's closure: the nodes that submitted builds of it. */
+  holders?: (drv: string) => string[]
+}
+
 /**
  * The InputFetcher port over the node's substitutes: .drv closures and input outputs from the
- * swarm. The scheduler reads candidates' derivations one at a time; fetching each from the swarm
- * costs a DHT walk, a transfer and an import (~0.3–0.8 s here), so a request for one .drv also
- * fetches the next claimable builds' .drv files, several at a time.
+ * swarm. The scheduler reads candidates' derivations one at a time; a request for one .drv joins
+ * a batch with the other requested and next claimable ones, fetched as closure bundles from
+ * their submitters (one stream per submitter) and imported by one store process.
  */
-export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, ahead?: () => string[]): InputFetcher {
+export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks: SwarmInputsHooks = {}): InputFetcher {
+  const waiting = new Map<string, PromiseWithResolvers<void>>()
   const inflight = new Map<string, Promise<void>>()
-  let active = 0
-  const waiting: Array<() => void> = []
-  const slot = async (): Promise<void> => {
-    if (active < PREFETCH_CONCURRENCY) { active++; return }
-    await new Promise<void>((resolve) => waiting.push(resolve))
+  let running = 0
+  const pump = (): void => {
+    while (running < DRV_BATCHES && waiting.size > 0) {
+      const batch = [...waiting.entries()].slice(0, DRV_BATCH)
+      for (const [drv, d] of batch) { waiting.delete(drv); inflight.set(drv, d.promise) }
+      running++
+      void runBatch(batch).finally(() => {
+        for (const [drv] of batch) inflight.delete(drv)
+        running--
+        pump()
+      })
+    }
   }
-  const release = (): void => { const next = waiting.shift(); if (next !== undefined) next(); else active-- }
-  const fetchOne = (drv: string): Promise<void> => {
-    let p = inflight.get(drv)
-    if (p !== undefined) return p
-    p = (async () => {
-      await slot()
-      const t0 = performance.now()
-      try {
-        if (await store.isValid(drv)) return
-        await importFromSwarm(subs, store, drv)
-        log('fetched %s in %d ms', drv, Math.round(performance.now() - t0))
-      } finally {
-        release()
+  const runBatch = async (batch: Array<[string, PromiseWithResolvers<void>]>): Promise<void> => {
+    const t0 = performance.now()
+    const drvs = batch.map(([d]) => d)
+    // one bundle per submitter: group the batch by the first node that submitted each .drv
+    const groups = new Map<string, string[]>()
+    for (const d of drvs) {
+      const from = hooks.holders?.(d)[0] ?? ''
+      let g = groups.get(from)
+      if (g === undefined) { g = []; groups.set(from, g) }
+      g.push(d)
+    }
+    try {
+      for (const [from, group] of groups) {
+        await importManyFromSwarm(subs, store, group, { from: from === '' ? [] : [from] }).catch((err: Error) => { log('fetching %d .drv closure(s): %s: %s', group.length, err.name, err.message) })
       }
-    })()
-    inflight.set(drv, p)
-    // settled: forget it (a failure may be retried later; a success is valid in the store now)
-    p.then(() => inflight.delete(drv), () => inflight.delete(drv))
-    return p
+    } finally {
+      const still = new Set(await store.filterInvalid(drvs).catch(() => drvs))
+      for (const [drv, d] of batch) {
+        if (still.has(drv)) d.reject(new DerivationUnavailableError(drv, 'its closure could not be fetched from the swarm'))
+        else d.resolve()
+      }
+      log('fetched %d of %d .drv closure(s) in %d ms', drvs.length - still.size, drvs.length, Math.round(performance.now() - t0))
+    }
+  }
+  const request = (drv: string): Promise<void> => {
+    const running = inflight.get(drv) ?? waiting.get(drv)?.promise
+    if (running !== undefined) return running
+    const d = Promise.withResolvers<void>()
+    d.promise.catch(() => {}) // a prefetch nobody awaits must not be an unhandled rejection
+    waiting.set(drv, d)
+    return d.promise
   }
   const prefetch = async (): Promise<void> => {
-    const next = (ahead?.() ?? []).filter((d) => !inflight.has(d))
+    const next = (hooks.ahead?.() ?? []).filter((d) => !inflight.has(d) && !waiting.has(d))
     if (next.length === 0) return
-    const missing = await store.filterInvalid(next)
-    for (const d of missing) fetchOne(d).catch((err: Error) => { log('prefetching %s: %s: %s', d, err.name, err.message) })
+    for (const d of await store.filterInvalid(next)) void request(d)
   }
   return {
     async ensureDerivation (drv, signal) {
       if (await store.isValid(drv)) return
-      const mine = fetchOne(drv)
-      prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
+      const mine = request(drv)
+      // the next claimable ones join the same batch; the batch starts once they are queued
+      await prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
+      pump()
       try {
         await Promise.race([mine, new Promise<never>((_resolve, reject) => {
           if (signal.aborted) reject(signal.reason)
@@ -207,9 +337,8 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, ahead
     },
     async ensureOutputs (paths, signal) {
       const missing = paths.length === 0 ? [] : await store.filterInvalid(paths)
-      // one output at a time: they share references, and the second import finds them valid
-      for (const p of missing) {
-        await importFromSwarm(subs, store, p, signal).catch((err: Error) => { log('input %s not fetched: %s: %s', p, err.name, err.message) })
+      if (missing.length > 0) {
+        await importManyFromSwarm(subs, store, missing, { signal }).catch((err: Error) => { log('inputs %s not fetched: %s: %s', missing.join(' '), err.name, err.message) })
       }
       return missing.length === 0 ? [] : await store.filterInvalid(missing)
     }
@@ -261,7 +390,14 @@ export class SchedulerNodeService implements NodeService {
       store: backend.store,
       builder: c.builder.kind === 'none' || subs === undefined ? null : backend.builder,
       publisher: subs !== undefined ? substitutesPublisher(subs) : { addFromStore: async (s, p) => { throw new NodeError(`no substitutes service to publish ${p} (${s.storeDir})`) } },
-      ...(subs !== undefined ? { inputs: swarmInputs(subs, backend.store, () => this.claimableDerivations()) } : {}),
+      ...(subs !== undefined
+        ? {
+            inputs: swarmInputs(subs, backend.store, {
+              ahead: () => this.claimableDerivations(),
+              holders: (drv) => [...new Set(queue.byDerivation(drv).map((b) => b.submitter))]
+            })
+          }
+        : {}),
       logsDir: join(c.dataDir, 'logs'),
       gcRootsDir: join(c.dataDir, 'gcroots'),
       hooks: { programs: parseHookSpecs(hookSpecs) },
@@ -335,7 +471,8 @@ export class SchedulerNodeService implements NodeService {
     const held = await Promise.all(local.map(async (d) => await subs.cache.has(d.slice(this.components.storeDir.length + 1, this.components.storeDir.length + 33))))
     const valid = local.filter((d, i) => !invalid.has(d) && !held[i])
     if (valid.length === 0) return
-    const published = await subs.publish(valid)
+    // builders take these from this node as closure bundles: the DHT records can follow
+    const published = await subs.publish(valid, { announce: 'background' })
     log('published %d path(s) for %d submitted derivation(s)', published.length, valid.length)
   }
 

@@ -42,3 +42,13 @@ export class SubstitutesRequestError extends HttpError {
   override name = 'SubstitutesRequestError'
   constructor (message: string) { super(message, 400) }
 }
+
+/** A closure-bundle request or response broke the wire format (bad frame, sizes, limits). */
+export class BundleProtocolError extends SubstitutesError {
+  override name = 'BundleProtocolError'
+}
+
+/** A closure bundle carried a narinfo that is not trusted, or a file that does not match it: nothing of it was kept. */
+export class BundleVerifyError extends SubstitutesError {
+  override name = 'BundleVerifyError'
+}

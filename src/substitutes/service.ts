@@ -22,6 +22,7 @@ import { NoStoreDaemonError, SubstitutesRequestError, TrustedKeyFileError } from
 import { SwarmFetcher, type FetchOutcome } from './fetch.js'
 import { GarbageCollector, type GcOptions, type GcReport } from './gc.js'
 import { SubstitutesHttp, type BuildLogSource } from './http.js'
+import { ClosureBundles } from './bundle.js'
 import { Mirror, type BuildFeed } from './mirror.js'
 import { CacheNarSource, NarHashIndex } from './source.js'
 
@@ -30,6 +31,8 @@ const log = logger('guix-swarm:substitutes')
 const MAX_BODY_BYTES = 1024 * 1024
 const PUBLISH_ANNOUNCE_CONCURRENCY = 8
 const ANNOUNCE_TIMEOUT_MS = 15_000
+/** Background announcements (fetched copies, bundles, publish on submit) running at once. */
+const BACKGROUND_ANNOUNCE_CONCURRENCY = 4
 
 export interface SubstitutesInit {
   /** Re-announce every held CID this often (default 12 h; kad provider records live 48 h). */
@@ -66,6 +69,7 @@ export class SubstitutesService implements NodeService {
   readonly gc: GarbageCollector
   readonly http: SubstitutesHttp
   readonly mirror: Mirror
+  readonly bundles: ClosureBundles
   private readonly reprovider: Reprovider
   private trusted: PublicKey[] = []
   private store?: Promise<StoreDaemon>
@@ -78,6 +82,9 @@ export class SubstitutesService implements NodeService {
   private readonly held = new Map<string, HeldEntry>()
   /** store path → how many holders pinned it (pin()). */
   private readonly pins = new Map<string, number>()
+  /** Entries waiting for their DHT announcement (addedLater), oldest first. */
+  private readonly announceQueue = new Map<string, CacheEntry>()
+  private announcing = 0
 
   constructor (private readonly components: NodeComponents, private readonly init: SubstitutesInit = {}) {
     const { config, keys, libp2p } = components
@@ -96,9 +103,10 @@ export class SubstitutesService implements NodeService {
       tmpDir: join(components.dataDir, 'nar', '.guix-swarm', 'fetch'),
       // a fetched copy is indexed at once; announcing it (two DHT walks) must not hold up the
       // build or client waiting for it, so it runs in the background (failures are retried)
-      onAdded: async (entry) => { this.added(entry).catch((err: Error) => { log('announcing a fetched %s: %s', entry.storePath, err.message) }) },
+      onAdded: async (entry) => { this.addedLater(entry) },
       hasPeers: () => libp2p.getPeers().length > 0
     }, { lookupTimeoutMs: init.lookupTimeoutMs })
+    this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted }, components.protocolId('closure', '1.0.0'))
     this.reprovider = new Reprovider({ libp2p, held: async () => await this.heldCids() }, { intervalMs: init.reprovideIntervalMs })
     this.gc = new GarbageCollector({
       cache: this.cache,
@@ -129,6 +137,7 @@ export class SubstitutesService implements NodeService {
     this.http.prime(entries)
     this.registerMetrics()
     await this.server.start()
+    await this.bundles.start()
     this.http.start()
     this.routeApi()
     await this.reprovider.start()
@@ -140,12 +149,14 @@ export class SubstitutesService implements NodeService {
 
   async stop (): Promise<void> {
     this.mirror.stop()
+    this.announceQueue.clear() // what is left is announced by the next start's re-provide
     this.components.libp2p.removeEventListener('peer:connect', this.onPeerConnect)
     clearTimeout(this.flushTimer)
     for (const p of this.apiPatterns) this.components.http.unroute(p)
     this.http.stop()
     await this.reprovider.stop()
     await this.server.stop()
+    await this.bundles.stop()
     await this.autoGc?.catch(() => {})
     await this.cache.stop()
   }
@@ -161,9 +172,10 @@ export class SubstitutesService implements NodeService {
       lookups: { ...this.fetcher.lookupStats },
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
-      unannounced: this.unannounced.size,
+      unannounced: this.unannounced.size + this.announceQueue.size,
       mirror: this.components.config.mirror === true ? this.mirror.status() : false,
       http: { ...this.http.counters },
+      bundles: { served: this.bundles.served, rejected: { ...this.bundles.rejected } },
       transfer: this.metrics.snapshot()
     }
   }
@@ -188,7 +200,7 @@ export class SubstitutesService implements NodeService {
   // ---------------------------------------------------------------- adding and announcing
 
   /** Add the closure of local store paths to the cache, signed with the node's keys, and announce each. */
-  async publish (paths: string[]): Promise<PublishedPath[]> {
+  async publish (paths: string[], opts: { announce?: 'wait' | 'background' } = {}): Promise<PublishedPath[]> {
     for (const p of paths) {
       const dir = this.cache.storeDir
       if (!p.startsWith(dir + '/') || !isStoreBaseName(p.slice(dir.length + 1))) {
@@ -197,6 +209,12 @@ export class SubstitutesService implements NodeService {
     }
     const store = await this.openStore()
     const entries = await this.cache.addClosure(store, paths)
+    if (opts.announce === 'background') {
+      // the caller hands the paths out itself (e.g. a submitter's closure bundles): servable now,
+      // findable in the DHT a little later
+      for (const e of entries) this.addedLater(e)
+      return entries.map((e) => ({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: false }))
+    }
     // Each announcement is a DHT round trip (0.15–0.5 s); a few at a time keeps a large
     // closure from taking a round trip per path without flooding the routing table.
     const out: PublishedPath[] = []
@@ -237,6 +255,25 @@ export class SubstitutesService implements NodeService {
       }
     }
     return out
+  }
+
+  /**
+   * pullClosure for many paths: every one is tried; returns how many entries were added to the
+   * cache and throws the first path's error after trying them all.
+   */
+  async pullClosures (storePaths: string[], opts: { signal?: AbortSignal } = {}): Promise<number> {
+    let added = 0
+    let first: Error | undefined
+    for (const p of storePaths) {
+      opts.signal?.throwIfAborted()
+      try {
+        added += (await this.pullClosure(p)).length
+      } catch (err) {
+        first ??= err as Error // the others are still worth having
+      }
+    }
+    if (first !== undefined) throw first
+    return added
   }
 
   private hashPartOf (storePath: string): string {
@@ -326,6 +363,30 @@ export class SubstitutesService implements NodeService {
       registers: [metrics],
       collect () { for (const [counter, n] of Object.entries(http.counters)) this.set({ counter }, n) }
     })
+  }
+
+  /**
+   * `added`, with the announcement queued behind others: a burst of fetched or bundled entries
+   * (a builder taking 60 .drv files) must not start two DHT walks each at once, which starves
+   * the event loop that is still receiving them. Indexed (servable) at once.
+   */
+  private addedLater (entry: CacheEntry): void {
+    this.index.add(entry)
+    this.held.set(entry.hashPart, heldEntry(entry))
+    this.fetcher.forgetMiss(entry.hashPart)
+    this.announceQueue.set(entry.hashPart, entry)
+    this.pumpAnnouncements()
+  }
+
+  private pumpAnnouncements (): void {
+    while (this.announcing < BACKGROUND_ANNOUNCE_CONCURRENCY && this.announceQueue.size > 0) {
+      const [hashPart, entry] = this.announceQueue.entries().next().value as [string, CacheEntry]
+      this.announceQueue.delete(hashPart)
+      this.announcing++
+      this.added(entry)
+        .catch((err: Error) => { log('announcing %s: %s', entry.storePath, err.message) })
+        .finally(() => { this.announcing--; this.pumpAnnouncements() })
+    }
   }
 
   /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */

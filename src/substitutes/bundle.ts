@@ -1,0 +1,324 @@
+// Closure bundles: one stream that carries the cached closures of several store paths, narinfo
+// and NAR files together, references first. A builder uses it to take the .drv closures of the
+// builds it is about to claim from the node that submitted them, instead of one DHT walk, two
+// streams and a cache write per path. Nothing is believed because of who sent it: every narinfo
+// must verify under a trusted key and every file against that narinfo, as in SwarmFetcher.
+//
+// Wire format of /<swarm>/closure/1.0.0 (frame = uint32 big-endian length + UTF-8 JSON, as in
+// the NAR protocol):
+//   request:  frame { hashParts: string[], maxFileBytes: number }, then the client half-closes
+//   response: per path of the union of the closures, references before referrers:
+//               frame { hashPart, narinfo: <bytes>, files: [{ compression, size }] },
+//               then the narinfo bytes, then each file's bytes in order;
+//             a path held but with files over maxFileBytes: frame { hashPart, skipped: true };
+//             last: frame { end: true, missing: [requested hash parts not held] }
+import { logger } from '@libp2p/logger'
+import type { AbortOptions, Connection, PeerId, Stream } from '@libp2p/interface'
+import { verifyBytes, type BinaryCache, type CacheEntry } from '../cache/index.js'
+import { parseCompression } from '../nar/index.js'
+import { parseNarinfo, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
+import { isStorePathHashPart, MAX_FRAME_SIZE, MAX_NARINFO_SIZE, sendWithBackpressure, StreamReader } from '../transfer/index.js'
+import { BundleProtocolError, BundleVerifyError } from './errors.js'
+
+const log = logger('guix-swarm:substitutes:bundle')
+
+/** Paths a request may name (a scheduler asks for one batch of builds' .drv files). */
+export const MAX_BUNDLE_REQUEST = 256
+/** Paths a response may carry: a closure of .drv files and sources, not a whole system. */
+export const MAX_BUNDLE_ENTRIES = 4096
+/** Files larger than this go the usual way (ranged, resumable, several providers). */
+export const DEFAULT_BUNDLE_MAX_FILE = 1024 * 1024
+/** What a client accepts in one response, all files together. */
+/** What a client holds in memory from one response. */
+const MAX_TAKE_BYTES = 64 * 1024 * 1024
+const REQUEST_TIMEOUT_MS = 10_000
+/** Entries checked at once while the next ones arrive (a compressed one runs a decompressor). */
+const ADD_CONCURRENCY = 16
+
+export interface BundleComponents {
+  libp2p: {
+    handle: (protocol: string, handler: (stream: Stream, connection: Connection) => void, options?: { runOnLimitedConnection?: boolean }) => Promise<void>
+    unhandle: (protocol: string) => Promise<void>
+    dialProtocol: (peer: PeerId, protocols: string | string[], options?: AbortOptions) => Promise<Stream>
+  }
+  cache: BinaryCache
+  trusted: () => readonly PublicKey[]
+}
+
+export interface BundleFetchOptions {
+  signal?: AbortSignal
+  /** Files larger than this are left out (default DEFAULT_BUNDLE_MAX_FILE). */
+  maxFileBytes?: number
+}
+
+/** A verified entry held in memory (ClosureBundles.take). */
+export interface TakenEntry {
+  narinfoText: string
+  narinfo: Narinfo
+  /** The NAR, decompressed and checked against NarHash and NarSize. */
+  nar: Buffer
+}
+
+export interface BundleTaken {
+  /** References before referrers. */
+  entries: TakenEntry[]
+  /** Hash parts the peer held but did not send (files too large): fetch them the usual way. */
+  skipped: string[]
+  /** Requested hash parts the peer does not hold. */
+  missing: string[]
+}
+
+
+type EntryHeader = { hashPart: string, narinfo: number, files: Array<{ compression: string, size: number }> }
+type Frame = EntryHeader | { hashPart: string, skipped: true } | { end: true, missing: string[] }
+
+function encode (value: unknown): Uint8Array {
+  const body = Buffer.from(JSON.stringify(value), 'utf8')
+  if (body.length > MAX_FRAME_SIZE) throw new BundleProtocolError(`a ${body.length}-byte frame is over ${MAX_FRAME_SIZE} bytes`)
+  const out = Buffer.allocUnsafe(4 + body.length)
+  out.writeUInt32BE(body.length, 0)
+  body.copy(out, 4)
+  return out
+}
+
+async function readFrame (reader: StreamReader, where: string): Promise<Record<string, unknown>> {
+  const prefix = await reader.readExact(4, `${where} (length prefix)`)
+  const length = Buffer.from(prefix.buffer, prefix.byteOffset, 4).readUInt32BE(0)
+  if (length === 0 || length > MAX_FRAME_SIZE) throw new BundleProtocolError(`${where}: frame of ${length} bytes (1..${MAX_FRAME_SIZE})`)
+  const body = await reader.readExact(length, `${where} (body)`)
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body))
+  } catch (err) {
+    throw new BundleProtocolError(`${where}: not UTF-8 JSON: ${(err as Error).message}`)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new BundleProtocolError(`${where}: not a JSON object`)
+  return value as Record<string, unknown>
+}
+
+function isSize (v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+}
+
+function parseFrame (m: Record<string, unknown>): Frame {
+  if (m.end === true) {
+    if (!Array.isArray(m.missing) || !m.missing.every((h) => typeof h === 'string' && isStorePathHashPart(h))) throw new BundleProtocolError('end frame: missing must be a list of hash parts')
+    return { end: true, missing: m.missing as string[] }
+  }
+  if (typeof m.hashPart !== 'string' || !isStorePathHashPart(m.hashPart)) throw new BundleProtocolError('entry frame: bad hashPart')
+  if (m.skipped === true) return { hashPart: m.hashPart, skipped: true }
+  if (!isSize(m.narinfo) || m.narinfo === 0 || m.narinfo > MAX_NARINFO_SIZE) throw new BundleProtocolError(`entry ${m.hashPart}: bad narinfo size`)
+  if (!Array.isArray(m.files) || m.files.length === 0 || m.files.length > 8) throw new BundleProtocolError(`entry ${m.hashPart}: files must list 1..8 files`)
+  const files = m.files.map((f: unknown) => {
+    const r = f as Record<string, unknown>
+    if (typeof r !== 'object' || r === null || typeof r.compression !== 'string' || !isSize(r.size)) throw new BundleProtocolError(`entry ${String(m.hashPart)}: bad file`)
+    return { compression: parseCompression(r.compression), size: r.size }
+  })
+  return { hashPart: m.hashPart, narinfo: m.narinfo, files }
+}
+
+/** Serves and fetches closure bundles for one node. */
+export class ClosureBundles {
+  private started = false
+  /** Responses that failed verification, by reason (status, metrics). */
+  readonly rejected = { badNarinfo: 0, badFile: 0, protocol: 0 }
+  served = 0
+
+  constructor (private readonly components: BundleComponents, private readonly protocol: string) {}
+
+  async start (): Promise<void> {
+    if (this.started) return
+    await this.components.libp2p.handle(this.protocol, (stream, connection) => {
+      this.serve(stream, connection).catch((err: Error) => {
+        log('serving a bundle to %p failed: %s: %s', connection.remotePeer, err.name, err.message)
+        stream.abort(err)
+      })
+    }, { runOnLimitedConnection: false })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    await this.components.libp2p.unhandle(this.protocol).catch(() => {})
+  }
+
+  // ---------------------------------------------------------------------------- serving
+
+  private async serve (stream: Stream, connection: Connection): Promise<void> {
+    const reader = new StreamReader(stream, { highWaterMark: 64 * 1024 })
+    let request: { hashParts: string[], maxFileBytes: number }
+    try {
+      const m = await Promise.race([
+        readFrame(reader, 'bundle request'),
+        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new BundleProtocolError(`no request within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS).unref())
+      ])
+      if (!Array.isArray(m.hashParts) || m.hashParts.length === 0 || m.hashParts.length > MAX_BUNDLE_REQUEST ||
+        !m.hashParts.every((h) => typeof h === 'string' && isStorePathHashPart(h))) throw new BundleProtocolError(`hashParts must be 1..${MAX_BUNDLE_REQUEST} hash parts`)
+      if (!isSize(m.maxFileBytes)) throw new BundleProtocolError('maxFileBytes must be a size')
+      request = { hashParts: m.hashParts as string[], maxFileBytes: m.maxFileBytes }
+    } finally {
+      reader.release()
+    }
+    const { cache } = this.components
+    const storeDir = cache.storeDir
+    const sent = new Set<string>()
+    const missing: string[] = []
+    let entries = 0
+    // depth-first, references first; an explicit stack keeps a deep chain off the call stack
+    const emit = async (root: string): Promise<boolean> => {
+      const stack: Array<{ hashPart: string, entry?: CacheEntry, refs?: string[] }> = [{ hashPart: root }]
+      const onStack = new Set<string>([root])
+      while (stack.length > 0) {
+        const top = stack[stack.length - 1]
+        if (top.refs === undefined) {
+          top.entry = await cache.getEntry(top.hashPart)
+          if (top.entry === undefined) {
+            stack.pop()
+            if (top.hashPart === root) return false
+            continue // a reference this node does not hold: the client's fallback finds it
+          }
+          top.refs = parseNarinfo(top.entry.narinfo, { storeDir }).references.map((r) => r.slice(0, 32)).reverse()
+        }
+        const next = top.refs.pop()
+        if (next !== undefined) {
+          if (!sent.has(next) && !onStack.has(next)) { onStack.add(next); stack.push({ hashPart: next }) }
+          continue
+        }
+        stack.pop()
+        if (sent.has(top.hashPart) || top.entry === undefined) continue
+        sent.add(top.hashPart)
+        if (++entries > MAX_BUNDLE_ENTRIES) return true
+        await this.sendEntry(stream, top.entry, request.maxFileBytes)
+      }
+      return true
+    }
+    for (const h of request.hashParts) {
+      if (sent.has(h)) continue
+      if (!await emit(h)) missing.push(h)
+      if (entries > MAX_BUNDLE_ENTRIES) break
+    }
+    await sendWithBackpressure(stream, encode({ end: true, missing }))
+    await stream.close()
+    this.served++
+    log('sent %d path(s) to %p for %d requested (%d missing)', sent.size, connection.remotePeer, request.hashParts.length, missing.length)
+  }
+
+  private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<void> {
+    const { cache } = this.components
+    const sizes = await Promise.all(entry.files.map(async (f) => await cache.statFile(f.url)))
+    if (sizes.some((s) => s === undefined || s > maxFileBytes)) {
+      await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, skipped: true }))
+      return
+    }
+    const narinfo = Buffer.from(entry.narinfo, 'utf8')
+    await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, narinfo: narinfo.length, files: entry.files.map((f, i) => ({ compression: f.compression, size: sizes[i] })) }))
+    await sendWithBackpressure(stream, narinfo)
+    for (const [i, f] of entry.files.entries()) {
+      let left = sizes[i] as number
+      for await (const chunk of await cache.openFile(f.url)) {
+        const b = chunk as Buffer
+        const take = b.subarray(0, Math.min(b.length, left))
+        left -= take.length
+        if (take.length > 0) await sendWithBackpressure(stream, take)
+        if (left === 0) break
+      }
+      if (left !== 0) throw new BundleProtocolError(`${f.url} ended ${left} bytes short of its size`)
+    }
+  }
+
+  // ---------------------------------------------------------------------------- fetching
+
+  /**
+   * Ask `peer` for the closures of `hashParts` (store path hash parts in the cache's store); the
+   * entries that verify come back in memory, NARs decompressed, references first. Not cached nor
+   * announced: this is for what the node only needs in its store (a build's .drv closure, which
+   * its submitter serves), where a cache copy would cost disk writes and two DHT announcements
+   * per path. Throws BundleVerifyError when the peer sends a narinfo or file that does not
+   * verify, BundleProtocolError when it breaks the format.
+   */
+  async take (peer: PeerId, hashParts: string[], opts: BundleFetchOptions = {}): Promise<BundleTaken> {
+    const r = await this.receive(peer, hashParts, opts, MAX_TAKE_BYTES, async (reader, frame, narinfo, text) => {
+      if (frame.files.length !== narinfo.urls.length) throw new BundleVerifyError(`entry ${frame.hashPart} from ${peer.toString()}: ${frame.files.length} file(s) for ${narinfo.urls.length} URL(s)`)
+      // one file is enough to have the NAR: the first, the others are read past
+      const first = await reader.readExact(frame.files[0].size, `file of ${frame.hashPart}`)
+      for (const f of frame.files.slice(1)) await skip(reader, f.size, frame.hashPart)
+      const finishing = (async (): Promise<TakenEntry> => {
+        try {
+          const nar = await verifyBytes(narinfo, parseCompression(frame.files[0].compression), first, `${frame.files[0].compression} file of ${narinfo.storePath} from ${peer.toString()}`)
+          return { narinfoText: text, narinfo, nar }
+        } catch (err) {
+          this.rejected.badFile++
+          throw new BundleVerifyError(`${frame.files[0].compression} file of ${narinfo.storePath} from ${peer.toString()} does not verify: ${(err as Error).name}: ${(err as Error).message}`)
+        }
+      })()
+      return { finishing }
+    })
+    log('bundle taken from %p: %d entries, %d skipped, %d missing', peer, r.entries.length, r.skipped.length, r.missing.length)
+    return { entries: r.entries, skipped: r.skipped, missing: r.missing }
+  }
+
+  /**
+   * The client side of one request: frames in order, each entry's narinfo checked against the
+   * trusted keys here, its files handed to `onEntry`, which reads them and returns the rest of the
+   * work as a promise; those run in parallel with the next entries and are awaited in order.
+   */
+  private async receive<T> (peer: PeerId, hashParts: string[], opts: BundleFetchOptions, maxBytes: number,
+    onEntry: (reader: StreamReader, frame: EntryHeader, narinfo: Narinfo, text: string) => Promise<{ finishing: Promise<T> }>): Promise<{ entries: T[], skipped: string[], missing: string[] }> {
+    const { cache } = this.components
+    const out = { entries: [] as T[], skipped: [] as string[], missing: [] as string[] }
+    if (hashParts.length === 0) return out
+    if (hashParts.length > MAX_BUNDLE_REQUEST) throw new BundleProtocolError(`at most ${MAX_BUNDLE_REQUEST} paths per bundle, got ${hashParts.length}`)
+    const maxFileBytes = opts.maxFileBytes ?? DEFAULT_BUNDLE_MAX_FILE
+    const stream = await this.components.libp2p.dialProtocol(peer, this.protocol, { signal: opts.signal })
+    const reader = new StreamReader(stream, { highWaterMark: 4 * 1024 * 1024 })
+    const pending: Array<Promise<T>> = []
+    let bytes = 0
+    try {
+      await sendWithBackpressure(stream, encode({ hashParts, maxFileBytes }), opts.signal)
+      await stream.close({ signal: opts.signal })
+      for (let n = 0; ; n++) {
+        opts.signal?.throwIfAborted()
+        if (n > MAX_BUNDLE_ENTRIES + 1) throw new BundleProtocolError(`more than ${MAX_BUNDLE_ENTRIES} entries`)
+        const frame = parseFrame(await readFrame(reader, 'bundle entry'))
+        if ('end' in frame) { out.missing = frame.missing; break }
+        if ('skipped' in frame) { out.skipped.push(frame.hashPart); continue }
+        for (const f of frame.files) {
+          if (f.size > maxFileBytes) throw new BundleProtocolError(`entry ${frame.hashPart}: a ${f.size}-byte file over the ${maxFileBytes} asked for`)
+          bytes += f.size
+        }
+        if (bytes > maxBytes) throw new BundleProtocolError(`response over ${maxBytes} bytes`)
+        const text = Buffer.from(await reader.readExact(frame.narinfo, `narinfo of ${frame.hashPart}`)).toString('utf8')
+        const v = verifyNarinfo(text, this.components.trusted(), { storeDir: cache.storeDir })
+        const got = v.narinfo?.storePath.slice(cache.storeDir.length + 1, cache.storeDir.length + 33)
+        if (!v.ok || got !== frame.hashPart) {
+          this.rejected.badNarinfo++
+          throw new BundleVerifyError(`narinfo of ${frame.hashPart} from ${peer.toString()} not believed: ${v.ok ? 'it is the narinfo of another path' : v.message}`)
+        }
+        // the bytes are read in order; checking and keeping them overlap with the next entries
+        const { finishing } = await onEntry(reader, frame, v.narinfo, text)
+        finishing.catch(() => {}) // awaited below, in order
+        pending.push(finishing)
+        if (pending.length >= ADD_CONCURRENCY) out.entries.push(await (pending.shift() as Promise<T>))
+      }
+      for (const p of pending.splice(0)) out.entries.push(await p)
+    } catch (err) {
+      if (err instanceof BundleProtocolError) this.rejected.protocol++
+      stream.abort(err as Error)
+      await Promise.allSettled(pending)
+      throw err
+    } finally {
+      reader.release()
+    }
+    return out
+  }
+
+}
+
+async function skip (reader: StreamReader, size: number, hashPart: string): Promise<void> {
+  for (let left = size; left > 0;) {
+    const chunk = await reader.read(left)
+    if (chunk === null) throw new BundleProtocolError(`stream ended ${left} bytes into a file of ${hashPart}`)
+    left -= chunk.length
+  }
+}
