@@ -18,6 +18,7 @@ import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
 import type { ConnectionEncrypter, MessageStream, SecureConnectionOptions } from '@libp2p/interface'
 import { createCipheriv } from 'node:crypto'
 import { Socket } from 'node:net'
+import { noteEncrypted } from './send-buffers.js'
 
 const TAG_LENGTH = 16
 const PREFIX_LENGTH = 2
@@ -117,8 +118,13 @@ export const transferNoiseCrypto: ICryptoInterface = {
   ...defaultCrypto,
   chaCha20Poly1305Encrypt (plaintext, nonce, ad, k) {
     const length = plaintext.byteLength
-    if (length < SLAB_MIN_PLAINTEXT || length + TAG_LENGTH > MAX_FRAME) return defaultCrypto.chaCha20Poly1305Encrypt(plaintext, nonce, ad, k)
-    return sealIntoSlab(plaintext, nonce, ad, k)
+    const sealed = length < SLAB_MIN_PLAINTEXT || length + TAG_LENGTH > MAX_FRAME
+      ? defaultCrypto.chaCha20Poly1305Encrypt(plaintext, nonce, ad, k)
+      : sealIntoSlab(plaintext, nonce, ad, k)
+    // Nothing reads these plaintext bytes again: pooled send buffers may be reused (send-buffers.ts).
+    if (plaintext instanceof Uint8Array) noteEncrypted(plaintext)
+    else for (const piece of plaintext) noteEncrypted(piece)
+    return sealed
   }
 }
 

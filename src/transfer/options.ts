@@ -23,6 +23,12 @@ export const transferYamuxOptions = {
  * both sides in most bench/serve.ts runs; it stays well inside the 4 MiB window.
  */
 export const SEND_CHUNK_SIZE = 1024 * 1024
+/**
+ * Send buffers a server keeps for reuse (send-buffers.ts). One steady stream cycles through
+ * three (one being encrypted and written, one waiting for window, one read ahead); the rest
+ * serve concurrent streams. Idle, they hold SEND_BUFFERS_KEPT × SEND_CHUNK_SIZE bytes.
+ */
+export const SEND_BUFFERS_KEPT = 8
 /** Unread bytes a receiving stream may hold before it is paused. */
 export const RECEIVE_HIGH_WATER_MARK = 4 * 1024 * 1024
 /** Range size when a file is pulled from several providers at once. */

@@ -4,11 +4,15 @@ import { logger } from '@libp2p/logger'
 import { ProtocolError, StreamClosedError } from './errors.js'
 import { TransferMetrics } from './metrics.js'
 import { MAX_NARINFO_SIZE, NAR_PROTOCOL, encodeFrame, readRequest, type Request, type ResponseHeader } from './protocol.js'
-import type { NarSource } from './source.js'
-import { REQUEST_TIMEOUT_MS } from './options.js'
+import type { NarSource, RandomAccessFile } from './source.js'
+import { REQUEST_TIMEOUT_MS, SEND_BUFFERS_KEPT, SEND_CHUNK_SIZE } from './options.js'
+import { SendBufferPool, type SendBufferPoolStats } from './send-buffers.js'
 import { StreamReader, sendWithBackpressure } from './stream-io.js'
 
 const log = logger('guix-swarm:transfer:server')
+
+/** One read into a pooled buffer: `got` of the `want` bytes asked (fewer only at a short file). */
+interface PooledRead { buffer: Uint8Array, got: number, want: number }
 
 export interface NarTransferServerComponents {
   libp2p: {
@@ -24,6 +28,10 @@ export interface NarTransferServerInit {
   protocol?: string
   maxInboundStreams?: number
   requestTimeoutMs?: number
+  /** Bytes per read and send when the source offers positional reads (default SEND_CHUNK_SIZE). */
+  sendBufferSize?: number
+  /** Send buffers kept for reuse between sends (default SEND_BUFFERS_KEPT). */
+  sendBuffersKept?: number
 }
 
 export class NarTransferServer {
@@ -32,6 +40,7 @@ export class NarTransferServer {
   private readonly components: NarTransferServerComponents
   private readonly maxInboundStreams: number
   private readonly requestTimeoutMs: number
+  private readonly sendBuffers: SendBufferPool
   private started = false
 
   constructor (components: NarTransferServerComponents, init: NarTransferServerInit = {}) {
@@ -40,6 +49,12 @@ export class NarTransferServer {
     this.metrics = components.metrics ?? new TransferMetrics()
     this.maxInboundStreams = init.maxInboundStreams ?? 64
     this.requestTimeoutMs = init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS
+    this.sendBuffers = new SendBufferPool(init.sendBufferSize ?? SEND_CHUNK_SIZE, init.sendBuffersKept ?? SEND_BUFFERS_KEPT)
+  }
+
+  /** How the reused send buffers fare (allocated stays small when buffers come back). */
+  sendBufferStats (): SendBufferPoolStats {
+    return this.sendBuffers.stats()
   }
 
   async start (): Promise<void> {
@@ -132,6 +147,80 @@ export class NarTransferServer {
       return
     }
     await sendWithBackpressure(stream, encodeFrame({ status: 'ok', size: length, total }))
+    const file = length > 0 ? await this.components.source.openRandomAccess?.(key) : undefined
+    const sent = file !== undefined
+      ? await this.sendFromFile(stream, key, file, offset, length)
+      : await this.sendFromIterable(stream, key, offset, length)
+    if (sent !== length) {
+      // A short source must not look like a complete range: reset instead of closing.
+      throw new StreamClosedError(`source gave ${sent} of ${length} bytes of ${key}`)
+    }
+    await stream.close()
+    log.trace('served %s %d+%d', key, offset, length)
+  }
+
+  /**
+   * Read into pooled buffers and send them, one read ahead of the send. A buffer goes back to
+   * the pool once noise has encrypted it (send-buffers.ts), so a steady transfer allocates
+   * nothing. In flight at most: what the stream holds after a refused send, plus one read.
+   */
+  private async sendFromFile (stream: Stream, key: string, file: RandomAccessFile, offset: number, length: number): Promise<number> {
+    const pool = this.sendBuffers
+    let requested = 0
+    const readNext = async (): Promise<PooledRead> => {
+      const buffer = pool.take()
+      const want = Math.min(buffer.length, length - requested)
+      const position = offset + requested
+      requested += want
+      let got = 0
+      try {
+        while (got < want) {
+          const { bytesRead } = await file.read(buffer, got, want - got, position + got)
+          if (bytesRead === 0) break
+          got += bytesRead
+        }
+      } catch (err) {
+        pool.put(buffer)
+        throw err
+      }
+      return { buffer, got, want }
+    }
+    const ahead = (): Promise<PooledRead> => {
+      const p = readNext()
+      // Its failure surfaces where it is awaited; until then it must not count as unhandled.
+      p.catch(() => {})
+      return p
+    }
+    let sent = 0
+    let next: Promise<PooledRead> | undefined = ahead()
+    try {
+      while (next !== undefined) {
+        const read: PooledRead = await next
+        const { buffer, got } = read
+        next = got === read.want && requested < length ? ahead() : undefined
+        if (got === 0) {
+          pool.put(buffer)
+          break
+        }
+        if (stream.status !== 'open') {
+          pool.put(buffer)
+          throw new StreamClosedError(`stream closed after ${sent} of ${length} bytes of ${key}`)
+        }
+        pool.lend(buffer, got)
+        await sendWithBackpressure(stream, buffer.subarray(0, got))
+        sent += got
+        this.metrics.bytesServed += got
+      }
+    } finally {
+      // A read still running when the send failed: let it end before the file closes.
+      await next?.then(({ buffer }) => { pool.put(buffer) }, () => {})
+      await file.close()
+    }
+    return sent
+  }
+
+  /** The source's own chunks, sent as they come (sources without positional reads). */
+  private async sendFromIterable (stream: Stream, key: string, offset: number, length: number): Promise<number> {
     let sent = 0
     const source = await this.components.source.openFile(key, offset, length)
     for await (const chunk of source) {
@@ -143,11 +232,6 @@ export class NarTransferServer {
       this.metrics.bytesServed += take
       if (sent === length) break
     }
-    if (sent !== length) {
-      // A short source must not look like a complete range: reset instead of closing.
-      throw new StreamClosedError(`source gave ${sent} of ${length} bytes of ${key}`)
-    }
-    await stream.close()
-    log.trace('served %s %d+%d', key, offset, length)
+    return sent
   }
 }
