@@ -39,7 +39,8 @@ import { randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { createServer, connect as netConnect } from 'node:net'
-import { tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -49,7 +50,7 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferNoise, transferYamuxOptions } from '../src/transfer/index.js'
+import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferNoise, transferYamuxOptions, type NarSource } from '../src/transfer/index.js'
 import { httpVsNginx } from './serve-http.js'
 
 const MiB = 1024 * 1024
@@ -67,16 +68,24 @@ interface Knobs {
   streams: number
   /** connection encrypter: libp2p-noise as shipped, or transferNoise (src/transfer/noise.ts). */
   noise: 'stock' | 'transfer'
+  /**
+   * how the server reads the file: 'pooled' = positional reads into send buffers it reuses
+   * (DirectoryNarSource.openRandomAccess, src/transfer/send-buffers.ts); 'stream' = a fresh
+   * buffer per chunk from an fs read stream (sources without positional reads; all rows before
+   * the pooled reads).
+   */
+  reads: 'pooled' | 'stream'
 }
 
-const SETTLED: Knobs = { label: 'settled: transferNoise, transferYamuxOptions (4 MiB window), SEND_CHUNK_SIZE (1 MiB)', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer' }
+const SETTLED: Knobs = { label: 'settled: transferNoise, transferYamuxOptions (4 MiB window), SEND_CHUNK_SIZE (1 MiB), pooled reads', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer', reads: 'pooled' }
 
 const SWEEP: Knobs[] = [
-  { label: 'library defaults: stock noise, 16 MiB window, 64 KiB chunks', chunk: 64 * 1024, streams: 1, noise: 'stock' },
-  { label: 'before: stock noise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'stock' },
-  { label: 'stock noise, 4 MiB window, 1 MiB chunks', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'stock' },
-  { label: 'transferNoise, 4 MiB window, 256 KiB chunks', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer' },
-  { label: 'transferNoise, 4 MiB window, 1 MiB chunks, 2 streams', window: 4 * MiB, chunk: MiB, streams: 2, noise: 'transfer' },
+  { label: 'library defaults: stock noise, 16 MiB window, 64 KiB chunks, stream reads', chunk: 64 * 1024, streams: 1, noise: 'stock', reads: 'stream' },
+  { label: 'before: stock noise, 4 MiB window, 256 KiB chunks, stream reads', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'stock', reads: 'stream' },
+  { label: 'stock noise, 4 MiB window, 1 MiB chunks, stream reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'stock', reads: 'stream' },
+  { label: 'transferNoise, 4 MiB window, 256 KiB chunks, stream reads', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer', reads: 'stream' },
+  { label: 'transferNoise, 4 MiB window, 1 MiB chunks, 2 streams, pooled reads', window: 4 * MiB, chunk: MiB, streams: 2, noise: 'transfer', reads: 'pooled' },
+  { label: 'previous settled: transferNoise, 4 MiB window, 1 MiB chunks, stream reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer', reads: 'stream' },
   SETTLED
 ]
 
@@ -103,19 +112,40 @@ function cpuMs (since: NodeJS.CpuUsage): number {
 
 // ---- the serving processes ----
 
-/** Answers one line on stdin ("cpu") with this process's CPU usage; ends on stdin's end. */
+/** Garbage collections of this process so far: main-thread pause time, and how many were full (mark-compact). */
+interface GcTally { ms: number, major: number }
+
+function watchGc (): GcTally {
+  const tally: GcTally = { ms: 0, major: 0 }
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      tally.ms += e.duration
+      if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) tally.major++
+    }
+  }).observe({ entryTypes: ['gc'] })
+  return tally
+}
+
+interface Usage { cpu: NodeJS.CpuUsage, gc: GcTally }
+
+/** Answers one line on stdin ("cpu") with this process's CPU and GC so far; ends on stdin's end. */
 function serveControl (onEnd: () => Promise<void>): void {
+  const gc = watchGc()
   const rl = createInterface({ input: process.stdin })
   rl.on('line', (line) => {
-    if (line === 'cpu') process.stdout.write(JSON.stringify(process.cpuUsage()) + '\n')
+    if (line === 'cpu') process.stdout.write(JSON.stringify({ cpu: process.cpuUsage(), gc }) + '\n')
   })
   rl.on('close', () => { void onEnd().then(() => process.exit(0)) })
 }
 
 async function p2pChild (dir: string, k: Knobs): Promise<void> {
   const node = await makeNode(k)
-  const source = new DirectoryNarSource({ dir, chunkSize: k.chunk })
-  await new NarTransferServer({ libp2p: node, source }).start()
+  const dirSource = new DirectoryNarSource({ dir, chunkSize: k.chunk })
+  // 'stream': the same source without positional reads, so the server takes openFile's chunks.
+  const source: NarSource = k.reads === 'pooled'
+    ? dirSource
+    : { openNarinfo: async (h) => await dirSource.openNarinfo(h), statFile: async (f) => await dirSource.statFile(f), openFile: (f, o, l) => dirSource.openFile(f, o, l) }
+  await new NarTransferServer({ libp2p: node, source }, { sendBufferSize: k.chunk }).start()
   process.stdout.write(JSON.stringify({ addr: node.getMultiaddrs()[0].toString(), peer: node.peerId.toString() }) + '\n')
   serveControl(async () => { await node.stop() })
 }
@@ -145,11 +175,11 @@ async function startChild (args: string[]): Promise<{ child: Child, hello: Recor
   return { child: { proc, lines }, hello: JSON.parse(first.value) as Record<string, string | number> }
 }
 
-async function childCpu (c: Child): Promise<NodeJS.CpuUsage> {
+async function childUsage (c: Child): Promise<Usage> {
   c.proc.stdin!.write('cpu\n')
   const line = await c.lines.next()
   if (line.done === true) throw new Error('server process ended')
-  return JSON.parse(line.value) as NodeJS.CpuUsage
+  return JSON.parse(line.value) as Usage
 }
 
 async function stopChild (c: Child): Promise<void> {
@@ -158,19 +188,26 @@ async function stopChild (c: Child): Promise<void> {
   await exited
 }
 
-interface Round { mibps: number, senderMsPerMiB: number, receiverMsPerMiB: number }
+interface Round { mibps: number, senderMsPerMiB: number, receiverMsPerMiB: number, senderGcMsPerMiB: number, senderMajorGcs: number }
 
 async function measured (server: Child, size: number, transfer: () => Promise<number>): Promise<Round> {
-  const s0 = await childCpu(server)
+  const s0 = await childUsage(server)
   const r0 = process.cpuUsage()
   const t0 = process.hrtime.bigint()
   const got = await transfer()
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
   const receiver = cpuMs(r0)
-  const s1 = await childCpu(server)
+  const s1 = await childUsage(server)
   if (got !== size) throw new Error(`got ${got} of ${size} bytes`)
-  const sender = (s1.user + s1.system - s0.user - s0.system) / 1000
-  return { mibps: size / MiB / seconds, senderMsPerMiB: sender / (size / MiB), receiverMsPerMiB: receiver / (size / MiB) }
+  const sender = (s1.cpu.user + s1.cpu.system - s0.cpu.user - s0.cpu.system) / 1000
+  const mib = size / MiB
+  return {
+    mibps: mib / seconds,
+    senderMsPerMiB: sender / mib,
+    receiverMsPerMiB: receiver / mib,
+    senderGcMsPerMiB: (s1.gc.ms - s0.gc.ms) / mib,
+    senderMajorGcs: s1.gc.major - s0.gc.major
+  }
 }
 
 async function rawTransfer (port: number): Promise<number> {
@@ -208,6 +245,7 @@ function spread (xs: number[], digits = 0): string {
 
 async function libp2pVsRawTcp (dir: string, size: number, rounds: number, configs: Knobs[], withRaw: boolean): Promise<void> {
   const raw = withRaw ? await startChild(['--raw-child', dir]) : undefined
+  const loadBefore = loadavg().map((l) => l.toFixed(2)).join(' ')
   const rawPort = Number(raw?.hello.port)
   const rawRounds: Round[] = []
   interface Row { k: Knobs, child: Child, node: Libp2p, tc: TransferClient, peer: ReturnType<typeof peerIdFromString>, p2p: Round[], ratios: number[] }
@@ -244,18 +282,21 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
     if (raw != null) await stopChild(raw.child)
   }
   const rawMed = rawRounds.length > 0 ? median(rawRounds.map((r) => r.mibps)) : NaN
+  const load = loadavg().map((l) => l.toFixed(2)).join(' ')
   console.log(`\n# libp2p /guix-swarm/nar/1.0.0 vs raw TCP, ${size / MiB} MiB, ${rounds} rounds each, two processes on 127.0.0.1`)
+  console.log(`load average before: ${loadBefore}, after: ${load} (1, 5, 15 min; ${cpus().length} CPUs)`)
   if (raw != null) {
     console.log(`raw TCP reference (fs read stream, ${RAW_HIGH_WATER_MARK / MiB} MiB reads, piped to a socket), ${rawRounds.length} rounds: ` +
       `${spread(rawRounds.map((r) => r.mibps))} MiB/s, CPU ms/MiB sender ${spread(rawRounds.map((r) => r.senderMsPerMiB), 2)}, ` +
       `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}`)
   }
-  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver |')
-  console.log('|---|---|---|---|---|---|---|')
+  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver | sender GC pause ms/MiB | sender full GCs per round |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
   for (const { k, p2p, ratios } of rows) {
     const med = median(p2p.map((r) => r.mibps))
     console.log(`| ${k.label} | ${spread(p2p.map((r) => r.mibps))} | ${rawMed.toFixed(0)} | ${(med / rawMed).toFixed(2)} | ${ratios.length > 0 ? median(ratios).toFixed(2) : '-'} | ` +
-      `${spread(p2p.map((r) => r.senderMsPerMiB), 2)} | ${spread(p2p.map((r) => r.receiverMsPerMiB), 2)} |`)
+      `${spread(p2p.map((r) => r.senderMsPerMiB), 2)} | ${spread(p2p.map((r) => r.receiverMsPerMiB), 2)} | ` +
+      `${spread(p2p.map((r) => r.senderGcMsPerMiB), 3)} | ${spread(p2p.map((r) => r.senderMajorGcs))} |`)
   }
 }
 
