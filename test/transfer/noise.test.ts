@@ -9,6 +9,11 @@ import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
 import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { DirectoryNarSource, NarTransferServer, TransferClient, coalesceFrames, transferNoise, transferNoiseCrypto, transferYamuxOptions } from '../../src/transfer/index.js'
+import { decryptWhole } from '../../src/transfer/noise.js'
+import type { NoiseComponents } from '@chainsafe/libp2p-noise'
+import { multiaddrConnectionPair } from '@libp2p/utils'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { defaultLogger } from '@libp2p/logger'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir } from './nodes.js'
@@ -134,4 +139,42 @@ describe('transferNoise on real connections', { timeout: 120_000 }, () => {
       nodes = nodes.filter((n) => n !== s && n !== c)
     })
   }
+})
+
+describe('transferNoise receiving side', () => {
+  it('decrypts frames whole on stock noise connections (no copy into a destination it never uses), bytes intact', async () => {
+    const [outbound, inbound] = multiaddrConnectionPair()
+    const components = async (): Promise<NoiseComponents> => ({
+      privateKey: await generateKeyPair('Ed25519'),
+      logger: defaultLogger(),
+      upgrader: { getStreamMuxers: () => new Map() }
+    }) as unknown as NoiseComponents
+    const [a, b] = [transferNoise()(await components()), transferNoise()(await components())]
+    const [sa, sb] = await Promise.all([
+      a.secureOutbound(outbound, { skipStreamMuxerNegotiation: true }),
+      b.secureInbound(inbound, { skipStreamMuxerNegotiation: true })
+    ])
+    // If a noise upgrade renames what decryptWhole replaces, this fails instead of the copy silently coming back.
+    for (const c of [sa.connection, sb.connection]) assert.ok(Object.hasOwn(c, 'decrypt'), 'decryptWhole did not apply to this noise version')
+    const data = randomBytes(3 * MiB + 5)
+    const got: Uint8Array[] = []
+    let n = 0
+    const all = new Promise<void>((resolve) => {
+      sb.connection.addEventListener('message', (evt) => {
+        const d = evt.data
+        got.push(d instanceof Uint8Array ? d : d.subarray())
+        n += d.byteLength
+        if (n >= data.length) resolve()
+      })
+    })
+    sa.connection.send(data)
+    await all
+    assert.equal(createHash('sha256').update(Buffer.concat(got)).digest('hex'), createHash('sha256').update(data).digest('hex'))
+    for (const c of [sa.connection, sb.connection]) c.abort(new Error('test over'))
+  })
+
+  it('leaves anything that is not stock noise alone', () => {
+    assert.equal(decryptWhole({}), false)
+    assert.equal(decryptWhole({ decrypt: () => new Uint8Array(0) }), false)
+  })
 })
