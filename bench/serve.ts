@@ -66,8 +66,11 @@ interface Knobs {
   chunk: number
   /** parallel streams over the one connection, each pulling an equal range. */
   streams: number
-  /** connection encrypter: libp2p-noise as shipped, or transferNoise (src/transfer/noise.ts). */
-  noise: 'stock' | 'transfer'
+  /**
+   * connection encrypter: libp2p-noise as shipped, transferNoise (src/transfer/noise.ts), or
+   * transferNoise with stock noise's receive path (decryptWhole off: the state before it).
+   */
+  noise: 'stock' | 'transfer' | 'transfer-stock-decrypt'
   /**
    * how the server reads the file: 'pooled' = positional reads into send buffers it reuses
    * (DirectoryNarSource.openRandomAccess, src/transfer/send-buffers.ts); 'stream' = a fresh
@@ -77,7 +80,7 @@ interface Knobs {
   reads: 'pooled' | 'stream'
 }
 
-const SETTLED: Knobs = { label: 'settled: transferNoise, transferYamuxOptions (4 MiB window), SEND_CHUNK_SIZE (1 MiB), pooled reads', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer', reads: 'pooled' }
+const SETTLED: Knobs = { label: 'settled: transferNoise (decryptWhole), transferYamuxOptions (4 MiB window), SEND_CHUNK_SIZE (1 MiB), pooled reads', window: transferYamuxOptions.streamOptions.maxStreamWindowSize, chunk: SEND_CHUNK_SIZE, streams: 1, noise: 'transfer', reads: 'pooled' }
 
 const SWEEP: Knobs[] = [
   { label: 'library defaults: stock noise, 16 MiB window, 64 KiB chunks, stream reads', chunk: 64 * 1024, streams: 1, noise: 'stock', reads: 'stream' },
@@ -85,7 +88,9 @@ const SWEEP: Knobs[] = [
   { label: 'stock noise, 4 MiB window, 1 MiB chunks, stream reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'stock', reads: 'stream' },
   { label: 'transferNoise, 4 MiB window, 256 KiB chunks, stream reads', window: 4 * MiB, chunk: 256 * 1024, streams: 1, noise: 'transfer', reads: 'stream' },
   { label: 'transferNoise, 4 MiB window, 1 MiB chunks, 2 streams, pooled reads', window: 4 * MiB, chunk: MiB, streams: 2, noise: 'transfer', reads: 'pooled' },
-  { label: 'previous settled: transferNoise, 4 MiB window, 1 MiB chunks, stream reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer', reads: 'stream' },
+  { label: 'previous settled: transferNoise (stock decrypt), 4 MiB window, 1 MiB chunks, stream reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer-stock-decrypt', reads: 'stream' },
+  { label: 'previous settled + pooled reads', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer-stock-decrypt', reads: 'pooled' },
+  { label: 'previous settled + decryptWhole', window: 4 * MiB, chunk: MiB, streams: 1, noise: 'transfer', reads: 'stream' },
   SETTLED
 ]
 
@@ -98,7 +103,7 @@ async function makeNode (k: Knobs): Promise<Libp2p> {
   return await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [k.noise === 'stock' ? noise() : transferNoise()],
+    connectionEncrypters: [k.noise === 'stock' ? noise() : transferNoise({ decryptWhole: k.noise === 'transfer' })],
     streamMuxers: [yamux(yamuxFor(k))],
     services: { identify: identify() }
   })

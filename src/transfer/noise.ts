@@ -243,20 +243,26 @@ export function decryptWhole (connection: unknown): boolean {
  * libp2p noise peer), ChaCha20-Poly1305 sealing into slabs and coalesced writes, and received
  * frames decrypted without a copy (decryptWhole).
  */
-export function transferNoise (init: NoiseInit = {}): (components: NoiseComponents) => ConnectionEncrypter<NoiseExtensions> {
-  const make = noise({ crypto: transferNoiseCrypto, ...init })
+export interface TransferNoiseInit extends NoiseInit {
+  /** Replace stock noise's per-frame decryption with decryptWhole (default true; false is for A/B measurements). */
+  decryptWhole?: boolean
+}
+
+export function transferNoise (init: TransferNoiseInit = {}): (components: NoiseComponents) => ConnectionEncrypter<NoiseExtensions> {
+  const { decryptWhole: whole = true, ...noiseInit } = init
+  const make = noise({ crypto: transferNoiseCrypto, ...noiseInit })
   return (components) => {
     const inner = make(components)
     // Same object for everything else (protocol, capabilities); only the transport it is given changes.
     const outer: ConnectionEncrypter<NoiseExtensions> = Object.create(inner)
     outer.secureOutbound = async (c: MessageStream, o?: SecureConnectionOptions) => {
       const secured = await inner.secureOutbound(coalescing(c), o)
-      decryptWhole(secured.connection)
+      if (whole) decryptWhole(secured.connection)
       return secured
     }
     outer.secureInbound = async (c: MessageStream, o?: SecureConnectionOptions) => {
       const secured = await inner.secureInbound(coalescing(c), o)
-      decryptWhole(secured.connection)
+      if (whole) decryptWhole(secured.connection)
       return secured
     }
     return outer
