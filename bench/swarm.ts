@@ -59,10 +59,13 @@ async function main (): Promise<void> {
     if (r.code !== 0) throw new Error(`reference realise failed: ${r.stderr.toString().slice(-2000)}`)
     console.log(`reference nix-store --realise (${N} drvs, --max-jobs ${JOBS}, no substituters): ${refMs.toFixed(0)} ms`)
 
-    // the swarm: submit all from a node that does not build, until every one succeeded
+    // the swarm: submit all from a node that does not build, until every one succeeded; each
+    // submit lists its input derivations, as a node's submit reads them from its store
+    const read = await nodes[0].nix.store.readDerivations?.(drvs)
+    const inputsOf = (drv: string): string[] | undefined => { const d = read?.get(drv); return d === undefined || d instanceof Error ? undefined : [...d.inputDrvs.keys()] }
     for (const n of nodes) await n.scheduler.start()
     t = performance.now()
-    const ids = await submitter.queue.submit(drvs.map(drv => ({ drv, system: 'x86_64-linux' })))
+    const ids = await submitter.queue.submit(drvs.map(drv => ({ drv, system: 'x86_64-linux', inputs: inputsOf(drv) })))
     await waitFor('the swarm to build everything', () => ids.every(id => submitter.queue.get(id)?.phase === 'succeeded'), 30 * 60_000)
     const swarmMs = performance.now() - t
     const recs = ids.map(id => submitter.queue.get(id)!)

@@ -1,7 +1,7 @@
 export * from './errors.js'
 export { Hlc, compareStamp, type Stamp } from './hlc.js'
 export {
-  signOp, decodeOp, verifyOp, linksTo, shedBytes, bytesHeld, buildIdOf, isDerivationPath, assertDerivationPath, OP_TYPES, OP_VERSION, DEFAULT_MAX_OP_BYTES, DEFAULT_MAX_ABANDONED,
+  signOp, decodeOp, verifyOp, linksTo, shedBytes, bytesHeld, buildIdOf, isDerivationPath, assertDerivationPath, OP_TYPES, OP_VERSION, DEFAULT_MAX_OP_BYTES, DEFAULT_MAX_ABANDONED, MAX_SUBMIT_INPUTS,
   type Op, type OpDraft, type OpType, type OpOfType, type PayloadByType, type SubmitPayload, type PriorityPayload,
   type CancelPayload, type ClaimPayload, type RenewPayload, type ReleasePayload, type ResultPayload, type NarOutput, type LogRef
 } from './op.js'

@@ -39,6 +39,14 @@ export interface SubmitPayload {
    * DEFAULT_MAX_ABANDONED, so submits from before this field still decode and mean the same.
    */
   maxAbandoned?: number
+  /**
+   * The derivation's input derivations (its inputDrvs), as the submitter read them, so a builder
+   * can tell whether the build waits for another queued build without fetching the .drv first.
+   * Absent when the submitter could not read the .drv or they would not fit in an op: the
+   * builder then reads the .drv. Believed like the rest of the op: a wrong list only changes the
+   * order builds are claimed in (the daemon still builds what the .drv says).
+   */
+  inputs?: string[]
 }
 export interface PriorityPayload { build: string, priority: number }
 export interface CancelPayload { build: string }
@@ -294,6 +302,8 @@ export const MAX_PRIORITY = 1_000_000
 /** Abandoned attempts a build survives when its submit does not say (see SubmitPayload). */
 export const DEFAULT_MAX_ABANDONED = 3
 export const MAX_ATTEMPT = 1000
+/** Input derivations a submit op may list (more: the field is left out and builders read the .drv). */
+export const MAX_SUBMIT_INPUTS = 128
 const BUILD_ID = /^[a-z2-7]{16}$/
 
 // Nix/Guix store path of a derivation: <store>/<32 nix-base32 chars>-<name>.drv
@@ -314,7 +324,7 @@ function checkPayload (type: string, p: unknown): unknown {
   if (!isRec(p)) throw new OpMalformedError('payload must be a map')
   switch (type) {
     case 'submit': {
-      keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil', 'maxAbandoned'], 'submit')
+      keys(p, ['drv', 'system', 'priority', 'tags', 'maxAttempts', 'deferUntil', 'maxAbandoned', 'inputs'], 'submit')
       const drv = str(p.drv, 'drv', 400)
       if (!isDerivationPath(drv)) throw new OpMalformedError('drv is not a store path of a .drv')
       const system = intern(str(p.system, 'system', 64))
@@ -325,13 +335,20 @@ function checkPayload (type: string, p: unknown): unknown {
       if (!isRec(p.tags) || Object.keys(p.tags).length > 32) throw new OpMalformedError('tags must be a map of at most 32 entries')
       for (const [k, v] of Object.entries(p.tags)) { str(k, 'tag key', 64); str(v, 'tag value', 256) }
       const tags = internTags(p.tags as Record<string, string>)
+      let inputs: string[] | undefined
+      if (p.inputs !== undefined) {
+        if (!Array.isArray(p.inputs) || p.inputs.length > MAX_SUBMIT_INPUTS) throw new OpMalformedError(`inputs must be a list of at most ${MAX_SUBMIT_INPUTS} .drv paths`)
+        for (const i of p.inputs) if (typeof i !== 'string' || !isDerivationPath(i)) throw new OpMalformedError('inputs: an entry is not a store path of a .drv')
+        inputs = p.inputs as string[]
+      }
       // a fresh literal of fixed shape: cborg's maps grow property by property (an extra
       // out-of-object property array per build)
-      if (p.deferUntil === undefined && p.maxAbandoned === undefined) return { drv, system, priority, tags, maxAttempts }
+      if (p.deferUntil === undefined && p.maxAbandoned === undefined && inputs === undefined) return { drv, system, priority, tags, maxAttempts }
       return {
         drv, system, priority, tags, maxAttempts,
         ...(p.deferUntil !== undefined ? { deferUntil: p.deferUntil } : {}),
-        ...(p.maxAbandoned !== undefined ? { maxAbandoned: p.maxAbandoned } : {})
+        ...(p.maxAbandoned !== undefined ? { maxAbandoned: p.maxAbandoned } : {}),
+        ...(inputs !== undefined ? { inputs } : {})
       }
     }
     case 'priority':

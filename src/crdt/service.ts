@@ -6,7 +6,7 @@ import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { QueueReplica, type ReplicaConfig, type ReplicaStats, type VersionVector } from './replica.js'
 import { reasonOf, stateAt, isFinished, type BuildRecord, type BuildState, type Claimable, type SeenOp } from './state.js'
-import { assertDerivationPath, buildIdOf, bytesHeld, checkAuthor, DEFAULT_MAX_ABANDONED, shedBytes, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
+import { assertDerivationPath, buildIdOf, bytesHeld, checkAuthor, DEFAULT_MAX_ABANDONED, MAX_SUBMIT_INPUTS, shedBytes, decodeOp, linksTo, verifyOp, type NarOutput, type LogRef, type Op, type OpDraft } from './op.js'
 import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
 import { OpBadSignatureError, OpBrokenChainError, OpRejectedError, UnknownBuildError } from './errors.js'
@@ -82,6 +82,8 @@ export interface SubmitRequest {
   /** Lapsed leases (abandoned attempts) before the build fails. */
   maxAbandoned?: number
   deferUntil?: number
+  /** The .drv's input derivations (see SubmitPayload.inputs); left out when they would not fit in the op. */
+  inputs?: string[]
 }
 
 export type ResultRequest =
@@ -296,7 +298,8 @@ export class QueueService extends EventTarget {
           maxAttempts: r.maxAttempts ?? this.config.defaultMaxAttempts,
           // left out at the protocol default, so nodes that predate the field accept the op
           ...((r.maxAbandoned ?? this.config.defaultMaxAbandoned) !== DEFAULT_MAX_ABANDONED ? { maxAbandoned: r.maxAbandoned ?? this.config.defaultMaxAbandoned } : {}),
-          ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {})
+          ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {}),
+          ...(fitsInOp(r.inputs) ? { inputs: r.inputs } : {})
         }
       })
       ids.push(buildIdOf(op))
@@ -578,4 +581,14 @@ export class QueueService extends EventTarget {
     if (peers.length === 0) return
     await this.syncWith(peers[Math.floor(Math.random() * peers.length)]).catch(() => {})
   }
+}
+
+/** Input lists up to this many bytes go in a submit op, which must stay under DEFAULT_MAX_OP_BYTES with its other fields. */
+const MAX_INPUTS_BYTES = 8 * 1024
+
+function fitsInOp (inputs: string[] | undefined): inputs is string[] {
+  if (inputs === undefined || inputs.length > MAX_SUBMIT_INPUTS) return false
+  let bytes = 0
+  for (const i of inputs) bytes += Buffer.byteLength(i) + 3 // CBOR text header
+  return bytes <= MAX_INPUTS_BYTES
 }

@@ -58,6 +58,8 @@ export interface BuildRecord {
    */
   maxAbandoned?: number
   deferUntil?: number
+  /** The submit's input derivations (SubmitPayload.inputs), while the build is not finished; else undefined. */
+  inputs?: readonly string[]
   priority: number
   canceled: boolean
   phase: Phase
@@ -192,6 +194,8 @@ export function computeRecord (id: string, submitSeen: SeenOp, others: readonly 
     maxAttempts: p.maxAttempts,
     maxAbandoned,
     deferUntil: p.deferUntil,
+    // only claiming needs them: a finished build does not hold them (memory at 100k builds)
+    inputs: phase === 'queued' || phase === 'claimed' || phase === 'building' ? p.inputs : undefined,
     priority,
     canceled,
     phase,

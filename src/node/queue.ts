@@ -148,11 +148,14 @@ export class QueueNodeService implements NodeService {
       throw new InvalidBuildRequestError(`"system" must be a system name like x86_64-linux, got ${JSON.stringify(b.system).slice(0, 80)}`)
     }
     const requests: SubmitRequest[] = []
+    const read = await this.readDerivations(drvs as string[])
     for (const drv of drvs as string[]) {
-      const system = (b.system as string | undefined) ?? await this.systemOf(drv)
+      const system = (b.system as string | undefined) ?? await this.systemOf(drv, read.get(drv)?.system)
+      const inputs = read.get(drv)?.inputs
       requests.push({
         drv,
         system,
+        ...(inputs !== undefined ? { inputs } : {}),
         ...(priority !== undefined ? { priority } : {}),
         ...(tags !== undefined ? { tags } : {}),
         ...(maxAttempts !== undefined ? { maxAttempts } : {}),
@@ -224,27 +227,45 @@ export class QueueNodeService implements NodeService {
   // ---- helpers --------------------------------------------------------------------------
 
   /** The derivation's own system when the local daemon has it, else what this node builds for. */
-  private async systemOf (drv: string): Promise<string> {
+  private async systemOf (drv: string, read: string | undefined): Promise<string> {
     const fallback = this.components.builder.systems[0] ?? hostSystem()
+    if (this.opts.readSystem === undefined) return read ?? fallback
     try {
-      const read = this.opts.readSystem ?? (async (d: string) => await this.readSystemFromDaemon(d))
-      return (await read(drv)) ?? fallback
+      return (await this.opts.readSystem(drv)) ?? fallback
     } catch (err) {
-      log('system of %s not read from the daemon (%s); using %s', drv, (err as Error).message, fallback)
+      log('system of %s not read (%s); using %s', drv, (err as Error).message, fallback)
       return fallback
     }
   }
 
-  private async readSystemFromDaemon (drv: string): Promise<string | undefined> {
+  /**
+   * System and input derivations of the submitted .drv files this node's store has, with one
+   * store query: the inputs go into the submit ops so builders can order builds without
+   * fetching every .drv first. Unreadable ones (no daemon here, not in this store) are left out.
+   */
+  private async readDerivations (drvs: string[]): Promise<Map<string, { system: string, inputs: string[] }>> {
+    const out = new Map<string, { system: string, inputs: string[] }>()
     const { builder, storeDir } = this.components
-    if (builder.kind === 'none' || !drv.startsWith(storeDir + '/')) return undefined
-    this.backend ??= openBackend(builder.kind, { storeDir }).catch((err: Error) => {
-      log('cannot open the %s daemon: %s', builder.kind, err.message)
+    const local = drvs.filter((d) => d.startsWith(storeDir + '/'))
+    if (local.length === 0 || this.opts.readSystem !== undefined) return out
+    // a node that does not build may still have the store the .drv files were made in
+    const kind = builder.kind !== 'none' ? builder.kind : storeDir === '/nix/store' ? 'nix' : 'guix'
+    this.backend ??= openBackend(kind, { storeDir }).catch((err: Error) => {
+      log('cannot open the %s daemon: %s', kind, err.message)
       return undefined
     })
     const backend = await this.backend
-    if (backend === undefined) return undefined
-    return (await backend.store.readDerivation(drv)).system
+    if (backend === undefined) return out
+    try {
+      const store = backend.store
+      const read = store.readDerivations !== undefined
+        ? await store.readDerivations(local)
+        : new Map(await Promise.all(local.map(async (d) => [d, await store.readDerivation(d).catch((e: Error) => e)] as const)))
+      for (const [d, drv] of read) if (!(drv instanceof Error)) out.set(d, { system: drv.system, inputs: [...drv.inputDrvs.keys()] })
+    } catch (err) {
+      log('reading %d submitted derivation(s): %s', local.length, (err as Error).message)
+    }
+    return out
   }
 
   private registerMetrics (): void {

@@ -248,8 +248,8 @@ function rank (c: string): number {
 const DRV_BATCH = 64
 /** Batches in flight at once (a slow fallback through the DHT must not stall every claim). */
 const DRV_BATCHES = 2
-/** Claimable builds whose .drv files are fetched ahead, best first. */
-const PREFETCH_AHEAD = 64
+/** Claimable builds looked at for .drv files to fetch ahead, best first (the first DRV_BATCH missing ones are). */
+const PREFETCH_AHEAD = 512
 
 export interface SwarmInputsHooks {
   /** The .drv files of the builds this node could claim next, best first (fetched ahead). */
@@ -268,6 +268,11 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
   const waiting = new Map<string, PromiseWithResolvers<void>>()
   const inflight = new Map<string, Promise<void>>()
   let running = 0
+  // requests made together (a claimed batch's .drv files) start as one batch
+  let pumpTimer: NodeJS.Timeout | undefined
+  const pumpSoon = (): void => {
+    pumpTimer ??= setTimeout(() => { pumpTimer = undefined; pump() }, 2)
+  }
   const pump = (): void => {
     while (running < DRV_BATCHES && waiting.size > 0) {
       const batch = [...waiting.entries()].slice(0, DRV_BATCH)
@@ -298,8 +303,9 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
     } finally {
       const still = new Set(await store.filterInvalid(drvs).catch(() => drvs))
       for (const [drv, d] of batch) {
-        if (still.has(drv)) d.reject(new DerivationUnavailableError(drv, 'its closure could not be fetched from the swarm'))
-        else d.resolve()
+        if (still.has(drv)) { d.reject(new DerivationUnavailableError(drv, 'its closure could not be fetched from the swarm')); continue }
+        remember(drv)
+        d.resolve()
       }
       log('fetched %d of %d .drv closure(s) in %d ms', drvs.length - still.size, drvs.length, Math.round(performance.now() - t0))
     }
@@ -312,18 +318,28 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
     waiting.set(drv, d)
     return d.promise
   }
+  // .drv files known to be in the store (imported by a batch, or found valid): not asked again
+  const valid = new Set<string>()
   const prefetch = async (): Promise<void> => {
-    const next = (hooks.ahead?.() ?? []).filter((d) => !inflight.has(d) && !waiting.has(d))
+    const next = (hooks.ahead?.() ?? []).filter((d) => !inflight.has(d) && !waiting.has(d) && !valid.has(d)).slice(0, 2 * DRV_BATCH)
     if (next.length === 0) return
-    for (const d of await store.filterInvalid(next)) void request(d)
+    const invalid = new Set(await store.filterInvalid(next))
+    for (const d of next) {
+      if (!invalid.has(d)) remember(d)
+      else if (waiting.size < DRV_BATCH) void request(d)
+    }
+  }
+  const remember = (drv: string): void => {
+    if (valid.size >= PREFETCH_AHEAD * 64) valid.delete(valid.values().next().value as string)
+    valid.add(drv)
   }
   return {
     async ensureDerivation (drv, signal) {
-      if (await store.isValid(drv)) return
+      if (await store.isValid(drv)) { remember(drv); return }
       const mine = request(drv)
       // the next claimable ones join the same batch; the batch starts once they are queued
       await prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
-      pump()
+      pumpSoon()
       try {
         await Promise.race([mine, new Promise<never>((_resolve, reject) => {
           if (signal.aborted) reject(signal.reason)
@@ -394,7 +410,8 @@ export class SchedulerNodeService implements NodeService {
         ? {
             inputs: swarmInputs(subs, backend.store, {
               ahead: () => this.claimableDerivations(),
-              holders: (drv) => [...new Set(queue.byDerivation(drv).map((b) => b.submitter))]
+              // the nodes that submitted it published its closure (this one's store lacks it)
+              holders: (drv) => [...new Set(queue.byDerivation(drv).map((b) => b.submitter))].filter((p) => p !== c.libp2p.peerId.toString())
             })
           }
         : {}),
@@ -448,7 +465,8 @@ export class SchedulerNodeService implements NodeService {
     const queue = queueOf(this.components)
     const systems = this.scheduler?.config.systems ?? []
     if (queue === undefined || systems.length === 0) return []
-    return queue.claimable(systems, PREFETCH_AHEAD).map((c) => c.derivation)
+    // builds whose submit lists their inputs are claimed first and fetched then: only their own
+    return queue.claimable(systems, PREFETCH_AHEAD).filter((c) => queue.get(c.id)?.inputs === undefined).map((c) => c.derivation)
   }
 
   // ---- submit ---------------------------------------------------------------------------

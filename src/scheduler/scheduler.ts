@@ -337,7 +337,7 @@ export class SchedulerService {
     if (free <= 0) { this.readAhead(candidates, this.config.maxBuilds * size * k + window); return }
     const eligible: Claimable[] = []
     const enough = free * size * k + window - 1
-    await this.readMany(candidates.filter(c => !this.runs.has(c.id)).slice(0, enough).map(c => c.derivation))
+    await this.readMany(candidates.filter(c => !this.runs.has(c.id) && this.queue.get(c.id)?.inputs === undefined).slice(0, enough).map(c => c.derivation))
     for (const c of candidates) {
       if (eligible.length >= enough || !this.started) break
       if (this.runs.has(c.id)) continue
@@ -390,14 +390,17 @@ export class SchedulerService {
     const until = this.backoffUntil(r)
     const now = this.now()
     if (until > now) return `backing off until ${new Date(until).toISOString()}` // stable text: logged once per backoff
-    let drv: Derivation
-    try {
-      drv = await this.derivation(r.derivation, this.lifetime.signal)
-    } catch (e) {
-      this.backoffLocally(r.id)
-      return `derivation not available here: ${(e as Error).message}`
+    // the submit says what the .drv needs; otherwise the .drv is read (fetched when not here)
+    let inputs: Iterable<string> | undefined = r.inputs
+    if (inputs === undefined) {
+      try {
+        inputs = (await this.derivation(r.derivation, this.lifetime.signal)).inputDrvs.keys()
+      } catch (e) {
+        this.backoffLocally(r.id)
+        return `derivation not available here: ${(e as Error).message}`
+      }
     }
-    for (const input of drv.inputDrvs.keys()) {
+    for (const input of inputs) {
       const builds = this.queue.byDerivation(input)
       if (builds.length === 0 || builds.some(b => b.phase === 'succeeded')) continue
       const pending = builds.find(b => !isFinished(b.phase))
@@ -455,7 +458,8 @@ export class SchedulerService {
   private readAhead (candidates: Claimable[], count: number): void {
     if (this.readingAhead) return
     // as many as the next scan may look at (see fill)
-    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, count)
+    // builds whose submit lists their inputs are claimed without their .drv: it is fetched once claimed
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation) && this.queue.get(c.id)?.inputs === undefined).slice(0, count)
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
@@ -565,6 +569,10 @@ export class SchedulerService {
     const of = batch.runs.length > 1 ? ` (one of ${batch.runs.length} claimed together)` : ''
     for (const r of live) this.decide({ build: r.id, attempt: r.attempt, action: 'claimed', reason: `best claimable for ${this.config.systems.join(',')}${of}` })
     if (live.length === 0) return
+    // the .drv files (fetched from the swarm when not here) arrive while the claims settle
+    void this.readMany(live.map(r => r.derivation)).then(() => {
+      for (const r of live) void this.derivation(r.derivation, this.lifetime.signal).catch(() => {})
+    })
     await sleep(this.config.settleMs, undefined, { signal: live.length === 1 ? live[0].controller.signal : this.lifetime.signal }).catch(() => {})
     const starting: Run[] = []
     const releases: Array<Promise<unknown>> = []

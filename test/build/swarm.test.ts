@@ -139,9 +139,12 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
     })
 
     const failing = t.test('a failing build is retried to the limit, then failed; its log is read on a node that never ran it; --follow exits 1, and 0 on success', async () => {
+      // okDrv is submitted through a builder whose store lacks it: the builders ask that node for
+      // the closure bundle first, get nothing, and find the .drv through the DHT (published here)
+      await postJson(submitter, '/api/publish', { paths: [okDrv] }, 200)
       const [failed, ok] = await Promise.all([
         runCli(['submit', '--follow', '--api', submitter.url, failDrv], { timeoutMs: 200_000 }),
-        runCli(['submit', '--follow', '--api', submitter.url, okDrv], { timeoutMs: 200_000 })
+        runCli(['submit', '--follow', '--api', builders[0].url, okDrv], { timeoutMs: 200_000 })
       ])
       assert.equal(ok.code, 0, ok.stdout + ok.stderr)
       assert.match(ok.stdout, /succeeded/)

@@ -26,13 +26,14 @@ export function drv (n: number): string {
   return `/gnu/store/${h}-pkg-${n}.drv`
 }
 
-export function submit (n: number, extra: Partial<{ priority: number, maxAttempts: number, system: string, deferUntil: number, maxAbandoned: number }> = {}): OpDraft {
+export function submit (n: number, extra: Partial<{ priority: number, maxAttempts: number, system: string, deferUntil: number, maxAbandoned: number, inputs: string[] }> = {}): OpDraft {
   return {
     type: 'submit',
     payload: {
       drv: drv(n), system: extra.system ?? 'x86_64-linux', priority: extra.priority ?? 0, tags: {}, maxAttempts: extra.maxAttempts ?? 3,
       ...(extra.deferUntil !== undefined ? { deferUntil: extra.deferUntil } : {}),
-      ...(extra.maxAbandoned !== undefined ? { maxAbandoned: extra.maxAbandoned } : {})
+      ...(extra.maxAbandoned !== undefined ? { maxAbandoned: extra.maxAbandoned } : {}),
+      ...(extra.inputs !== undefined ? { inputs: extra.inputs } : {})
     }
   }
 }

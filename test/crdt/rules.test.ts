@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as dagCbor from '@ipld/dag-cbor'
 import { QueueReplica, buildIdOf, decodeOp, signOp, reasonOf, OpUnknownTypeError } from '../../src/crdt/index.js'
-import { makeAuthor, next, submit } from './fixtures.js'
+import { drv, makeAuthor, next, submit } from './fixtures.js'
 
 const T0 = 1_700_000_000_000
 
@@ -219,4 +219,32 @@ test('hostile ops are rejected and counted by reason, never applied', async () =
   assert.equal(r.stats().rejected.equivocation, 1)
   assert.equal(r.state.size, 2)
   assert.deepEqual(r.versionVector(), { [s.id]: 2 })
+})
+
+test('a submit may list its input derivations: the record holds them until the build is finished; a malformed list is refused', async () => {
+  const [s, a] = await Promise.all([makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(9, { inputs: [drv(10), drv(11)] }))
+  const plain = next(s, [T0 + 1, 0], submit(12))
+  const r = new QueueReplica(() => T0 + 1000)
+  assert.equal(r.ingest(sub.bytes).kind, 'applied')
+  assert.equal(r.ingest(plain.bytes).kind, 'applied')
+  const id = buildIdOf(sub)
+  assert.deepEqual(r.state.get(id)!.inputs, [drv(10), drv(11)])
+  assert.equal(r.state.get(buildIdOf(plain))!.inputs, undefined, 'a submit without the field: the builder reads the .drv')
+  r.ingest(next(a, [T0 + 2, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 60_000 } }).bytes)
+  assert.deepEqual(r.state.get(id)!.inputs, [drv(10), drv(11)], 'still there while claimed')
+  const out = drv(9).replace(/\.drv$/, '')
+  r.ingest(next(a, [T0 + 3, 0], { type: 'result', payload: { build: id, attempt: 1, outcome: 'success', outputs: { out: { path: out, narHash: 'sha256:' + '0'.repeat(52), narSize: 1 } } } }).bytes)
+  assert.equal(r.state.get(id)!.phase, 'succeeded')
+  assert.equal(r.state.get(id)!.inputs, undefined, 'a finished build does not hold them')
+
+  const bad = [['not a drv'], [drv(1).replace('.drv', '')], [42], Array.from({ length: 129 }, (_, i) => drv(100 + i)), 'x']
+  for (const inputs of bad) {
+    const tip = s.tip
+    const op = next(s, [T0 + 10, 0], { type: 'submit', payload: { ...submit(20).payload, inputs } } as unknown as Parameters<typeof next>[2])
+    assert.equal(r.ingest(op.bytes).kind, 'rejected', JSON.stringify(inputs).slice(0, 60))
+    // the refused op never became part of the author's chain
+    s.seq--
+    s.tip = tip
+  }
 })

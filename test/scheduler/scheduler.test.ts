@@ -5,7 +5,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { BatchItem, Builder, BuildManyOptions, BuildOptions, BuildOutcome, Derivation, StoreDaemon } from '../../src/daemon/index.js'
+import { PathNotValidError, type BatchItem, type Builder, type BuildManyOptions, type BuildOptions, type BuildOutcome, type Derivation, type StoreDaemon } from '../../src/daemon/index.js'
 import {
   SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
   type SchedulerComponents
@@ -38,6 +38,7 @@ class FakeStore implements StoreDaemon {
   async readDerivation (p: string): Promise<Derivation> {
     const d = this.drvs.get(p)
     if (d === undefined) throw new Error(`no derivation ${p}`)
+    if (!this.valid.has(p)) throw new PathNotValidError(`derivation '${p}' is not valid`)
     return d
   }
 
@@ -152,6 +153,37 @@ test('dependency order: a build waits while an input derivation is queued and un
     await waitFor('all built', () => r.builder.calls.length === 3 && r.scheduler.status().slotsUsed === 0)
     assert.deepEqual(r.builder.calls, [c, b, a])
     assert.ok(r.scheduler.status().decisions.some(d => d.action === 'skipped' && d.reason.includes(`input ${b}`)), `the scheduler skipped the build waiting for input ${b}`)
+  } finally {
+    await done(r)
+  }
+})
+
+test('dependency order from the submit\'s inputs: a .drv is fetched only once its build is claimed, after its inputs were built', async () => {
+  const fetched: Array<{ drv: string, built: string[] }> = []
+  let store!: FakeStore
+  let builder!: FakeBuilder
+  const r = await rig({
+    config: { maxBuilds: 3 },
+    builder: (s) => { store = s; builder = new FakeBuilder(s); return builder },
+    components: {
+      inputs: {
+        async ensureDerivation (drv) { fetched.push({ drv, built: [...builder.calls] }); store.valid.add(drv) },
+        async ensureOutputs () { return [] }
+      }
+    }
+  })
+  try {
+    const c = r.store.add(drvPath('c'))
+    const b = r.store.add(drvPath('b'), [c])
+    const a = r.store.add(drvPath('a'), [b])
+    for (const d of [a, b, c]) r.store.valid.delete(d) // in the submitter's store, not here
+    await r.q.queue.submit([{ drv: a, system: SYS, priority: 9, inputs: [b] }, { drv: b, system: SYS, priority: 9, inputs: [c] }, { drv: c, system: SYS, inputs: [] }])
+    await r.scheduler.start()
+    await waitFor('all built', () => r.builder.calls.length === 3 && r.scheduler.status().slotsUsed === 0)
+    assert.deepEqual(r.builder.calls, [c, b, a])
+    assert.deepEqual(fetched.map(f => f.drv), [c, b, a], 'each .drv fetched once, when its build was claimed')
+    assert.deepEqual(fetched.find(f => f.drv === a)?.built, [c, b], 'a\'s .drv was not needed before b was built')
+    assert.ok(r.scheduler.status().decisions.some(d => d.action === 'skipped' && d.reason.includes(`input ${b}`)), 'a waited for b, known from the submit alone')
   } finally {
     await done(r)
   }
