@@ -28,6 +28,7 @@ import {
 import { formatSha256, parseSha256 } from './hash.js'
 import { PathInfoCache } from './info-cache.js'
 import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
+import { Coalescer } from './coalesce.js'
 
 const log = logger('guix-swarm:daemon:store')
 
@@ -203,6 +204,29 @@ export class CliStore implements StoreDaemon {
   private packInProcess: boolean
   /** Whether realStoreDir is known to show this store: undefined until a valid path was checked there. */
   private localViewTrusted: boolean | undefined
+  /** Validity checks made together: one process (true: valid). */
+  private readonly validity = new Coalescer<boolean>(async (paths) => {
+    const invalid = new Set(lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout))
+    return new Map(paths.map((p) => [p, !invalid.has(p)]))
+  })
+
+  /** Path-info queries made together: one process; a path left out of the answer is not valid. */
+  private readonly pathInfos = new Coalescer<PathInfo>(async (paths) => {
+    const dump = async (ps: string[]): Promise<PathInfo[]> => parseRegInfo((await this.run(this.commands.dumpInfo(ps), `querying ${ps.length === 1 ? ps[0] : `${ps.length} paths`}`)).stdout.toString('utf8'))
+    let infos: PathInfo[]
+    try {
+      infos = await dump(paths)
+    } catch (e) {
+      // one invalid path fails the whole query: ask again without the invalid ones (whose
+      // callers then get PathNotValidError), so other callers' paths are not failed with it
+      if (!(e instanceof PathNotValidError) || paths.length === 1) throw e
+      const invalid = new Set(lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout))
+      const valid = paths.filter((p) => !invalid.has(p))
+      infos = valid.length === 0 ? [] : await dump(valid)
+    }
+    for (const i of infos) this.infos.set(i)
+    return new Map(infos.map((i) => [i.path, i]))
+  })
 
   constructor (c: StoreComponents) {
     this.commands = c.commands
@@ -270,7 +294,11 @@ export class CliStore implements StoreDaemon {
       paths.forEach((p, i) => { if (!present[i]) absent.add(p) })
       ask = paths.filter((p) => !absent.has(p))
     }
-    const invalid = new Set(ask.length === 0 ? [] : lines((await this.run(this.commands.printInvalid(ask), 'checking validity')).stdout))
+    // a path whose info we hold is valid (as queryPathInfos takes it); the rest, with whatever
+    // else is asked at this moment, in one process
+    ask = ask.filter((p) => this.infos.get(p) === undefined)
+    const answers = ask.length === 0 ? new Map<string, boolean | undefined>() : await this.validity.get(ask)
+    const invalid = new Set(ask.filter((p) => answers.get(p) === false))
     if (this.localViewTrusted !== true) await this.learnLocalView(ask.filter((p) => !invalid.has(p)))
     return paths.filter((p) => absent.has(p) || invalid.has(p))
   }
@@ -285,9 +313,8 @@ export class CliStore implements StoreDaemon {
     const unknown = [...new Set(paths.filter((p) => this.infos.get(p) === undefined))]
     const got = new Map<string, PathInfo>()
     if (unknown.length > 0) {
-      // one process for all of them, however many
-      const infos = parseRegInfo((await this.run(this.commands.dumpInfo(unknown), `querying ${unknown.join(' ')}`)).stdout.toString('utf8'))
-      for (const i of infos) { got.set(i.path, i); this.infos.set(i) }
+      // one process for all of them, and for what else is asked at this moment
+      for (const [p, i] of await this.pathInfos.get(unknown)) if (i !== undefined) got.set(p, i)
     }
     return paths.map((p) => {
       const i = got.get(p) ?? this.infos.get(p)

@@ -251,6 +251,15 @@ const DRV_BATCHES = 2
 /** Claimable builds looked at for .drv files to fetch ahead, best first (the first DRV_BATCH missing ones are). */
 const PREFETCH_AHEAD = 512
 
+interface Deferred { promise: Promise<void>, resolve: () => void, reject: (err: Error) => void }
+
+function deferred (): Deferred {
+  let resolve!: () => void
+  let reject!: (err: Error) => void
+  const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
+  return { promise, resolve, reject }
+}
+
 export interface SwarmInputsHooks {
   /** The .drv files of the builds this node could claim next, best first (fetched ahead). */
   ahead?: () => string[]
@@ -265,7 +274,7 @@ export interface SwarmInputsHooks {
  * their submitters (one stream per submitter) and imported by one store process.
  */
 export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks: SwarmInputsHooks = {}): InputFetcher {
-  const waiting = new Map<string, PromiseWithResolvers<void>>()
+  const waiting = new Map<string, Deferred>()
   const inflight = new Map<string, Promise<void>>()
   let running = 0
   // requests made together (a claimed batch's .drv files) start as one batch
@@ -285,7 +294,7 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
       })
     }
   }
-  const runBatch = async (batch: Array<[string, PromiseWithResolvers<void>]>): Promise<void> => {
+  const runBatch = async (batch: Array<[string, Deferred]>): Promise<void> => {
     const t0 = performance.now()
     const drvs = batch.map(([d]) => d)
     // one bundle per submitter: group the batch by the first node that submitted each .drv
@@ -313,7 +322,7 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
   const request = (drv: string): Promise<void> => {
     const running = inflight.get(drv) ?? waiting.get(drv)?.promise
     if (running !== undefined) return running
-    const d = Promise.withResolvers<void>()
+    const d = deferred()
     d.promise.catch(() => {}) // a prefetch nobody awaits must not be an unhandled rejection
     waiting.set(drv, d)
     return d.promise

@@ -622,10 +622,13 @@ export class SchedulerService {
         }
       })().catch((e: unknown) => { log.error('build %s#%d: %s', part.run.id, part.run.attempt, (e as Error).message) }))
     }
+    // a batch the daemon builds whole is rooted by its one client under one base name (no
+    // store process per output); removed once every part is published
+    const batchRoot = dir !== undefined && parts.length > 1 ? join(dir, `batch-${parts[0].run.id}-${parts[0].run.attempt}`) : undefined
     try {
       await this.prepare(parts.map(p => ({ run: p.run, log: p.writer.write })), parts.length === 1 ? parts[0].run.controller.signal : this.lifetime.signal)
       const t0 = performance.now()
-      await this.build(parts, settle)
+      await this.build(parts, settle, batchRoot)
       await Promise.all(handedOver)
       const per = (performance.now() - t0) / parts.length
       this.meanBuildMs = this.meanBuildMs === undefined ? per : 0.7 * this.meanBuildMs + 0.3 * per
@@ -636,6 +639,7 @@ export class SchedulerService {
       this.holding.delete(batch)
       if (this.started) this.schedulePump(0)
       await Promise.all(finishing)
+      if (batchRoot !== undefined) await this.removeRoots(batchRoot)
     }
   }
 
@@ -664,7 +668,7 @@ export class SchedulerService {
    * Hand the batch to the builder: all at once through `buildMany` when it has one (aborting any
    * build of the batch kills the batch; the others are then released), else one after another.
    */
-  private async build<P extends { run: Run, writer: { write: (chunk: Buffer) => void }, root?: string }> (parts: P[], settle: (part: P, outcome: BuildOutcome) => void): Promise<void> {
+  private async build<P extends { run: Run, writer: { write: (chunk: Buffer) => void }, root?: string }> (parts: P[], settle: (part: P, outcome: BuildOutcome) => void, gcRootBase?: string): Promise<void> {
     const builder = this.builder!
     const buildMany = builder.buildMany?.bind(builder)
     if (parts.length > 1 && buildMany !== undefined) {
@@ -672,7 +676,7 @@ export class SchedulerService {
       const signal = AbortSignal.any(parts.map(p => p.run.controller.signal))
       const outcomes = signal.aborted
         ? new Map<string, BuildOutcome>()
-        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })), { signal, maxJobs: 1 })
+        : await buildMany(parts.map(p => ({ drvPath: p.run.derivation, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })), { signal, maxJobs: 1, ...(gcRootBase !== undefined ? { gcRootBase } : {}) })
       const outcomeOf = (p: P): BuildOutcome => outcomes.get(p.run.derivation) ?? (signal.aborted ? { kind: 'canceled' } : { kind: 'setup-failed', message: `the builder gave no outcome for ${p.run.derivation}` })
       // one path-info query for all the batch's outputs: the store remembers them, so publishing
       // each output starts no store process of its own

@@ -179,3 +179,23 @@ test('validity: once a valid path was found under realStoreDir, paths missing th
     await rm(empty, { recursive: true, force: true })
   }
 })
+
+test('queries made at the same moment share one store process; an invalid path fails only the caller that asked for it', { skip }, async () => {
+  const [top, mid, leaf] = await builtChain()
+  const absent = `/nix/store/${'3'.repeat(32)}-absent`
+  const { store, calls } = counted({ realStoreDir: '/nonexistent-view' })
+  const [v1, v2] = await Promise.all([store.filterInvalid([top]), store.filterInvalid([mid, absent])])
+  assert.deepEqual([v1, v2], [[], [absent]])
+  assert.equal(calls.filter((c) => c.includes('--check-validity')).length, 1, 'one validity process for both callers')
+  const before = calls.length
+  const [infos, missing] = await Promise.allSettled([store.queryPathInfos([top, mid]), store.queryPathInfos([leaf, absent])])
+  assert.equal(infos.status, 'fulfilled')
+  assert.deepEqual(infos.status === 'fulfilled' ? infos.value.map((i) => i.path) : [], [top, mid])
+  assert.equal(missing.status, 'rejected')
+  assert.equal(missing.status === 'rejected' ? (missing.reason as Error).name : '', 'PathNotValidError')
+  assert.ok(calls.length - before <= 3, `one merged query, then a validity check and the valid ones again: ${calls.length - before}`)
+  // what a merged query learned is remembered: a path with known info is valid without asking
+  const now = calls.length
+  assert.deepEqual(await store.filterInvalid([top, mid, leaf]), [])
+  assert.equal(calls.length, now)
+})

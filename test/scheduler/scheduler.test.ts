@@ -363,15 +363,20 @@ class FakeBatchBuilder extends FakeBuilder {
       for (const i of items) out.set(i.drvPath, { kind: 'canceled' })
       return out
     }
-    for (const i of items) {
+    this.rootBases.push(opts.gcRootBase)
+    for (const [k, i] of items.entries()) {
       i.onLog(Buffer.from(`batch-built ${i.drvPath}\n`))
       this.fakeStore.valid.add(outOf(i.drvPath))
+      // as one client roots a batch: gcRootBase, gcRootBase-2, ...
+      if (opts.gcRootBase !== undefined) await writeFile(k === 0 ? opts.gcRootBase : `${opts.gcRootBase}-${k + 1}`, outOf(i.drvPath))
       const o: BuildOutcome = { kind: 'success', outputs: { out: outOf(i.drvPath) } }
       opts.onOutcome?.(i.drvPath, o)
       out.set(i.drvPath, o)
     }
     return out
   }
+
+  readonly rootBases: Array<string | undefined> = []
 }
 
 async function batchRig (config: SchedulerComponents['config'] = {}): Promise<Rig & { batcher: FakeBatchBuilder }> {
@@ -414,6 +419,43 @@ test('short builds are claimed in batches and handed to buildMany together: one 
     assert.match(d!.reason, /claimed together/)
   } finally {
     await done(r)
+  }
+})
+
+test('a batch is rooted under one base name while it publishes; the roots are gone once every build is recorded', async () => {
+  const dir = await tempDir()
+  const roots = join(dir, 'gcroots')
+  const rootedAtPublish = new Map<string, boolean>()
+  const r = await rig({
+    config: { maxBuilds: 1, maxBatch: 4 },
+    builder: (store) => new FakeBatchBuilder(store),
+    components: {
+      gcRootsDir: roots,
+      publisher: {
+        async addFromStore (_store, storePath) {
+          const names = await readdir(roots)
+          const contents = await Promise.all(names.map(async (f) => await readFile(join(roots, f), 'utf8').catch(() => '')))
+          rootedAtPublish.set(storePath, contents.includes(storePath))
+          return { storePath, narHash: 'sha256:' + '0'.repeat(52), narSize: 120 }
+        }
+      }
+    }
+  })
+  const batcher = r.builder as FakeBatchBuilder
+  try {
+    const drvs = Array.from({ length: 7 }, (_, i) => r.store.add(drvPath(`rooted${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await r.scheduler.start()
+    await waitFor('all seven built once', () => ids.every(id => succeededOnce(r.q, id)) && r.scheduler.status().running.length === 0)
+    assert.ok(batcher.batches.length > 0)
+    assert.ok(batcher.rootBases.every(b => b !== undefined && b.startsWith(roots + '/batch-')), `one base per batch: ${JSON.stringify(batcher.rootBases)}`)
+    // (the first build goes alone, through build(), before any build time is known)
+    const batchedOutputs = batcher.batches.flat().map(outOf)
+    assert.ok(batchedOutputs.length >= 2 && batchedOutputs.every(o => rootedAtPublish.get(o) === true), `every batched output was rooted while it was published: ${JSON.stringify([...rootedAtPublish])}`)
+    await waitFor('roots removed', async () => (await readdir(roots)).length === 0)
+  } finally {
+    await done(r)
+    await rm(dir, { recursive: true, force: true })
   }
 })
 
