@@ -193,9 +193,14 @@ async function stopChild (c: Child): Promise<void> {
   await exited
 }
 
-interface Round { mibps: number, senderMsPerMiB: number, receiverMsPerMiB: number, senderGcMsPerMiB: number, senderMajorGcs: number }
+interface Round { mibps: number, senderMsPerMiB: number, receiverMsPerMiB: number, senderGcMsPerMiB: number, senderMajorGcs: number, receiverMajorGcs: number }
+
+/** This (receiving) process's GCs, watched from the first measured round on. */
+let receiverGc: GcTally | undefined
 
 async function measured (server: Child, size: number, transfer: () => Promise<number>): Promise<Round> {
+  receiverGc ??= watchGc()
+  const g0 = receiverGc.major
   const s0 = await childUsage(server)
   const r0 = process.cpuUsage()
   const t0 = process.hrtime.bigint()
@@ -211,7 +216,8 @@ async function measured (server: Child, size: number, transfer: () => Promise<nu
     senderMsPerMiB: sender / mib,
     receiverMsPerMiB: receiver / mib,
     senderGcMsPerMiB: (s1.gc.ms - s0.gc.ms) / mib,
-    senderMajorGcs: s1.gc.major - s0.gc.major
+    senderMajorGcs: s1.gc.major - s0.gc.major,
+    receiverMajorGcs: receiverGc.major - g0
   }
 }
 
@@ -293,15 +299,15 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
   if (raw != null) {
     console.log(`raw TCP reference (fs read stream, ${RAW_HIGH_WATER_MARK / MiB} MiB reads, piped to a socket), ${rawRounds.length} rounds: ` +
       `${spread(rawRounds.map((r) => r.mibps))} MiB/s, CPU ms/MiB sender ${spread(rawRounds.map((r) => r.senderMsPerMiB), 2)}, ` +
-      `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}`)
+      `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}, sender full GCs per round ${spread(rawRounds.map((r) => r.senderMajorGcs))}`)
   }
-  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver | sender GC pause ms/MiB | sender full GCs per round |')
+  console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver | sender GC pause ms/MiB | full GCs per round sender / receiver |')
   console.log('|---|---|---|---|---|---|---|---|---|')
   for (const { k, p2p, ratios } of rows) {
     const med = median(p2p.map((r) => r.mibps))
     console.log(`| ${k.label} | ${spread(p2p.map((r) => r.mibps))} | ${rawMed.toFixed(0)} | ${(med / rawMed).toFixed(2)} | ${ratios.length > 0 ? median(ratios).toFixed(2) : '-'} | ` +
       `${spread(p2p.map((r) => r.senderMsPerMiB), 2)} | ${spread(p2p.map((r) => r.receiverMsPerMiB), 2)} | ` +
-      `${spread(p2p.map((r) => r.senderGcMsPerMiB), 3)} | ${spread(p2p.map((r) => r.senderMajorGcs))} |`)
+      `${spread(p2p.map((r) => r.senderGcMsPerMiB), 3)} | ${spread(p2p.map((r) => r.senderMajorGcs))} / ${spread(p2p.map((r) => r.receiverMajorGcs))} |`)
   }
 }
 
