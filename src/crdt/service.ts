@@ -46,7 +46,7 @@ export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
   maxOpBytes: 16 * 1024,
   maxPendingPerAuthor: 4096,
   maxPendingTotal: 65_536,
-  topic: '/guix-swarm/queue/1',
+  topic: '/guix-swarm/queue/2',
   syncProtocol: '/guix-swarm/queue-sync/1.0.0',
   syncIntervalMs: 30_000,
   snapshotIntervalMs: 60_000,

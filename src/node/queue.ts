@@ -96,7 +96,8 @@ export class QueueNodeService implements NodeService {
       db: components.db.sublevel<string, Uint8Array>('queue', { valueEncoding: 'view' }),
       privateKey: components.privateKey,
       // per-swarm names: a --swarm never hears another swarm's queue
-      config: { topic: components.topic('queue/1'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
+      // queue/2: unsigned gossip envelopes (a queue/1 node would refuse them, and they its signed ones)
+      config: { topic: components.topic('queue/2'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
     })
     queues.set(components, this.queue)
     queueNodes.set(components, this)

@@ -26,7 +26,7 @@ export async function createTestLibp2p (privateKey: PrivateKey): Promise<TestLib
     streamMuxers: [yamux()],
     services: {
       identify: identify(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, globalSignaturePolicy: 'StrictNoSign' })
     }
   })
 }

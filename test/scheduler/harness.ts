@@ -38,7 +38,7 @@ export async function startQueueNode (config: Partial<QueueConfig> = {}, now?: (
 }
 
 /** Full mesh; waits until gossipsub meshes have formed both ways. */
-export async function mesh (nodes: QueueNode[], topic = '/guix-swarm/queue/1'): Promise<void> {
+export async function mesh (nodes: QueueNode[], topic = '/guix-swarm/queue/2'): Promise<void> {
   for (let i = 0; i < nodes.length; i++) {
     for (let j = i + 1; j < nodes.length; j++) await nodes[i].libp2p.dial(nodes[j].libp2p.getMultiaddrs()[0])
   }
