@@ -374,6 +374,7 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
 function substitutesPublisher (subs: SubstitutesService): OutputPublisher {
   return {
     async addFromStore (_store, storePath) {
+      // announced before the result op says it exists, so whoever reads that can find it
       const published = await subs.publish([storePath])
       const mine = published.find((p) => p.storePath === storePath)
       if (mine === undefined) throw new NodeError(`publishing ${storePath} returned no entry for it`)

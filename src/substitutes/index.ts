@@ -10,7 +10,7 @@
  *   await s.collectGarbage({ maxSize: 10 * 2 ** 30 })
  */
 export { SubstitutesService, substitutesService } from './service.js'
-export type { SubstitutesInit, PublishedPath } from './service.js'
+export type { SubstitutesInit, PublishedPath, PublishAnnounce } from './service.js'
 export { SubstitutesHttp, parseRange, NARINFO_MAX_AGE, NOT_FOUND_MAX_AGE, NAR_MAX_AGE } from './http.js'
 export type { BuildLogSource, SubstitutesHttpComponents } from './http.js'
 export { SwarmFetcher } from './fetch.js'

@@ -49,6 +49,12 @@ export interface SubstitutesInit {
   pinned?: () => ReadonlySet<string>
 }
 
+/**
+ * How `publish` announces new entries: `wait` for both DHT records of each, or `background`
+ * (the caller serves the paths itself meanwhile).
+ */
+export type PublishAnnounce = 'wait' | 'background'
+
 export interface PublishedPath {
   storePath: string
   narHash: string
@@ -200,7 +206,7 @@ export class SubstitutesService implements NodeService {
   // ---------------------------------------------------------------- adding and announcing
 
   /** Add the closure of local store paths to the cache, signed with the node's keys, and announce each. */
-  async publish (paths: string[], opts: { announce?: 'wait' | 'background' } = {}): Promise<PublishedPath[]> {
+  async publish (paths: string[], opts: { announce?: PublishAnnounce } = {}): Promise<PublishedPath[]> {
     for (const p of paths) {
       const dir = this.cache.storeDir
       if (!p.startsWith(dir + '/') || !isStoreBaseName(p.slice(dir.length + 1))) {
@@ -208,22 +214,26 @@ export class SubstitutesService implements NodeService {
       }
     }
     const store = await this.openStore()
-    const entries = await this.cache.addClosure(store, paths)
+    const all = await this.cache.addClosure(store, paths)
+    // the closure's paths this node held and announced before (the re-provider keeps them so)
+    // are not announced again: a Guix output's closure is dozens of paths, two DHT walks each
+    const isNew = (e: CacheEntry): boolean => !this.held.has(e.hashPart) || this.unannounced.has(e.hashPart) || this.announceQueue.has(e.hashPart)
+    const entries = all.filter(isNew)
+    const announced = new Map<string, boolean>(all.filter((e) => !isNew(e)).map((e) => [e.hashPart, true]))
     if (opts.announce === 'background') {
       // the caller hands the paths out itself (e.g. a submitter's closure bundles): servable now,
       // findable in the DHT a little later
-      for (const e of entries) this.addedLater(e)
-      return entries.map((e) => ({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: false }))
+      for (const e of entries) { this.addedLater(e); announced.set(e.hashPart, false) }
+    } else {
+      // Each announcement is a DHT round trip (0.15–0.5 s); a few at a time keeps a large
+      // closure from taking a round trip per path without flooding the routing table.
+      for (let i = 0; i < entries.length; i += PUBLISH_ANNOUNCE_CONCURRENCY) {
+        const batch = entries.slice(i, i + PUBLISH_ANNOUNCE_CONCURRENCY)
+        const done = await Promise.all(batch.map(async (e) => await this.added(e)))
+        batch.forEach((e, j) => announced.set(e.hashPart, done[j]))
+      }
     }
-    // Each announcement is a DHT round trip (0.15–0.5 s); a few at a time keeps a large
-    // closure from taking a round trip per path without flooding the routing table.
-    const out: PublishedPath[] = []
-    for (let i = 0; i < entries.length; i += PUBLISH_ANNOUNCE_CONCURRENCY) {
-      const batch = entries.slice(i, i + PUBLISH_ANNOUNCE_CONCURRENCY)
-      const announced = await Promise.all(batch.map(async (e) => await this.added(e)))
-      batch.forEach((e, j) => out.push({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: announced[j] }))
-    }
-    return out
+    return all.map((e) => ({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: announced.get(e.hashPart) ?? false }))
   }
 
   /** Fetch a store path from the swarm into the cache (no-op when held). */
