@@ -123,6 +123,8 @@ export class ClosureBundles {
   /** Responses that failed verification, by reason (status, metrics). */
   readonly rejected = { badNarinfo: 0, badFile: 0, protocol: 0 }
   served = 0
+  /** Requests refused as malformed (or never sent). */
+  badRequests = 0
 
   constructor (private readonly components: BundleComponents, private readonly protocol: string) {}
 
@@ -148,16 +150,21 @@ export class ClosureBundles {
   private async serve (stream: Stream, connection: Connection): Promise<void> {
     const reader = new StreamReader(stream, { highWaterMark: 64 * 1024 })
     let request: { hashParts: string[], maxFileBytes: number }
+    let timer: NodeJS.Timeout | undefined
     try {
       const m = await Promise.race([
         readFrame(reader, 'bundle request'),
-        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new BundleProtocolError(`no request within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS).unref())
+        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new BundleProtocolError(`no request within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS) })
       ])
       if (!Array.isArray(m.hashParts) || m.hashParts.length === 0 || m.hashParts.length > MAX_BUNDLE_REQUEST ||
         !m.hashParts.every((h) => typeof h === 'string' && isStorePathHashPart(h))) throw new BundleProtocolError(`hashParts must be 1..${MAX_BUNDLE_REQUEST} hash parts`)
       if (!isSize(m.maxFileBytes)) throw new BundleProtocolError('maxFileBytes must be a size')
       request = { hashParts: m.hashParts as string[], maxFileBytes: m.maxFileBytes }
+    } catch (err) {
+      this.badRequests++
+      throw err
     } finally {
+      clearTimeout(timer)
       reader.release()
     }
     const { cache } = this.components

@@ -181,7 +181,7 @@ export class SubstitutesService implements NodeService {
       unannounced: this.unannounced.size + this.announceQueue.size,
       mirror: this.components.config.mirror === true ? this.mirror.status() : false,
       http: { ...this.http.counters },
-      bundles: { served: this.bundles.served, rejected: { ...this.bundles.rejected } },
+      bundles: { served: this.bundles.served, badRequests: this.bundles.badRequests, rejected: { ...this.bundles.rejected } },
       transfer: this.metrics.snapshot()
     }
   }

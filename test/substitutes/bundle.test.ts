@@ -173,3 +173,30 @@ test('frames that break the format are refused by name: oversized frame, file ov
     }
   }
 })
+
+test('the server refuses a malformed request by name and goes on serving', async () => {
+  const sb = await side(b, 'b5', keysB, [])
+  const sa = await side(a, 'a5', keysA, [keysB])
+  await sb.bundles.start()
+  try {
+    const { top } = await publishChain(sb.cache, new DirStore(join(tmp.dir, 'store5')))
+    const junk: Array<[string, Uint8Array]> = [
+      ['not json', Buffer.concat([Buffer.from([0, 0, 0, 2]), Buffer.from('{{')])],
+      ['a path that is not a hash part', frame({ hashParts: ['../../etc/passwd'], maxFileBytes: 10 })],
+      ['too many paths', frame({ hashParts: Array.from({ length: 257 }, () => 'c'.repeat(32)), maxFileBytes: 10 })],
+      ['no size', frame({ hashParts: ['c'.repeat(32)] })]
+    ]
+    for (const [what, bytes] of junk) {
+      const stream = await a.dialProtocol(b.peerId, PROTOCOL)
+      await sendWithBackpressure(stream, bytes)
+      await stream.close()
+      const got: Uint8Array[] = []
+      await assert.rejects((async () => { for await (const c of stream) got.push(c instanceof Uint8Array ? c : c.subarray()) })(), what)
+      assert.equal(Buffer.concat(got).length, 0, `${what}: nothing is sent back`)
+    }
+    assert.equal(sb.bundles.badRequests, junk.length)
+    assert.equal((await sa.bundles.take(b.peerId, [hp(top)])).entries.length, 4, 'an honest request right after is served')
+  } finally {
+    await sb.bundles.stop()
+  }
+})
