@@ -458,14 +458,16 @@ export class SchedulerService {
   private readAhead (candidates: Claimable[], count: number): void {
     if (this.readingAhead) return
     // as many as the next scan may look at (see fill)
-    // builds whose submit lists their inputs are claimed without their .drv: it is fetched once claimed
-    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation) && this.queue.get(c.id)?.inputs === undefined).slice(0, count)
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, count)
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
+      // what this store has is read now (one query); a .drv it lacks is fetched ahead only when
+      // the submit did not list its inputs (otherwise it is fetched once claimed, by its claimer)
       await this.readMany(todo.map(c => c.derivation))
       for (const c of todo) {
         if (!this.started) break
+        if (this.queue.get(c.id)?.inputs !== undefined) continue
         await this.derivation(c.derivation, this.lifetime.signal).catch(() => {})
       }
     })().finally(() => { this.readingAhead = false })
