@@ -42,15 +42,15 @@ const MAX_RETIRED_SLABS = 8
  * recycle() when its socket has nothing left to write (see coalescing).
  */
 class FrameSlabs {
-  private slab: Buffer = Buffer.alloc(0)
+  private slab: Uint8Array = Buffer.alloc(0)
   private used = 0
   /** Full slabs whose frames may still be queued or being written. */
-  private readonly retired: Buffer[] = []
+  private readonly retired: Uint8Array[] = []
   /** Slabs known to be written out, ready for reuse. */
-  private readonly spare: Buffer[] = []
+  private readonly spare: Uint8Array[] = []
 
   /** A frame buffer of `length` bytes with PREFIX_LENGTH writable bytes before it. */
-  frame (length: number): Buffer {
+  frame (length: number): Uint8Array {
     const need = PREFIX_LENGTH + length
     if (this.used + need > this.slab.length) {
       if (this.slab.length > 0) this.retired.push(this.slab)
@@ -102,16 +102,13 @@ function sealIntoSlab (plaintext: Bytes, nonce: Uint8Array, ad: Uint8Array, key:
   let pos = 0
   const parts: Iterable<Uint8Array> = plaintext instanceof Uint8Array ? [plaintext] : plaintext
   for (const part of parts) {
-    // As a latin1 string (one byte per char, exact for all 256 values), not a Buffer: a Buffer
-    // per frame is external memory to V8 (1 MiB per MiB sent), and that churn is what set off
-    // runs of full mark-compacts in the sender (bench/serve.ts "full GCs per round"). The
-    // string lives in V8's young generation and dies in a cheap scavenge; node:crypto copies
-    // into it from the same place it would have copied into a Buffer.
-    const ct = cipher.update(part, undefined, 'latin1')
-    pos += out.write(ct, pos, ct.length, 'latin1')
+    const ct = cipher.update(part)
+    out.set(ct, pos)
+    pos += ct.length
   }
-  const last = cipher.final('latin1')
-  pos += out.write(last, pos, last.length, 'latin1')
+  const last = cipher.final()
+  out.set(last, pos)
+  pos += last.length
   out.set(cipher.getAuthTag(), pos)
   return out
 }
