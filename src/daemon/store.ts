@@ -32,6 +32,9 @@ import { Coalescer } from './coalesce.js'
 
 const log = logger('guix-swarm:daemon:store')
 
+/** Valid paths remembered (about 100 bytes each). */
+const MAX_KNOWN_VALID = 100_000
+
 export interface PathInfo {
   path: string
   /** `sha256:<nix-base32>`, as narinfo and `nix-store -q --hash` show it. */
@@ -204,6 +207,18 @@ export class CliStore implements StoreDaemon {
   private packInProcess: boolean
   /** Whether realStoreDir is known to show this store: undefined until a valid path was checked there. */
   private localViewTrusted: boolean | undefined
+  /**
+   * Paths the store said are valid. A valid path stays valid until a garbage collection, which
+   * the node does not run; like the path infos, a path found gone is the caller's to report.
+   * Invalid answers are never kept: a build or import makes them valid any moment.
+   */
+  private readonly knownValid = new Set<string>()
+
+  private rememberValid (path: string): void {
+    if (this.knownValid.size >= MAX_KNOWN_VALID) this.knownValid.delete(this.knownValid.values().next().value as string)
+    this.knownValid.add(path)
+  }
+
   /** Validity checks made together: one process (true: valid). */
   private readonly validity = new Coalescer<boolean>(async (paths) => {
     const invalid = new Set(lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout))
@@ -296,9 +311,10 @@ export class CliStore implements StoreDaemon {
     }
     // a path whose info we hold is valid (as queryPathInfos takes it); the rest, with whatever
     // else is asked at this moment, in one process
-    ask = ask.filter((p) => this.infos.get(p) === undefined)
+    ask = ask.filter((p) => !this.knownValid.has(p) && this.infos.get(p) === undefined)
     const answers = ask.length === 0 ? new Map<string, boolean | undefined>() : await this.validity.get(ask)
     const invalid = new Set(ask.filter((p) => answers.get(p) === false))
+    for (const p of ask) if (!invalid.has(p)) this.rememberValid(p)
     if (this.localViewTrusted !== true) await this.learnLocalView(ask.filter((p) => !invalid.has(p)))
     return paths.filter((p) => absent.has(p) || invalid.has(p))
   }
