@@ -26,6 +26,26 @@
 // The sender is the bottleneck (one core per side). Of its ~1.5 ms/MiB (perf record), ChaCha20-
 // Poly1305 takes ~0.35 and the kernel's TCP send ~0.2: already more than raw TCP's whole
 // sender. 0.7 of raw TCP would need the rest (yamux, noise framing, streams, GC: ~0.9) to go.
+//
+// Second pass (same day, 12 runs of `--match settled --no-http`, load 2–10): the runs with the
+// sender at 3.0–3.5 ms/MiB are V8 garbage collection. --trace-gc-nvp of such a sender: full
+// mark-compacts back to back (10–20 per 256 MiB), each 4–7 ms of pause plus 40–70 ms of
+// background marking, with ~45 KB promoted; --trace-incremental-marking starts them on the
+// old-generation allocation limit and the memory reducer. A process either does this for its
+// whole life or not at all ("full GCs per round" column), in every row alike (3–6 of 12
+// runs), and so does the raw reference's sender (7–9 per round in most runs: its 1.1 ms/MiB
+// mode; 0.4 ms/MiB and ~2000 MiB/s without). Neither reusing the read buffers (pooled reads)
+// nor sealing into V8 strings instead of Buffers (tried, undone) made it rarer.
+//   row (median over 12 runs)       sender ms/MiB no storm / storm   receiver   ratio (range)
+//   previous settled                1.56 / 3.0–3.1                   1.15       0.52 (0.19–0.68)
+//   + pooled reads                  1.48 / 2.4–2.6                   1.17       0.51 (0.27–0.66)
+//   + decryptWhole                  1.59 / 2.9–3.2                   1.04       0.58 (0.17–0.72)
+//   settled (both)                  1.40 / 2.4–2.8                   1.07       0.47 (0.32–0.73)
+// The settled ratio reached 0.7 in 2 of 12 runs (0.71, 0.73): no GC storm on the libp2p sender
+// while the raw sender had one. Against a raw sender without one (~2000 MiB/s) 0.7 needs
+// 1400 MiB/s, under 0.7 ms/MiB per side, when node:crypto's ChaCha20-Poly1305 alone costs
+// 0.55–0.65 ms/MiB per side here (OpenSSL itself: 0.26; Node 20 allocates and copies each
+// output twice).
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //

@@ -1,9 +1,9 @@
 // Reused buffers for the bytes a server sends, so a bulk transfer allocates nothing per chunk.
 //
-// Why: a fresh 1 MiB buffer per read (fs read streams do that) is external memory to V8. When
-// the socket is full those buffers wait in the stream's write queue long enough to be promoted
-// to old space, and V8 answers the external-memory growth with back-to-back full mark-compacts
-// (--trace-gc on bench/serve.ts's sender: one every ~30 ms, the sender's CPU per MiB doubled).
+// Why: an fs read stream allocates a fresh buffer per read (1 MiB per MiB sent, memory V8
+// sees as external). Positional reads into a few reused buffers cost 0.1 ms/MiB against
+// 0.2–0.33 for the read stream (page-cache reads of 256 MiB, one process). It was meant to end
+// the sender's runs of back-to-back full GCs too; it did not make them rarer (bench/serve.ts).
 //
 // When is a sent buffer free again? Not when stream.send() returns: yamux keeps what the send
 // window does not allow yet, noise keeps what the socket cannot take yet, both by reference.
