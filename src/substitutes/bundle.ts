@@ -6,11 +6,14 @@
 //
 // Wire format of /<swarm>/closure/1.0.0 (frame = uint32 big-endian length + UTF-8 JSON, as in
 // the NAR protocol):
-//   request:  frame { hashParts: string[], maxFileBytes: number }, then the client half-closes
+//   request:  frame { hashParts: string[], maxFileBytes: number, maxBytes?: number }, then the
+//             client half-closes
 //   response: per path of the union of the closures, references before referrers:
 //               frame { hashPart, narinfo: <bytes>, files: [{ compression, size }] },
-//               then the narinfo bytes, then each file's bytes in order;
-//             a path held but with files over maxFileBytes: frame { hashPart, skipped: true };
+//               then the narinfo bytes, then the file's bytes (one file: the cheapest to
+//               unpack of the narinfo's, uncompressed first);
+//             a path held but whose file is over maxFileBytes, or would take the response
+//             past maxBytes: frame { hashPart, skipped: true };
 //             last: frame { end: true, missing: [requested hash parts not held] }
 import { logger } from '@libp2p/logger'
 import type { AbortOptions, Connection, PeerId, Stream } from '@libp2p/interface'
@@ -49,6 +52,8 @@ export interface BundleFetchOptions {
   signal?: AbortSignal
   /** Files larger than this are left out (default DEFAULT_BUNDLE_MAX_FILE). */
   maxFileBytes?: number
+  /** Files past this many bytes in all are left out (default and most: 64 MiB). */
+  maxBytes?: number
 }
 
 /** A verified entry held in memory (ClosureBundles.take). */
@@ -149,7 +154,7 @@ export class ClosureBundles {
 
   private async serve (stream: Stream, connection: Connection): Promise<void> {
     const reader = new StreamReader(stream, { highWaterMark: 64 * 1024 })
-    let request: { hashParts: string[], maxFileBytes: number }
+    let request: { hashParts: string[], maxFileBytes: number, maxBytes: number }
     let timer: NodeJS.Timeout | undefined
     try {
       const m = await Promise.race([
@@ -159,7 +164,8 @@ export class ClosureBundles {
       if (!Array.isArray(m.hashParts) || m.hashParts.length === 0 || m.hashParts.length > MAX_BUNDLE_REQUEST ||
         !m.hashParts.every((h) => typeof h === 'string' && isStorePathHashPart(h))) throw new BundleProtocolError(`hashParts must be 1..${MAX_BUNDLE_REQUEST} hash parts`)
       if (!isSize(m.maxFileBytes)) throw new BundleProtocolError('maxFileBytes must be a size')
-      request = { hashParts: m.hashParts as string[], maxFileBytes: m.maxFileBytes }
+      if (m.maxBytes !== undefined && !isSize(m.maxBytes)) throw new BundleProtocolError('maxBytes must be a size')
+      request = { hashParts: m.hashParts as string[], maxFileBytes: m.maxFileBytes, maxBytes: (m.maxBytes as number | undefined) ?? Number.MAX_SAFE_INTEGER }
     } catch (err) {
       this.badRequests++
       throw err
@@ -172,6 +178,7 @@ export class ClosureBundles {
     const sent = new Set<string>()
     const missing: string[] = []
     let entries = 0
+    let budget = request.maxBytes
     // depth-first, references first; an explicit stack keeps a deep chain off the call stack
     const emit = async (root: string): Promise<boolean> => {
       const stack: Array<{ hashPart: string, entry?: CacheEntry, refs?: string[] }> = [{ hashPart: root }]
@@ -196,7 +203,7 @@ export class ClosureBundles {
         if (sent.has(top.hashPart) || top.entry === undefined) continue
         sent.add(top.hashPart)
         if (++entries > MAX_BUNDLE_ENTRIES) return true
-        await this.sendEntry(stream, top.entry, request.maxFileBytes)
+        budget -= await this.sendEntry(stream, top.entry, Math.min(request.maxFileBytes, budget))
       }
       return true
     }
@@ -211,27 +218,28 @@ export class ClosureBundles {
     log('sent %d path(s) to %p for %d requested (%d missing)', sent.size, connection.remotePeer, request.hashParts.length, missing.length)
   }
 
-  private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<void> {
+  /** One entry with its cheapest file, or a `skipped` frame when that is over `maxFileBytes`. Returns the file bytes sent. */
+  private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<number> {
     const { cache } = this.components
-    const sizes = await Promise.all(entry.files.map(async (f) => await cache.statFile(f.url)))
-    if (sizes.some((s) => s === undefined || s > maxFileBytes)) {
+    const f = [...entry.files].sort((a, b) => unpackCost(a.compression) - unpackCost(b.compression))[0]
+    const size = f === undefined ? undefined : await cache.statFile(f.url)
+    if (f === undefined || size === undefined || size > maxFileBytes) {
       await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, skipped: true }))
-      return
+      return 0
     }
     const narinfo = Buffer.from(entry.narinfo, 'utf8')
-    await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, narinfo: narinfo.length, files: entry.files.map((f, i) => ({ compression: f.compression, size: sizes[i] })) }))
+    await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
     await sendWithBackpressure(stream, narinfo)
-    for (const [i, f] of entry.files.entries()) {
-      let left = sizes[i] as number
-      for await (const chunk of await cache.openFile(f.url)) {
-        const b = chunk as Buffer
-        const take = b.subarray(0, Math.min(b.length, left))
-        left -= take.length
-        if (take.length > 0) await sendWithBackpressure(stream, take)
-        if (left === 0) break
-      }
-      if (left !== 0) throw new BundleProtocolError(`${f.url} ended ${left} bytes short of its size`)
+    let left = size
+    for await (const chunk of await cache.openFile(f.url)) {
+      const b = chunk as Buffer
+      const take = b.subarray(0, Math.min(b.length, left))
+      left -= take.length
+      if (take.length > 0) await sendWithBackpressure(stream, take)
+      if (left === 0) break
     }
+    if (left !== 0) throw new BundleProtocolError(`${f.url} ended ${left} bytes short of its size`)
+    return size
   }
 
   // ---------------------------------------------------------------------------- fetching
@@ -246,8 +254,8 @@ export class ClosureBundles {
    */
   async take (peer: PeerId, hashParts: string[], opts: BundleFetchOptions = {}): Promise<BundleTaken> {
     const r = await this.receive(peer, hashParts, opts, MAX_TAKE_BYTES, async (reader, frame, narinfo, text) => {
-      if (frame.files.length !== narinfo.urls.length) throw new BundleVerifyError(`entry ${frame.hashPart} from ${peer.toString()}: ${frame.files.length} file(s) for ${narinfo.urls.length} URL(s)`)
-      // one file is enough to have the NAR: the first, the others are read past
+      if (!narinfo.urls.some((u) => (u.compression ?? 'none') === frame.files[0].compression)) throw new BundleVerifyError(`entry ${frame.hashPart} from ${peer.toString()}: a ${frame.files[0].compression} file the narinfo has no URL for`)
+      // one file is enough to have the NAR: the first, any others are read past
       const first = await reader.readExact(frame.files[0].size, `file of ${frame.hashPart}`)
       for (const f of frame.files.slice(1)) await skip(reader, f.size, frame.hashPart)
       const finishing = (async (): Promise<TakenEntry> => {
@@ -277,12 +285,13 @@ export class ClosureBundles {
     if (hashParts.length === 0) return out
     if (hashParts.length > MAX_BUNDLE_REQUEST) throw new BundleProtocolError(`at most ${MAX_BUNDLE_REQUEST} paths per bundle, got ${hashParts.length}`)
     const maxFileBytes = opts.maxFileBytes ?? DEFAULT_BUNDLE_MAX_FILE
+    maxBytes = Math.min(maxBytes, opts.maxBytes ?? maxBytes)
     const stream = await this.components.libp2p.dialProtocol(peer, this.protocol, { signal: opts.signal })
     const reader = new StreamReader(stream, { highWaterMark: 4 * 1024 * 1024 })
     const pending: Array<Promise<T>> = []
     let bytes = 0
     try {
-      await sendWithBackpressure(stream, encode({ hashParts, maxFileBytes }), opts.signal)
+      await sendWithBackpressure(stream, encode({ hashParts, maxFileBytes, maxBytes }), opts.signal)
       await stream.close({ signal: opts.signal })
       for (let n = 0; ; n++) {
         opts.signal?.throwIfAborted()
@@ -320,6 +329,11 @@ export class ClosureBundles {
     return out
   }
 
+}
+
+/** Uncompressed first, then the fast decompressors, then the slow ones. */
+function unpackCost (compression: string): number {
+  return compression === 'none' ? 0 : compression === 'zstd' ? 1 : compression === 'gzip' ? 2 : 3
 }
 
 async function skip (reader: StreamReader, size: number, hashPart: string): Promise<void> {

@@ -37,7 +37,7 @@ interface Side { cache: BinaryCache, bundles: ClosureBundles }
 
 /** A cache + bundles on `node`, trusting `trusted` (its own key always). */
 async function side (node: TestNode, name: string, keys: NodeKeys, trusted: NodeKeys[], protocol = PROTOCOL): Promise<Side> {
-  const cache = new BinaryCache({ dir: join(tmp.dir, name, 'cache'), storeDir: '/gnu/store', keys, compressions: ['zstd'], uncompressedBelow: 16 * 1024 })
+  const cache = new BinaryCache({ dir: join(tmp.dir, name, 'cache'), storeDir: '/gnu/store', keys, compressions: ['zstd', 'lzip'], uncompressedBelow: 16 * 1024 })
   await cache.start()
   const bundles = new ClosureBundles({
     libp2p: node,
@@ -66,7 +66,7 @@ test('a closure arrives in one stream, references first, verified, NARs decompre
   try {
     const store = new DirStore(join(tmp.dir, 'store1'))
     const { leaf, mid, top, big } = await publishChain(sb.cache, store)
-    assert.ok((await sb.cache.getEntry(hp(big)))?.files.every((f) => f.compression === 'zstd'), 'the big one is compressed')
+    assert.deepEqual((await sb.cache.getEntry(hp(big)))?.files.map((f) => f.compression).sort(), ['lzip', 'zstd'], 'the big one is compressed twice, as guix publish does')
     const unknown = 'a'.repeat(32)
     const r = await sa.bundles.take(b.peerId, [hp(top), unknown])
     const order = r.entries.map((e) => e.narinfo.storePath)
@@ -85,7 +85,11 @@ test('a closure arrives in one stream, references first, verified, NARs decompre
     const small = await sa.bundles.take(b.peerId, [hp(top)], { maxFileBytes: 64 * 1024 })
     assert.deepEqual(small.skipped, [hp(big)])
     assert.deepEqual(small.entries.map((e) => e.narinfo.storePath), [leaf, mid, top], 'in the same order, without the skipped one')
-    assert.equal(sb.bundles.served, 2)
+    // a byte budget: what would go past it is skipped, not an error
+    const budget = await sa.bundles.take(b.peerId, [hp(top)], { maxBytes: 1 })
+    assert.deepEqual(budget.entries, [])
+    assert.deepEqual([...budget.skipped].sort(), [leaf, mid, big, top].map(hp).sort())
+    assert.equal(sb.bundles.served, 3)
   } finally {
     await sb.bundles.stop()
   }
