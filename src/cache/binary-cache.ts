@@ -11,7 +11,7 @@
 // never sees a partial file nor a narinfo whose NAR is missing. Removal goes the other way.
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
@@ -491,6 +491,20 @@ export class BinaryCache {
     }
     // the open descriptor keeps the bytes readable even if remove() unlinks the file meanwhile
     return fh.createReadStream({ start: range.start, end: range.end, autoClose: true })
+  }
+
+  /**
+   * The file open for positional reads (the NAR transfer server reads it into reused buffers);
+   * undefined when not in the cache. The caller closes it; an open handle keeps the bytes
+   * readable even if remove() unlinks the file meanwhile.
+   */
+  async openHandle (urlPath: string): Promise<FileHandle | undefined> {
+    try {
+      return await open(this.servedPath(urlPath), 'r')
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
   }
 
   // ------------------------------------------------------------------ removing, GC facts

@@ -3,7 +3,7 @@
 // narCid points at), never by path, so a request cannot name anything outside the cache.
 import type { BinaryCache, CacheEntry } from '../cache/index.js'
 import { normalizeNarHash } from '../narinfo/index.js'
-import type { NarSource } from '../transfer/index.js'
+import type { NarSource, RandomAccessFile } from '../transfer/index.js'
 
 /** The transfer key of one NAR file: `<narHash nix-base32>.<compression>`. */
 export function narFileKey (narHash: string, compression: string): string {
@@ -56,6 +56,12 @@ export class CacheNarSource implements NarSource {
     const url = await this.urlOf(key)
     if (url === undefined) return (async function * () {})() // removed since statFile: the server reports a short source
     return await this.cache.openFile(url, { start: offset, end: offset + length - 1 })
+  }
+
+  /** Positional reads into the server's reused 1 MiB buffers (openFile streams 64 KiB reads). */
+  async openRandomAccess (key: string): Promise<RandomAccessFile | undefined> {
+    const url = await this.urlOf(key)
+    return url === undefined ? undefined : await this.cache.openHandle(url)
   }
 
   private async urlOf (key: string): Promise<string | undefined> {

@@ -84,8 +84,20 @@ test('the transfer source maps <narHash>.<compression> keys to cache files and n
     assert.equal(await source.statFile('nar.none'), undefined)
     assert.equal(await source.statFile(`${'0'.repeat(52)}.none`), undefined)
     assert.equal(await source.openNarinfo(e.hashPart), e.narinfo)
+    // positional reads, as the transfer server does them into its reused buffers
+    const fh = await source.openRandomAccess(key)
+    assert.ok(fh !== undefined)
+    const buf = Buffer.alloc(10)
+    try {
+      assert.equal((await fh.read(buf, 0, 10, 3)).bytesRead, 10)
+    } finally {
+      await fh.close()
+    }
+    assert.deepEqual(buf, onDisk.subarray(3, 13))
+    assert.equal(await source.openRandomAccess(narFileKey(e.narHash, 'zstd')), undefined)
     index.delete(e)
     assert.equal(await source.statFile(key), undefined)
+    assert.equal(await source.openRandomAccess(key), undefined)
   })
 })
 
