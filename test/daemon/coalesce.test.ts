@@ -32,7 +32,7 @@ test('more keys than a lookup takes are split into several lookups', async () =>
   const keys = Array.from({ length: 25 }, (_, i) => `k${i}`)
   const got = await c.get(keys)
   assert.equal(got.size, 25)
-  assert.ok([...got.values()].every((v) => v === true))
+  assert.ok([...got.values()].every((v) => v === true), 'every key answered')
   assert.deepEqual(sizes.reduce((a, b) => a + b, 0), 25)
   assert.ok(sizes.every((n) => n <= 10), JSON.stringify(sizes))
 })

@@ -172,7 +172,7 @@ test('importPaths: a closure in one import, references first; a bad NAR in the b
   }))
   assert.equal(items.length, 2)
   const importPaths = c.nix.store.importPaths?.bind(c.nix.store)
-  assert.ok(importPaths !== undefined)
+  assert.ok(importPaths !== undefined, 'the nix store has the batch import')
   // referrer before its reference: refused before any process starts
   await assert.rejects(importPaths([...items].reverse().map((i) => ({ info: i.info, nar: Readable.from([i.bytes]) }))),
     (e: Error) => e instanceof MissingReferencesError && e.missing[0] === items[0].info.storePath)

@@ -86,7 +86,7 @@ test('the transfer source maps <narHash>.<compression> keys to cache files and n
     assert.equal(await source.openNarinfo(e.hashPart), e.narinfo)
     // positional reads, as the transfer server does them into its reused buffers
     const fh = await source.openRandomAccess(key)
-    assert.ok(fh !== undefined)
+    assert.ok(fh !== undefined, 'a held file opens for positional reads')
     const buf = Buffer.alloc(10)
     try {
       assert.equal((await fh.read(buf, 0, 10, 3)).bytesRead, 10)
