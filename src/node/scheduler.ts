@@ -312,9 +312,8 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
     } finally {
       const still = new Set(await store.filterInvalid(drvs).catch(() => drvs))
       for (const [drv, d] of batch) {
-        if (still.has(drv)) { d.reject(new DerivationUnavailableError(drv, 'its closure could not be fetched from the swarm')); continue }
-        remember(drv)
-        d.resolve()
+        if (still.has(drv)) d.reject(new DerivationUnavailableError(drv, 'its closure could not be fetched from the swarm'))
+        else d.resolve()
       }
       log('fetched %d of %d .drv closure(s) in %d ms', drvs.length - still.size, drvs.length, Math.round(performance.now() - t0))
     }
@@ -327,24 +326,18 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
     waiting.set(drv, d)
     return d.promise
   }
-  // .drv files known to be in the store (imported by a batch, or found valid): not asked again
-  const valid = new Set<string>()
   const prefetch = async (): Promise<void> => {
-    const next = (hooks.ahead?.() ?? []).filter((d) => !inflight.has(d) && !waiting.has(d) && !valid.has(d)).slice(0, 2 * DRV_BATCH)
+    const next = (hooks.ahead?.() ?? []).filter((d) => !inflight.has(d) && !waiting.has(d))
     if (next.length === 0) return
-    const invalid = new Set(await store.filterInvalid(next))
-    for (const d of next) {
-      if (!invalid.has(d)) remember(d)
-      else if (waiting.size < DRV_BATCH) void request(d)
+    // the store remembers what it found valid: asking about the ones fetched before is cheap
+    for (const d of await store.filterInvalid(next)) {
+      if (waiting.size >= DRV_BATCH) break
+      void request(d)
     }
-  }
-  const remember = (drv: string): void => {
-    if (valid.size >= PREFETCH_AHEAD * 64) valid.delete(valid.values().next().value as string)
-    valid.add(drv)
   }
   return {
     async ensureDerivation (drv, signal) {
-      if (await store.isValid(drv)) { remember(drv); return }
+      if (await store.isValid(drv)) return
       const mine = request(drv)
       // the next claimable ones join the same batch; the batch starts once they are queued
       await prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
