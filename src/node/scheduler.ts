@@ -353,10 +353,11 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
       }
       if (!await store.isValid(drv)) throw new DerivationUnavailableError(drv, 'still not valid after importing its closure')
     },
-    async ensureOutputs (paths, signal) {
+    async ensureOutputs (paths, signal, holders = []) {
       const missing = paths.length === 0 ? [] : await store.filterInvalid(paths)
       if (missing.length > 0) {
-        await importManyFromSwarm(subs, store, missing, { signal }).catch((err: Error) => { log('inputs %s not fetched: %s: %s', missing.join(' '), err.name, err.message) })
+        // small outputs (and their closures) in one bundle from the nodes that built them
+        await importManyFromSwarm(subs, store, missing, { signal, from: holders }).catch((err: Error) => { log('inputs %s not fetched: %s: %s', missing.join(' '), err.name, err.message) })
       }
       return missing.length === 0 ? [] : await store.filterInvalid(missing)
     }

@@ -19,8 +19,11 @@ export interface OutputPublisher {
 export interface InputFetcher {
   /** Make `drv` and its `.drv` closure valid in the local store, or throw DerivationUnavailableError. */
   ensureDerivation: (drv: string, signal: AbortSignal) => Promise<void>
-  /** Try to make these output paths valid locally; returns the ones still missing. */
-  ensureOutputs: (paths: string[], signal: AbortSignal) => Promise<string[]>
+  /**
+   * Try to make these output paths valid locally; returns the ones still missing. `holders`:
+   * peers that built them (the claimers of the input builds' successful attempts), asked first.
+   */
+  ensureOutputs: (paths: string[], signal: AbortSignal, holders?: string[]) => Promise<string[]>
 }
 
 /** The default until the node wires in swarm fetching: everything must already be local. */

@@ -648,6 +648,8 @@ export class SchedulerService {
   /** Make the inputs' outputs valid here (one fetch for the whole batch); what stays missing is said in the logs. */
   private async prepare (parts: Array<{ run: Run, log: (chunk: Buffer) => void }>, signal: AbortSignal): Promise<void> {
     const wanted = new Map<string, Array<(chunk: Buffer) => void>>()
+    // the nodes that built inputs in the queue hold their outputs: asked before the DHT
+    const holders = new Set<string>()
     try {
       for (const { run, log: write } of parts) {
         const drv = await this.derivation(run.derivation, signal)
@@ -657,9 +659,12 @@ export class SchedulerService {
             const o = d?.outputs.get(n)
             if (o !== undefined) wanted.set(o.path, [...(wanted.get(o.path) ?? []), write])
           }
+          for (const b of this.queue.byDerivation(inputDrv)) {
+            for (const a of b.attempts) if (a.result?.outcome === 'success' && a.claimer !== this.self) holders.add(a.claimer)
+          }
         }
       }
-      const stillMissing = await this.inputs.ensureOutputs([...wanted.keys()], signal)
+      const stillMissing = await this.inputs.ensureOutputs([...wanted.keys()], signal, [...holders])
       for (const p of stillMissing) for (const write of wanted.get(p) ?? []) write(Buffer.from(`guix-swarm: input not available here: ${p}\n`))
     } catch (e) {
       if (!signal.aborted) for (const { log: write } of parts) write(Buffer.from(`guix-swarm: preparing inputs failed: ${(e as Error).message}\n`))

@@ -83,6 +83,8 @@ export interface BuildNode {
   /** The node's binary cache (real NARs, signed narinfos) and its signing key. */
   cache: BinaryCache
   key: NixKeyPair
+  /** Every ensureOutputs call: the paths, and the peers the scheduler named as their holders. */
+  outputsAsked: Array<{ paths: string[], holders: string[] }>
 }
 
 /** The real BinaryCache as the publisher, noting what it was asked to publish. */
@@ -101,7 +103,7 @@ export function cachePublisher (cache: BinaryCache, published: string[]): Output
  * comes later), but really moves NARs between separate stores. Imports into one store are
  * serialised so two builds needing the same input do not race on it.
  */
-export function peerInputs (self: () => Backend, peers: () => Backend[]): InputFetcher {
+export function peerInputs (self: () => Backend, peers: () => Backend[], asked?: Array<{ paths: string[], holders: string[] }>): InputFetcher {
   let chain: Promise<unknown> = Promise.resolve()
   const serial = async <T>(f: () => Promise<T>): Promise<T> => {
     const p = chain.then(f)
@@ -125,7 +127,10 @@ export function peerInputs (self: () => Backend, peers: () => Backend[]): InputF
       const missing = await fetch([drv])
       if (missing.length > 0) throw new Error(`${drv} is in no peer store`)
     },
-    async ensureOutputs (paths) { return await fetch(paths) }
+    async ensureOutputs (paths, _signal, holders = []) {
+      asked?.push({ paths, holders })
+      return await fetch(paths)
+    }
   }
 }
 
@@ -146,7 +151,7 @@ export async function startBuildNode (opts: BuildNodeOptions = {}): Promise<Buil
   const published: string[] = []
   const key = generateNixKeyPair(`sched-test-${Math.random().toString(36).slice(2, 8)}`)
   const cache = new BinaryCache({ dir: join(dir, 'cache'), storeDir: '/nix/store', keys: key, compressions: ['zstd'], uncompressedBelow: SMALL_NAR_BYTES })
-  const node: Partial<BuildNode> = { q, ns, nix, dir, published, cache, key }
+  const node: Partial<BuildNode> = { q, ns, nix, dir, published, cache, key, outputsAsked: [] }
   node.scheduler = makeScheduler(node as BuildNode, opts)
   return node as BuildNode
 }
@@ -157,7 +162,7 @@ export function makeScheduler (node: Omit<BuildNode, 'scheduler'>, opts: BuildNo
     store: node.nix.store,
     builder: node.nix.builder,
     publisher: opts.publish === 'pathinfo' ? pathInfoPublisher(node.published) : cachePublisher(node.cache, node.published),
-    inputs: peerInputs(() => node.nix, opts.peers ?? (() => [])),
+    inputs: peerInputs(() => node.nix, opts.peers ?? (() => []), node.outputsAsked),
     logsDir: join(node.dir, 'logs'),
     gcRootsDir: join(node.dir, 'gcroots'),
     ...(opts.hooks !== undefined ? { hooks: opts.hooks } : {}),

@@ -67,6 +67,10 @@ test('three schedulers in three stores build 18 builds from a non-building submi
     assert.ok(await aBuilder.nix.store.isValid(aOut), `${aOut} is valid in the builder's store`)
     assert.deepEqual((await aBuilder.nix.store.queryPathInfo(aOut)).references, [bOut])
     assert.ok(aBuilder.published.includes(aOut), 'the builder published its output')
+    // when a was prepared, b's builder was named as the holder of b's output (unless it was a's own)
+    const askedForB = aBuilder.outputsAsked.find(x => x.paths.includes(bOut))
+    assert.ok(askedForB !== undefined, `a's builder asked for ${bOut}`)
+    assert.deepEqual(askedForB.holders, winner(b).claimer === winner(a).claimer ? [] : [winner(b).claimer], 'the holder named is the node that built b')
     assert.ok(new Set(recs.map(r => winner(r).claimer)).size >= 2, 'work spread over more than one scheduler')
 
     // NAR hashes in the result ops are the daemon's
