@@ -45,6 +45,12 @@ export interface CacheFile {
   fileSize: number
 }
 
+/** The file of an entry that is cheapest to unpack: uncompressed, then zstd, then gzip, then the slow ones. */
+export function cheapestToUnpack<F extends { compression: string }> (files: readonly F[]): F | undefined {
+  const cost = (c: string): number => c === 'none' ? 0 : c === 'zstd' ? 1 : c === 'gzip' ? 2 : 3
+  return [...files].sort((a, b) => cost(a.compression) - cost(b.compression))[0]
+}
+
 export interface CacheEntry {
   storePath: string
   hashPart: string

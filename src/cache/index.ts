@@ -10,7 +10,7 @@
  *   await verifyFile(parseNarinfo(text), 'zstd', file)           // CacheVerifyError subclasses
  */
 export {
-  BinaryCache, defaultCompressions, SMALL_NAR_BYTES,
+  BinaryCache, cheapestToUnpack, defaultCompressions, SMALL_NAR_BYTES,
   type BinaryCacheComponents, type CacheEntry, type CacheFile, type CacheIndexRecord, type AddClosureOptions,
   type AddVerifiedOptions, type VerifiedFile, type FileRange
 } from './binary-cache.js'

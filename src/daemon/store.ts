@@ -235,8 +235,8 @@ export class CliStore implements StoreDaemon {
       // one invalid path fails the whole query: ask again without the invalid ones (whose
       // callers then get PathNotValidError), so other callers' paths are not failed with it
       if (!(e instanceof PathNotValidError) || paths.length === 1) throw e
-      const invalid = new Set(lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout))
-      const valid = paths.filter((p) => !invalid.has(p))
+      const validity = await this.validity.get(paths)
+      const valid = paths.filter((p) => validity.get(p) === true)
       infos = valid.length === 0 ? [] : await dump(valid)
     }
     for (const i of infos) this.infos.set(i)

@@ -11,6 +11,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { BuildRecord } from '../crdt/index.js'
+import { cheapestToUnpack, type CacheFile } from '../cache/index.js'
 import { openBackend, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
 import { decompressStream } from '../nar/index.js'
@@ -77,8 +78,8 @@ export async function importFromSwarm (subs: SubstitutesService, store: StoreDae
   return await importManyFromSwarm(subs, store, [storePath], { signal })
 }
 
-/** A path of a closure to import, known from a bundle taken in memory or from the node's cache. */
-interface Known { storePath: string, narinfo: Narinfo, taken?: TakenEntry }
+/** A path of a closure to import, known from a bundle taken in memory or from the node's cache (its files). */
+type Known = { storePath: string, narinfo: Narinfo } & ({ taken: TakenEntry } | { files: CacheFile[] })
 
 interface ImportPlan {
   /** What the store lacks and can be imported now, references first. */
@@ -127,9 +128,10 @@ export async function importManyFromSwarm (subs: SubstitutesService, store: Stor
       plan = await planImport(subs, store, storePaths, taken)
     }
     opts.signal?.throwIfAborted()
-    unpinClosure = subs.pin(plan.order.filter((k) => k.taken === undefined).map((k) => k.storePath))
+    const fromCache = plan.order.filter((k) => !('taken' in k))
+    unpinClosure = subs.pin(fromCache.map((k) => k.storePath))
     log('closures of %d path(s): %d taken in %d ms, %d from the cache, %d to import%s', storePaths.length, taken.size, Math.round(t1 - t0),
-      plan.order.filter((k) => k.taken === undefined).length, plan.order.length, plan.missing.length > 0 ? `, ${plan.missing.length} not found` : '')
+      fromCache.length, plan.order.length, plan.missing.length > 0 ? `, ${plan.missing.length} not found` : '')
     const imported = await importPlanned(subs, store, plan.order, opts.signal)
     if (plan.incomplete.length > 0) {
       throw pullError ?? new DerivationUnavailableError(plan.incomplete[0], `its closure lacks ${plan.missing.slice(0, 3).join(' ')}${plan.missing.length > 3 ? ' …' : ''}`)
@@ -159,7 +161,7 @@ async function planImport (subs: SubstitutesService, store: StoreDaemon, roots: 
       k = { storePath: p, narinfo: t.narinfo, taken: t }
     } else {
       const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
-      if (entry !== undefined) k = { storePath: p, narinfo: parseNarinfo(entry.narinfo, { storeDir }) }
+      if (entry !== undefined) k = { storePath: p, narinfo: parseNarinfo(entry.narinfo, { storeDir }), files: entry.files }
     }
     known.set(p, k)
     if (k !== null) for (const r of k.narinfo.references) if (!known.has(`${storeDir}/${r}`)) queue.push(`${storeDir}/${r}`)
@@ -202,14 +204,13 @@ async function planImport (subs: SubstitutesService, store: StoreDaemon, roots: 
 async function importPlanned (subs: SubstitutesService, store: StoreDaemon, order: Known[], signal?: AbortSignal): Promise<number> {
   if (order.length === 0) return 0
   const storeDir = subs.cache.storeDir
-  const items = await Promise.all(order.map(async ({ storePath: p, narinfo: info, taken }) => {
+  const items = order.map((k) => {
+    const { storePath: p, narinfo: info } = k
     let nar: AsyncIterable<Uint8Array>
-    if (taken !== undefined) {
-      nar = Readable.from([taken.nar])
+    if ('taken' in k) {
+      nar = Readable.from([k.taken.nar])
     } else {
-      const entry = await subs.cache.getEntry(p.slice(storeDir.length + 1, storeDir.length + 33))
-      // the cheapest file to unpack: uncompressed, then zstd, then whatever the cache made
-      const file = [...(entry?.files ?? [])].sort((a, b) => rank(a.compression) - rank(b.compression))[0]
+      const file = cheapestToUnpack(k.files)
       if (file === undefined) throw new DerivationUnavailableError(p, 'the cache has no NAR file for it')
       // opened when the import reaches it: a batch must not hold a descriptor per path
       nar = (async function * (): AsyncGenerator<Uint8Array> {
@@ -227,7 +228,7 @@ async function importPlanned (subs: SubstitutesService, store: StoreDaemon, orde
       },
       nar
     }
-  }))
+  })
   signal?.throwIfAborted()
   let imported: number
   if (store.importPaths !== undefined) {
@@ -240,9 +241,6 @@ async function importPlanned (subs: SubstitutesService, store: StoreDaemon, orde
   return imported
 }
 
-function rank (c: string): number {
-  return c === 'none' ? 0 : c === 'zstd' ? 1 : c === 'gzip' ? 2 : 3
-}
 
 /** .drv files fetched and imported together (one closure bundle per submitter, one import). */
 const DRV_BATCH = 64

@@ -17,10 +17,10 @@
 //             last: frame { end: true, missing: [requested hash parts not held] }
 import { logger } from '@libp2p/logger'
 import type { AbortOptions, Connection, PeerId, Stream } from '@libp2p/interface'
-import { verifyBytes, type BinaryCache, type CacheEntry } from '../cache/index.js'
+import { cheapestToUnpack, verifyBytes, type BinaryCache, type CacheEntry } from '../cache/index.js'
 import { parseCompression } from '../nar/index.js'
 import { parseNarinfo, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
-import { isStorePathHashPart, MAX_FRAME_SIZE, MAX_NARINFO_SIZE, sendWithBackpressure, StreamReader } from '../transfer/index.js'
+import { encodeJsonFrame, isStorePathHashPart, MAX_NARINFO_SIZE, ProtocolError, readFrameJson, sendWithBackpressure, StreamReader } from '../transfer/index.js'
 import { BundleProtocolError, BundleVerifyError } from './errors.js'
 
 const log = logger('guix-swarm:substitutes:bundle')
@@ -31,12 +31,11 @@ export const MAX_BUNDLE_REQUEST = 256
 export const MAX_BUNDLE_ENTRIES = 4096
 /** Files larger than this go the usual way (ranged, resumable, several providers). */
 export const DEFAULT_BUNDLE_MAX_FILE = 1024 * 1024
-/** What a client accepts in one response, all files together. */
 /** What a client holds in memory from one response. */
 const MAX_TAKE_BYTES = 64 * 1024 * 1024
 const REQUEST_TIMEOUT_MS = 10_000
 /** Entries checked at once while the next ones arrive (a compressed one runs a decompressor). */
-const ADD_CONCURRENCY = 16
+const CHECK_CONCURRENCY = 16
 
 export interface BundleComponents {
   libp2p: {
@@ -73,32 +72,17 @@ export interface BundleTaken {
   missing: string[]
 }
 
-
 type EntryHeader = { hashPart: string, narinfo: number, files: Array<{ compression: string, size: number }> }
 type Frame = EntryHeader | { hashPart: string, skipped: true } | { end: true, missing: string[] }
 
-function encode (value: unknown): Uint8Array {
-  const body = Buffer.from(JSON.stringify(value), 'utf8')
-  if (body.length > MAX_FRAME_SIZE) throw new BundleProtocolError(`a ${body.length}-byte frame is over ${MAX_FRAME_SIZE} bytes`)
-  const out = Buffer.allocUnsafe(4 + body.length)
-  out.writeUInt32BE(body.length, 0)
-  body.copy(out, 4)
-  return out
-}
-
+/** The NAR protocol's frames, its framing errors told as this protocol's. */
 async function readFrame (reader: StreamReader, where: string): Promise<Record<string, unknown>> {
-  const prefix = await reader.readExact(4, `${where} (length prefix)`)
-  const length = Buffer.from(prefix.buffer, prefix.byteOffset, 4).readUInt32BE(0)
-  if (length === 0 || length > MAX_FRAME_SIZE) throw new BundleProtocolError(`${where}: frame of ${length} bytes (1..${MAX_FRAME_SIZE})`)
-  const body = await reader.readExact(length, `${where} (body)`)
-  let value: unknown
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body))
+    return await readFrameJson(reader, where)
   } catch (err) {
-    throw new BundleProtocolError(`${where}: not UTF-8 JSON: ${(err as Error).message}`)
+    if (err instanceof ProtocolError) throw new BundleProtocolError(err.message)
+    throw err
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new BundleProtocolError(`${where}: not a JSON object`)
-  return value as Record<string, unknown>
 }
 
 function isSize (v: unknown): v is number {
@@ -212,7 +196,7 @@ export class ClosureBundles {
       if (!await emit(h)) missing.push(h)
       if (entries > MAX_BUNDLE_ENTRIES) break
     }
-    await sendWithBackpressure(stream, encode({ end: true, missing }))
+    await sendWithBackpressure(stream, encodeJsonFrame({ end: true, missing }))
     await stream.close()
     this.served++
     log('sent %d path(s) to %p for %d requested (%d missing)', sent.size, connection.remotePeer, request.hashParts.length, missing.length)
@@ -221,14 +205,14 @@ export class ClosureBundles {
   /** One entry with its cheapest file, or a `skipped` frame when that is over `maxFileBytes`. Returns the file bytes sent. */
   private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<number> {
     const { cache } = this.components
-    const f = [...entry.files].sort((a, b) => unpackCost(a.compression) - unpackCost(b.compression))[0]
+    const f = cheapestToUnpack(entry.files)
     const size = f === undefined ? undefined : await cache.statFile(f.url)
     if (f === undefined || size === undefined || size > maxFileBytes) {
-      await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, skipped: true }))
+      await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, skipped: true }))
       return 0
     }
     const narinfo = Buffer.from(entry.narinfo, 'utf8')
-    await sendWithBackpressure(stream, encode({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
+    await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
     await sendWithBackpressure(stream, narinfo)
     let left = size
     for await (const chunk of await cache.openFile(f.url)) {
@@ -253,45 +237,18 @@ export class ClosureBundles {
    * verify, BundleProtocolError when it breaks the format.
    */
   async take (peer: PeerId, hashParts: string[], opts: BundleFetchOptions = {}): Promise<BundleTaken> {
-    const r = await this.receive(peer, hashParts, opts, MAX_TAKE_BYTES, async (reader, frame, narinfo, text) => {
-      if (!narinfo.urls.some((u) => (u.compression ?? 'none') === frame.files[0].compression)) throw new BundleVerifyError(`entry ${frame.hashPart} from ${peer.toString()}: a ${frame.files[0].compression} file the narinfo has no URL for`)
-      // one file is enough to have the NAR: the first, any others are read past
-      const first = await reader.readExact(frame.files[0].size, `file of ${frame.hashPart}`)
-      for (const f of frame.files.slice(1)) await skip(reader, f.size, frame.hashPart)
-      const finishing = (async (): Promise<TakenEntry> => {
-        try {
-          const nar = await verifyBytes(narinfo, parseCompression(frame.files[0].compression), first, `${frame.files[0].compression} file of ${narinfo.storePath} from ${peer.toString()}`)
-          return { narinfoText: text, narinfo, nar }
-        } catch (err) {
-          this.rejected.badFile++
-          throw new BundleVerifyError(`${frame.files[0].compression} file of ${narinfo.storePath} from ${peer.toString()} does not verify: ${(err as Error).name}: ${(err as Error).message}`)
-        }
-      })()
-      return { finishing }
-    })
-    log('bundle taken from %p: %d entries, %d skipped, %d missing', peer, r.entries.length, r.skipped.length, r.missing.length)
-    return { entries: r.entries, skipped: r.skipped, missing: r.missing }
-  }
-
-  /**
-   * The client side of one request: frames in order, each entry's narinfo checked against the
-   * trusted keys here, its files handed to `onEntry`, which reads them and returns the rest of the
-   * work as a promise; those run in parallel with the next entries and are awaited in order.
-   */
-  private async receive<T> (peer: PeerId, hashParts: string[], opts: BundleFetchOptions, maxBytes: number,
-    onEntry: (reader: StreamReader, frame: EntryHeader, narinfo: Narinfo, text: string) => Promise<{ finishing: Promise<T> }>): Promise<{ entries: T[], skipped: string[], missing: string[] }> {
     const { cache } = this.components
-    const out = { entries: [] as T[], skipped: [] as string[], missing: [] as string[] }
+    const out: BundleTaken = { entries: [], skipped: [], missing: [] }
     if (hashParts.length === 0) return out
     if (hashParts.length > MAX_BUNDLE_REQUEST) throw new BundleProtocolError(`at most ${MAX_BUNDLE_REQUEST} paths per bundle, got ${hashParts.length}`)
     const maxFileBytes = opts.maxFileBytes ?? DEFAULT_BUNDLE_MAX_FILE
-    maxBytes = Math.min(maxBytes, opts.maxBytes ?? maxBytes)
+    const maxBytes = Math.min(MAX_TAKE_BYTES, opts.maxBytes ?? MAX_TAKE_BYTES)
     const stream = await this.components.libp2p.dialProtocol(peer, this.protocol, { signal: opts.signal })
     const reader = new StreamReader(stream, { highWaterMark: 4 * 1024 * 1024 })
-    const pending: Array<Promise<T>> = []
+    const pending: Array<Promise<TakenEntry>> = []
     let bytes = 0
     try {
-      await sendWithBackpressure(stream, encode({ hashParts, maxFileBytes, maxBytes }), opts.signal)
+      await sendWithBackpressure(stream, encodeJsonFrame({ hashParts, maxFileBytes, maxBytes }), opts.signal)
       await stream.close({ signal: opts.signal })
       for (let n = 0; ; n++) {
         opts.signal?.throwIfAborted()
@@ -311,11 +268,26 @@ export class ClosureBundles {
           this.rejected.badNarinfo++
           throw new BundleVerifyError(`narinfo of ${frame.hashPart} from ${peer.toString()} not believed: ${v.ok ? 'it is the narinfo of another path' : v.message}`)
         }
-        // the bytes are read in order; checking and keeping them overlap with the next entries
-        const { finishing } = await onEntry(reader, frame, v.narinfo, text)
-        finishing.catch(() => {}) // awaited below, in order
-        pending.push(finishing)
-        if (pending.length >= ADD_CONCURRENCY) out.entries.push(await (pending.shift() as Promise<T>))
+        const narinfo = v.narinfo
+        const compression = frame.files[0].compression
+        if (!narinfo.urls.some((u) => (u.compression ?? 'none') === compression)) throw new BundleVerifyError(`entry ${frame.hashPart} from ${peer.toString()}: a ${compression} file the narinfo has no URL for`)
+        // one file is enough to have the NAR: the first, any others are read past
+        const file = await reader.readExact(frame.files[0].size, `file of ${frame.hashPart}`)
+        for (const f of frame.files.slice(1)) await skip(reader, f.size, frame.hashPart)
+        // the bytes are read in order; checking them (a decompressor for a compressed one)
+        // overlaps with the next entries, and the results are taken in order
+        const checking = (async (): Promise<TakenEntry> => {
+          try {
+            const nar = await verifyBytes(narinfo, parseCompression(compression), file, `${compression} file of ${narinfo.storePath} from ${peer.toString()}`)
+            return { narinfoText: text, narinfo, nar }
+          } catch (err) {
+            this.rejected.badFile++
+            throw new BundleVerifyError(`${compression} file of ${narinfo.storePath} from ${peer.toString()} does not verify: ${(err as Error).name}: ${(err as Error).message}`)
+          }
+        })()
+        checking.catch(() => {}) // awaited below, in order
+        pending.push(checking)
+        if (pending.length >= CHECK_CONCURRENCY) out.entries.push(await (pending.shift() as Promise<TakenEntry>))
       }
       for (const p of pending.splice(0)) out.entries.push(await p)
     } catch (err) {
@@ -326,14 +298,9 @@ export class ClosureBundles {
     } finally {
       reader.release()
     }
+    log('bundle taken from %p: %d entries, %d skipped, %d missing', peer, out.entries.length, out.skipped.length, out.missing.length)
     return out
   }
-
-}
-
-/** Uncompressed first, then the fast decompressors, then the slow ones. */
-function unpackCost (compression: string): number {
-  return compression === 'none' ? 0 : compression === 'zstd' ? 1 : compression === 'gzip' ? 2 : 3
 }
 
 async function skip (reader: StreamReader, size: number, hashPart: string): Promise<void> {

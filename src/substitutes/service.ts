@@ -139,7 +139,7 @@ export class SubstitutesService implements NodeService {
     this.trusted = await this.loadTrustedKeys()
     await this.cache.start()
     const entries = await this.cache.list()
-    for (const e of entries) { this.index.add(e); this.held.set(e.hashPart, heldEntry(e)) }
+    for (const e of entries) this.hold(e)
     this.http.prime(entries)
     this.registerMetrics()
     await this.server.start()
@@ -381,9 +381,7 @@ export class SubstitutesService implements NodeService {
    * the event loop that is still receiving them. Indexed (servable) at once.
    */
   private addedLater (entry: CacheEntry): void {
-    this.index.add(entry)
-    this.held.set(entry.hashPart, heldEntry(entry))
-    this.fetcher.forgetMiss(entry.hashPart)
+    this.hold(entry)
     this.announceQueue.set(entry.hashPart, entry)
     this.pumpAnnouncements()
   }
@@ -399,11 +397,16 @@ export class SubstitutesService implements NodeService {
     }
   }
 
-  /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
-  private async added (entry: CacheEntry): Promise<boolean> {
+  /** A new entry is servable by NAR hash, counted, and no longer a remembered miss. */
+  private hold (entry: CacheEntry): void {
     this.index.add(entry)
     this.held.set(entry.hashPart, heldEntry(entry))
     this.fetcher.forgetMiss(entry.hashPart)
+  }
+
+  /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
+  private async added (entry: CacheEntry): Promise<boolean> {
+    this.hold(entry)
     const announced = await this.announce(entry)
     this.maybeAutoGc()
     return announced

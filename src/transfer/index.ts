@@ -2,7 +2,7 @@
 export { narCid, storePathCid, isStorePathHashPart } from './cid.js'
 export { provide, findProviders, Reprovider } from './routing.js'
 export type { ContentRoutingComponents, FindProvidersOptions, ReproviderComponents, ReproviderInit } from './routing.js'
-export { NAR_PROTOCOL, MAX_FRAME_SIZE, MAX_NARINFO_SIZE, isFileKey, encodeFrame } from './protocol.js'
+export { NAR_PROTOCOL, MAX_FRAME_SIZE, MAX_NARINFO_SIZE, isFileKey, encodeFrame, encodeJsonFrame, readFrameJson } from './protocol.js'
 export type { Request, ResponseHeader } from './protocol.js'
 export { NarTransferServer } from './server.js'
 export type { NarTransferServerComponents, NarTransferServerInit } from './server.js'

@@ -29,6 +29,11 @@ export function isFileKey (key: string): boolean {
 }
 
 export function encodeFrame (message: Request | ResponseHeader): Uint8Array {
+  return encodeJsonFrame(message)
+}
+
+/** frame(JSON) for any small message (also the closure-bundle protocol's); over MAX_FRAME_SIZE throws. */
+export function encodeJsonFrame (message: object): Uint8Array {
   const body = Buffer.from(JSON.stringify(message), 'utf8')
   if (body.length > MAX_FRAME_SIZE) throw new OversizedFrameError(body.length, MAX_FRAME_SIZE, 'encoding a frame')
   const out = new Uint8Array(4 + body.length)
@@ -37,7 +42,8 @@ export function encodeFrame (message: Request | ResponseHeader): Uint8Array {
   return out
 }
 
-async function readFrameJson (reader: StreamReader, where: string): Promise<Record<string, unknown>> {
+/** One frame's JSON object; MalformedFrameError / OversizedFrameError (ProtocolErrors) otherwise. */
+export async function readFrameJson (reader: StreamReader, where: string): Promise<Record<string, unknown>> {
   const prefix = await reader.readExact(4, `${where} (length prefix)`)
   const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0)
   if (length > MAX_FRAME_SIZE) throw new OversizedFrameError(length, MAX_FRAME_SIZE, where)
