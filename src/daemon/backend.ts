@@ -16,6 +16,14 @@ export interface BackendOptions extends BuilderOptions {
 
 export interface Backend { store: StoreDaemon, builder: Builder }
 
+/**
+ * Which daemon holds a node's store: its builder's, or for a node that does not build
+ * (`none`) the one whose default store dir it uses.
+ */
+export function storeKindOf (builder: 'nix' | 'guix' | 'none', storeDir: string): 'nix' | 'guix' {
+  return builder !== 'none' ? builder : storeDir === '/nix/store' ? 'nix' : 'guix'
+}
+
 export async function openBackend (kind: 'nix' | 'guix', opts: BackendOptions = {}): Promise<Backend> {
   const commands = kind === 'nix' ? NIX_COMMANDS : guixCommands(await guixScriptPath())
   const store = new CliStore({

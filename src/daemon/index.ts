@@ -27,5 +27,5 @@ export type { Builder, BuildOutcome, BuildOptions, BuilderComponents, BuilderOpt
 export { InternalJsonLogRouter } from './internal-json.js'
 export type { LogRouterSink } from './internal-json.js'
 export { PathInfoCache } from './info-cache.js'
-export { openBackend } from './backend.js'
+export { openBackend, storeKindOf } from './backend.js'
 export type { Backend, BackendOptions } from './backend.js'

@@ -8,7 +8,7 @@ import {
   QueueService, BUILD_STATES, isDerivationPath, UnknownBuildError, BadDerivationPathError,
   type BuildRecord, type BuildState, type BuildView, type QueueConfig, type SubmitRequest
 } from '../crdt/index.js'
-import { openBackend, type Backend } from '../daemon/index.js'
+import { openBackend, storeKindOf, type Backend } from '../daemon/index.js'
 import { HttpError, HttpBadRequestError, HttpNotFoundError, readJsonBody, sendJson, type RouteParams } from '../http/index.js'
 import type { NodeComponents, NodeService } from './components.js'
 
@@ -250,7 +250,7 @@ export class QueueNodeService implements NodeService {
     const local = drvs.filter((d) => d.startsWith(storeDir + '/'))
     if (local.length === 0 || this.opts.readSystem !== undefined) return out
     // a node that does not build may still have the store the .drv files were made in
-    const kind = builder.kind !== 'none' ? builder.kind : storeDir === '/nix/store' ? 'nix' : 'guix'
+    const kind = storeKindOf(builder.kind, storeDir)
     this.backend ??= openBackend(kind, { storeDir }).catch((err: Error) => {
       log('cannot open the %s daemon: %s', kind, err.message)
       return undefined

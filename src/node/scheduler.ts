@@ -12,7 +12,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { BuildRecord } from '../crdt/index.js'
 import { cheapestToUnpack, type CacheFile } from '../cache/index.js'
-import { openBackend, type Backend, type StoreDaemon } from '../daemon/index.js'
+import { openBackend, storeKindOf, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
 import { decompressStream } from '../nar/index.js'
 import { parseNarinfo, type Narinfo } from '../narinfo/index.js'
@@ -392,7 +392,7 @@ export class SchedulerNodeService implements NodeService {
     const queue = queueOf(c)
     if (queue === undefined) throw new SchedulerNoQueueError('the scheduler needs the queue service to start first')
     const subs = this.init.substitutes?.()
-    const kind = c.builder.kind !== 'none' ? c.builder.kind : c.storeDir === '/nix/store' ? 'nix' : 'guix'
+    const kind = storeKindOf(c.builder.kind, c.storeDir)
     const backend = await (this.init.openBackend ?? openBackend)(kind, {
       storeDir: c.storeDir,
       // Inputs reach the store through swarmInputs (verified NAR import), so the daemon needs no

@@ -8,7 +8,7 @@ import { logger } from '@libp2p/logger'
 import { Gauge } from 'prom-client'
 import type { CID } from 'multiformats/cid'
 import { BinaryCache, SMALL_NAR_BYTES, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
-import { openBackend, type StoreDaemon } from '../daemon/index.js'
+import { openBackend, storeKindOf, type StoreDaemon } from '../daemon/index.js'
 import { readJsonBody, sendJson, type RoutePattern } from '../http/index.js'
 import { parseCompression, type Compression } from '../nar/index.js'
 import {
@@ -299,9 +299,7 @@ export class SubstitutesService implements NodeService {
 
   private async openStore (): Promise<StoreDaemon> {
     if (this.init.openStore != null) return await this.init.openStore()
-    const kind = this.components.builder.kind !== 'none'
-      ? this.components.builder.kind
-      : this.components.storeDir === '/nix/store' ? 'nix' : 'guix'
+    const kind = storeKindOf(this.components.builder.kind, this.components.storeDir)
     this.store ??= openBackend(kind, { storeDir: this.components.storeDir }).then((b) => b.store)
     try {
       return await this.store
