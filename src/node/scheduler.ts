@@ -317,8 +317,8 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
     }
   }
   const request = (drv: string): Promise<void> => {
-    const running = inflight.get(drv) ?? waiting.get(drv)?.promise
-    if (running !== undefined) return running
+    const already = inflight.get(drv) ?? waiting.get(drv)?.promise
+    if (already !== undefined) return already
     const d = deferred()
     d.promise.catch(() => {}) // a prefetch nobody awaits must not be an unhandled rejection
     waiting.set(drv, d)
