@@ -340,14 +340,19 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
       // the next claimable ones join the same batch; the batch starts once they are queued
       await prefetch().catch((err: Error) => { log('prefetch failed: %s', err.message) })
       pumpSoon()
+      // the signal is often the scheduler's lifetime: its listener must go once the race is over
+      let onAbort = (): void => {}
       try {
         await Promise.race([mine, new Promise<never>((_resolve, reject) => {
-          if (signal.aborted) reject(signal.reason)
-          signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+          onAbort = () => { reject(signal.reason) }
+          if (signal.aborted) onAbort()
+          signal.addEventListener('abort', onAbort, { once: true })
         })])
       } catch (err) {
         if (err instanceof DerivationUnavailableError || signal.aborted) throw err
         throw new DerivationUnavailableError(drv, `${(err as Error).name}: ${(err as Error).message}`)
+      } finally {
+        signal.removeEventListener('abort', onAbort)
       }
       if (!await store.isValid(drv)) throw new DerivationUnavailableError(drv, 'still not valid after importing its closure')
     },
