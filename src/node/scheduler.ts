@@ -367,12 +367,16 @@ export function swarmInputs (subs: SubstitutesService, store: StoreDaemon, hooks
   }
 }
 
-/** Outputs published through the substitutes service: NAR + signed narinfo in the cache, announced in the DHT. */
+/**
+ * Outputs published through the substitutes service: NAR + signed narinfo in the cache, then
+ * announced in the DHT in the background. The result op need not wait for the DHT (two walks
+ * per path, on a busy node seconds): whoever reads the result knows the builder and asks it
+ * first (RecentOutputs in src/substitutes, the holders in the scheduler's prepare).
+ */
 function substitutesPublisher (subs: SubstitutesService): OutputPublisher {
   return {
     async addFromStore (_store, storePath) {
-      // announced before the result op says it exists, so whoever reads that can find it
-      const published = await subs.publish([storePath])
+      const published = await subs.publish([storePath], { announce: 'background' })
       const mine = published.find((p) => p.storePath === storePath)
       if (mine === undefined) throw new NodeError(`publishing ${storePath} returned no entry for it`)
       return { storePath, narHash: mine.narHash, narSize: mine.narSize }

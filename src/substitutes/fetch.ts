@@ -1,7 +1,7 @@
-// Pulling one store path from the swarm into the local cache: store path → DHT providers →
-// narinfo (believed only when signed by a trusted key, whoever sent it) → NAR providers → each
-// NAR file downloaded, decompressed and checked against NarHash/NarSize before it is renamed
-// into the cache. Nothing unverified is ever visible to a reader of the cache.
+// Pulling one store path from the swarm into the local cache: store path → its builder (a hint
+// from the queue), then DHT providers → narinfo (believed only when signed by a trusted key,
+// whoever sent it) → NAR providers → each NAR file downloaded, decompressed and checked against
+// NarHash/NarSize before it is renamed into the cache. Nothing unverified is ever visible to a reader of the cache.
 import { join } from 'node:path'
 import { mkdir, rm } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
@@ -17,6 +17,11 @@ import { narFileKey } from './source.js'
 const log = logger('guix-swarm:substitutes:fetch')
 /** Misses remembered at most (about 100 bytes each). */
 const MAX_REMEMBERED_MISSES = 100_000
+/**
+ * NAR files up to this size are fetched whole from the peers that sent the narinfo (no walk for
+ * the NAR hash), so NARs this small are announced under their store path only.
+ */
+export const SMALL_NAR_FILE_BYTES = 4 * 1024 * 1024
 
 export interface SwarmFetcherComponents extends ContentRoutingComponents {
   client: TransferClient
@@ -29,6 +34,11 @@ export interface SwarmFetcherComponents extends ContentRoutingComponents {
   onAdded: (entry: CacheEntry) => Promise<void>
   /** Whether any peer is connected: with none, a DHT query only waits for its timeout. */
   hasPeers: () => boolean
+  /**
+   * Peers likely to hold a path without a DHT walk (the node whose build made it, from the
+   * queue), asked first; what they send is verified like anything from the DHT.
+   */
+  hints?: (hashPart: string) => PeerId[]
 }
 
 export interface SwarmFetcherInit {
@@ -94,11 +104,13 @@ export class SwarmFetcher {
   private readonly misses = new Map<string, number>()
   private readonly lookupQueue: Array<() => void> = []
   readonly lookupStats: LookupStats = { started: 0, negativeHits: 0, refusedBusy: 0, notFound: 0, running: 0 }
+  /** Narinfos asked of hinted peers, and how many of those were believed (no DHT walk needed). */
+  readonly hintStats = { asked: 0, believed: 0 }
 
   constructor (private readonly components: SwarmFetcherComponents, init: SwarmFetcherInit = {}) {
     this.lookupTimeoutMs = init.lookupTimeoutMs ?? 30_000
     this.maxProviders = init.maxProviders ?? 8
-    this.streamAboveBytes = init.streamAboveBytes ?? 4 * 1024 * 1024
+    this.streamAboveBytes = init.streamAboveBytes ?? SMALL_NAR_FILE_BYTES
     this.negativeTtlMs = init.negativeTtlMs ?? 60_000
     this.maxLookups = init.maxLookups ?? 16
     this.maxQueuedLookups = init.maxQueuedLookups ?? 256
@@ -284,34 +296,44 @@ export class SwarmFetcher {
     }
   }
 
-  /** Ask the store path's providers in turn until one hands over a narinfo we can believe. */
+  /** Ask the hinted peers, then the store path's providers, in turn until one hands over a narinfo we can believe. */
   private async trustedNarinfo (hashPart: string, signal: AbortSignal): Promise<TrustedNarinfo> {
     const { client, cache } = this.components
     const holders: PeerId[] = []
     const refused: string[] = []
     if (!this.components.hasPeers()) throw new SubstituteNotFoundError(`${hashPart}: no peers to ask`)
+    const ask = async (peer: PeerId): Promise<TrustedNarinfo | undefined> => {
+      if (holders.some((h) => h.equals(peer))) return undefined
+      holders.push(peer)
+      let text: string
+      try {
+        text = await client.fetchNarinfo(hashPart, [peer], { signal })
+      } catch (err) {
+        refused.push(`${peer.toString()}: ${(err as Error).name}`)
+        return undefined
+      }
+      const v = verifyNarinfo(text, this.components.trusted(), { storeDir: cache.storeDir })
+      if (!v.ok) {
+        refused.push(`${peer.toString()}: ${v.reason}`)
+        log('narinfo %s from %p not believed: %s', hashPart, peer, v.message)
+        return undefined
+      }
+      const got = v.narinfo.storePath.slice(cache.storeDir.length + 1, cache.storeDir.length + 33)
+      if (got !== hashPart) {
+        refused.push(`${peer.toString()}: narinfo for another path`)
+        return undefined
+      }
+      return { narinfo: v.narinfo, text, from: peer.toString(), holders }
+    }
     try {
+      for (const peer of this.components.hints?.(hashPart) ?? []) {
+        this.hintStats.asked++
+        const found = await ask(peer)
+        if (found !== undefined) { this.hintStats.believed++; return found }
+      }
       for await (const peer of findProviders(this.components, storePathCid(hashPart), { limit: this.maxProviders, signal })) {
-        holders.push(peer.id)
-        let text: string
-        try {
-          text = await client.fetchNarinfo(hashPart, [peer.id], { signal })
-        } catch (err) {
-          refused.push(`${peer.id.toString()}: ${(err as Error).name}`)
-          continue
-        }
-        const v = verifyNarinfo(text, this.components.trusted(), { storeDir: cache.storeDir })
-        if (!v.ok) {
-          refused.push(`${peer.id.toString()}: ${v.reason}`)
-          log('narinfo %s from %p not believed: %s', hashPart, peer.id, v.message)
-          continue
-        }
-        const got = v.narinfo.storePath.slice(cache.storeDir.length + 1, cache.storeDir.length + 33)
-        if (got !== hashPart) {
-          refused.push(`${peer.id.toString()}: narinfo for another path`)
-          continue
-        }
-        return { narinfo: v.narinfo, text, from: peer.id.toString(), holders }
+        const found = await ask(peer.id)
+        if (found !== undefined) return found
       }
     } catch (err) {
       if (!signal.aborted) throw err
@@ -320,14 +342,22 @@ export class SwarmFetcher {
     throw new SubstituteNotFoundError(`${hashPart}: ${holders.length === 0 ? 'no provider in the DHT' : `no trusted narinfo from ${holders.length} provider(s) (${refused.join('; ')})`}`)
   }
 
-  /** Peers to ask for the NAR: the narinfo's sender first, then the other holders, then the NAR hash's providers. */
+  /**
+   * Peers to ask for the NAR: the narinfo's sender first, then the other holders, then the store
+   * path's other providers, then (for a NAR large enough to be announced by its hash) the NAR
+   * hash's providers.
+   */
   private async narProviders (narinfo: Narinfo, holders: PeerId[], from: string, outer?: AbortSignal): Promise<PeerId[]> {
     const out = holderOrder(holders, from)
     const add = (p: PeerId): void => { if (!out.some((q) => q.equals(p))) out.push(p) }
     const deadline = AbortSignal.timeout(Math.min(this.lookupTimeoutMs, 10_000))
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
+    const hashPart = narinfo.storePath.slice(this.components.cache.storeDir.length + 1, this.components.cache.storeDir.length + 33)
+    const cids = [storePathCid(hashPart), ...(narinfo.narSize > SMALL_NAR_FILE_BYTES ? [narCid(narHashBytes(narinfo.narHash))] : [])]
     try {
-      for await (const peer of findProviders(this.components, narCid(narHashBytes(narinfo.narHash)), { limit: this.maxProviders, signal })) add(peer.id)
+      for (const cid of cids) {
+        for await (const peer of findProviders(this.components, cid, { limit: this.maxProviders, signal })) add(peer.id)
+      }
     } catch (err) {
       if (!signal.aborted) throw err
     }

@@ -34,8 +34,8 @@ export interface GcReport {
 
 export interface GarbageCollectorComponents {
   cache: BinaryCache
-  /** Does any other peer provide this NAR (by narHash)? */
-  hasOtherProvider: (narHash: string) => Promise<boolean>
+  /** Does any other peer provide this entry's NAR? */
+  hasOtherProvider: (record: CacheIndexRecord) => Promise<boolean>
   /** Called after an entry is removed (drop it from the NAR index). */
   onRemoved: (record: CacheIndexRecord) => void
   /** Store paths a running build needs: never evicted. */
@@ -79,7 +79,7 @@ export class GarbageCollector {
       const over = opts.maxSize !== undefined && size > opts.maxSize
       if (!stale && !over) continue
       if (pinned.has(r.storePath)) { report.keptPinned.push(r.storePath); continue }
-      if (opts.force !== true && !await this.components.hasOtherProvider(r.narHash)) {
+      if (opts.force !== true && !await this.components.hasOtherProvider(r)) {
         report.keptLastCopies.push(r.storePath)
         continue
       }

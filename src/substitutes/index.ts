@@ -9,7 +9,7 @@
  *   await s.fetchPath('/nix/store/…-hello')      // from the swarm, verified, into the cache
  *   await s.collectGarbage({ maxSize: 10 * 2 ** 30 })
  */
-export { SubstitutesService, substitutesService } from './service.js'
+export { SubstitutesService, substitutesService, announcedCids } from './service.js'
 export type { SubstitutesInit, PublishedPath, PublishAnnounce } from './service.js'
 export { SubstitutesHttp, parseRange, NARINFO_MAX_AGE, NOT_FOUND_MAX_AGE, NAR_MAX_AGE } from './http.js'
 export type { BuildLogSource, SubstitutesHttpComponents } from './http.js'
@@ -21,7 +21,9 @@ export { LiveNar, HOLD_BACK } from './live.js'
 export type { LiveNarInit } from './live.js'
 export { GarbageCollector } from './gc.js'
 export type { GcOptions, GcReport, GcRemoved, GarbageCollectorComponents } from './gc.js'
-export { Mirror, successfulOutputs, matchesFilters } from './mirror.js'
-export type { BuildFeed, MirrorComponents, MirrorFilters } from './mirror.js'
+export { Mirror, matchesFilters } from './mirror.js'
+export type { MirrorComponents, MirrorFilters } from './mirror.js'
+export { FeedFollower, RecentOutputs, successfulOutputs } from './feed.js'
+export type { BuildFeed } from './feed.js'
 export { CacheNarSource, NarHashIndex, narFileKey } from './source.js'
 export * from './errors.js'

@@ -2,15 +2,10 @@
 // so the node keeps serving them when their builders go offline. Outputs are fetched like any
 // other substitute (trusted narinfo, verified NARs), one at a time, in the order builds succeed.
 import { logger } from '@libp2p/logger'
-import type { BuildChange, BuildRecord } from '../crdt/index.js'
+import type { BuildRecord } from '../crdt/index.js'
+import { FeedFollower, successfulOutputs, type BuildFeed } from './feed.js'
 
 const log = logger('guix-swarm:substitutes:mirror')
-
-/** The queue, as the mirror sees it: an EventTarget of 'build' events (src/crdt QueueService). */
-export interface BuildFeed extends EventTarget {
-  /** Builds in a state, to catch up on start (src/crdt QueueService.byState). */
-  byState?: (state: 'succeeded') => BuildRecord[]
-}
 
 export interface MirrorComponents {
   /** Fetch one store path's closure into the cache; resolves with how many paths were fetched (0: all held). */
@@ -28,13 +23,6 @@ export interface MirrorFilters {
   maxTries?: number
 }
 
-/** The outputs of a succeeded build (empty for anything else). */
-export function successfulOutputs (record: BuildRecord): string[] {
-  if (record.phase !== 'succeeded') return []
-  const attempt = record.attempts.find((a) => a.result?.outcome === 'success')
-  return Object.values(attempt?.result?.outputs ?? {}).map((o) => o.path)
-}
-
 export function matchesFilters (record: Pick<BuildRecord, 'system' | 'tags'>, filters: Pick<MirrorFilters, 'systems' | 'tags'>): boolean {
   if (filters.systems.length > 0 && !filters.systems.includes(record.system)) return false
   for (const t of filters.tags) {
@@ -47,31 +35,30 @@ export function matchesFilters (record: Pick<BuildRecord, 'system' | 'tags'>, fi
 }
 
 export class Mirror {
-  private feed?: BuildFeed
+  private readonly follower: FeedFollower
   private readonly queue: string[] = []
   private readonly queued = new Set<string>()
   private readonly tries = new Map<string, number>()
   private draining?: Promise<void>
-  private retryTimer?: NodeJS.Timeout
   private running = false
   readonly counters = { fetched: 0, held: 0, failed: 0, skipped: 0 }
 
-  constructor (private readonly components: MirrorComponents, private readonly filters: MirrorFilters) {}
+  constructor (private readonly components: MirrorComponents, private readonly filters: MirrorFilters) {
+    this.follower = new FeedFollower(components.feed, (r) => { this.consider(r) }, () => { log('following the queue') })
+  }
 
   start (): void {
     this.running = true
-    this.attach()
+    this.follower.start()
   }
 
   stop (): void {
     this.running = false
-    clearTimeout(this.retryTimer)
-    this.feed?.removeEventListener('build', this.onBuild)
-    this.feed = undefined
+    this.follower.stop()
   }
 
   status (): Record<string, unknown> {
-    return { following: this.feed != null, pending: this.queue.length, filters: { systems: this.filters.systems, tags: this.filters.tags }, ...this.counters }
+    return { following: this.follower.following, pending: this.queue.length, filters: { systems: this.filters.systems, tags: this.filters.tags }, ...this.counters }
   }
 
   /** Mirror these store paths now (also how an operator mirrors without a queue). */
@@ -82,26 +69,6 @@ export class Mirror {
       this.queue.push(p)
     }
     this.drain()
-  }
-
-  /** The queue may start after us: look for it until it is there. */
-  private attach (): void {
-    if (!this.running || this.feed != null) return
-    const feed = this.components.feed()
-    if (feed == null) {
-      this.retryTimer = setTimeout(() => { this.attach() }, 2000)
-      this.retryTimer.unref()
-      return
-    }
-    this.feed = feed
-    feed.addEventListener('build', this.onBuild)
-    for (const r of feed.byState?.('succeeded') ?? []) this.consider(r)
-    log('following the queue')
-  }
-
-  private readonly onBuild = (evt: Event): void => {
-    const change = (evt as CustomEvent<BuildChange>).detail
-    this.consider(change.record)
   }
 
   private consider (record: BuildRecord): void {

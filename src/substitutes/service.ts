@@ -1,10 +1,12 @@
 // The node's substitutes: its binary cache at <data>/nar, served to peers over the transfer
-// protocol and to guix/nix clients over HTTP, announced in the DHT (narCid + storePathCid for every
-// entry, on start, on add and on a timer), filled by `publish` (local store), on-demand fetches,
+// protocol and to guix/nix clients over HTTP, announced in the DHT (storePathCid for every entry,
+// narCid too for large NARs; on start, on add and on a timer), filled by `publish` (local store), on-demand fetches,
 // and the mirror; trimmed by GC.
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { PeerId } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { Gauge } from 'prom-client'
 import type { CID } from 'multiformats/cid'
 import { BinaryCache, SMALL_NAR_BYTES, type CacheEntry, type CacheIndexRecord } from '../cache/index.js'
@@ -19,11 +21,12 @@ import {
   findProviders, narCid, NarTransferServer, provide, Reprovider, storePathCid, TransferClient, TransferMetrics
 } from '../transfer/index.js'
 import { NoStoreDaemonError, SubstitutesRequestError, TrustedKeyFileError } from './errors.js'
-import { SwarmFetcher, type FetchOutcome } from './fetch.js'
+import { SMALL_NAR_FILE_BYTES, SwarmFetcher, type FetchOutcome } from './fetch.js'
 import { GarbageCollector, type GcOptions, type GcReport } from './gc.js'
 import { SubstitutesHttp, type BuildLogSource } from './http.js'
 import { ClosureBundles } from './bundle.js'
-import { Mirror, type BuildFeed } from './mirror.js'
+import { FeedFollower, RecentOutputs, type BuildFeed } from './feed.js'
+import { Mirror } from './mirror.js'
 import { CacheNarSource, NarHashIndex } from './source.js'
 
 const log = logger('guix-swarm:substitutes')
@@ -76,13 +79,16 @@ export class SubstitutesService implements NodeService {
   readonly http: SubstitutesHttp
   readonly mirror: Mirror
   readonly bundles: ClosureBundles
+  /** Who built the recent successful builds' outputs (the fetcher asks them before the DHT). */
+  readonly recent: RecentOutputs
+  private readonly recentFollower: FeedFollower
   private readonly reprovider: Reprovider
   private trusted: PublicKey[] = []
   private store?: Promise<StoreDaemon>
   private readonly apiPatterns: RoutePattern[] = ['/api/publish', '/api/mirror', '/api/gc']
   private autoGc?: Promise<unknown>
   /** Entries whose DHT records did not go out yet. */
-  private readonly unannounced = new Map<string, Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>>()
+  private readonly unannounced = new Map<string, Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize' | 'storePath'>>()
   private flushTimer?: NodeJS.Timeout
   /** Every held entry (hash part → what announcing and status need), so neither reads the whole cache index. */
   private readonly held = new Map<string, HeldEntry>()
@@ -110,13 +116,19 @@ export class SubstitutesService implements NodeService {
       // a fetched copy is indexed at once; announcing it (two DHT walks) must not hold up the
       // build or client waiting for it, so it runs in the background (failures are retried)
       onAdded: async (entry) => { this.addedLater(entry) },
-      hasPeers: () => libp2p.getPeers().length > 0
+      hasPeers: () => libp2p.getPeers().length > 0,
+      hints: (hashPart) => this.builderOf(hashPart)
     }, { lookupTimeoutMs: init.lookupTimeoutMs })
+    this.recent = new RecentOutputs(undefined, components.storeDir.length)
+    this.recentFollower = new FeedFollower(() => init.buildFeed?.(), (r) => {
+      // a path asked for just before its build succeeded is not "missing" any longer
+      for (const h of this.recent.add(r)) this.fetcher.forgetMiss(h)
+    })
     this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted }, components.protocolId('closure', '1.0.0'))
     this.reprovider = new Reprovider({ libp2p, held: async () => await this.heldCids() }, { intervalMs: init.reprovideIntervalMs })
     this.gc = new GarbageCollector({
       cache: this.cache,
-      hasOtherProvider: async (narHash) => await this.hasOtherProvider(narHash),
+      hasOtherProvider: async (r) => await this.hasOtherProvider(r),
       onRemoved: (r: CacheIndexRecord) => { this.removed(r) },
       pinned: () => this.pinnedPaths()
     })
@@ -148,6 +160,7 @@ export class SubstitutesService implements NodeService {
     this.routeApi()
     await this.reprovider.start()
     this.components.libp2p.addEventListener('peer:connect', this.onPeerConnect)
+    this.recentFollower.start()
     if (this.components.config.mirror === true) this.mirror.start()
     this.maybeAutoGc() // --max-store-size may have been lowered since the last run
     log('serving %s (%d trusted keys)', this.cache.dir, this.trusted.length)
@@ -155,6 +168,7 @@ export class SubstitutesService implements NodeService {
 
   async stop (): Promise<void> {
     this.mirror.stop()
+    this.recentFollower.stop()
     this.announceQueue.clear() // what is left is announced by the next start's re-provide
     this.components.libp2p.removeEventListener('peer:connect', this.onPeerConnect)
     clearTimeout(this.flushTimer)
@@ -176,6 +190,7 @@ export class SubstitutesService implements NodeService {
       bytes,
       pinned: this.pins.size,
       lookups: { ...this.fetcher.lookupStats },
+      builderHints: { known: this.recent.size, ...this.fetcher.hintStats },
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
       unannounced: this.unannounced.size + this.announceQueue.size,
@@ -335,7 +350,7 @@ export class SubstitutesService implements NodeService {
 
   /**
    * An entry left the cache (GC): stop announcing it. Our own kad-dht re-provides every record it
-   * ever put, so both CIDs are cancelled there (the NAR's only when no other entry has the same
+   * ever put, so its CIDs are cancelled there (the NAR's only when no other entry has the same
    * NAR); records already on other peers cannot be withdrawn and expire on their own.
    */
   private removed (r: CacheIndexRecord): void {
@@ -343,8 +358,8 @@ export class SubstitutesService implements NodeService {
     this.http.forget(r.hashPart)
     this.held.delete(r.hashPart)
     this.unannounced.delete(r.hashPart)
-    const cids = [storePathCid(r.hashPart)]
-    if (this.index.hashParts(r.narHash).length === 0) cids.push(narCid(narHashBytes(r.narHash)))
+    const [path, nar] = this.cidsOf(r)
+    const cids = nar !== undefined && this.index.hashParts(r.narHash).length === 0 ? [path, nar] : [path]
     for (const cid of cids) {
       this.components.libp2p.contentRouting.cancelReprovide(cid).catch((err: Error) => { log('cancelReprovide %s: %s', cid.toString(), err.message) })
     }
@@ -411,10 +426,10 @@ export class SubstitutesService implements NodeService {
   }
 
   /**
-   * Provide both CIDs of an entry. With no peer connected a DHT put can only time out, so the
+   * Provide an entry's CIDs. With no peer connected a DHT put can only time out, so the
    * entry waits in `unannounced` for the next connection instead of blocking the caller.
    */
-  private async announce (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'>): Promise<boolean> {
+  private async announce (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize' | 'storePath'>): Promise<boolean> {
     if (this.components.libp2p.getPeers().length === 0) {
       this.unannounced.set(entry.hashPart, entry)
       return false
@@ -452,8 +467,8 @@ export class SubstitutesService implements NodeService {
       .finally(() => { this.autoGc = undefined })
   }
 
-  private cidsOf (entry: Pick<CacheEntry, 'hashPart' | 'narHash'>): CID[] {
-    return [storePathCid(entry.hashPart), narCid(narHashBytes(entry.narHash))]
+  private cidsOf (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize'>): CID[] {
+    return announcedCids(entry)
   }
 
   /**
@@ -470,14 +485,26 @@ export class SubstitutesService implements NodeService {
   }
 
 
-  private async hasOtherProvider (narHash: string): Promise<boolean> {
+  private builderOf (hashPart: string): PeerId[] {
+    const peer = this.recent.holder(hashPart)
+    if (peer === undefined || peer === this.components.libp2p.peerId.toString()) return []
+    try {
+      return [peerIdFromString(peer)]
+    } catch {
+      return [] // the queue checked the op's author; a hint that does not parse is just no hint
+    }
+  }
+
+  private async hasOtherProvider (r: CacheIndexRecord): Promise<boolean> {
     // alone, we cannot know of another copy: treat it as the last one
     if (this.components.libp2p.getPeers().length === 0) return false
     const signal = AbortSignal.timeout(15_000)
+    // the NAR's CID where it is announced (any path with the same NAR counts), else the path's
+    const cid = this.cidsOf(r).at(-1) as CID
     try {
-      for await (const _ of findProviders({ libp2p: this.components.libp2p }, narCid(narHashBytes(narHash)), { limit: 1, signal })) return true
+      for await (const _ of findProviders({ libp2p: this.components.libp2p }, cid, { limit: 1, signal })) return true
     } catch (err) {
-      if (!signal.aborted) log('provider lookup for %s failed: %s', narHash, (err as Error).message)
+      if (!signal.aborted) log('provider lookup for %s failed: %s', r.storePath, (err as Error).message)
     }
     return false
   }
@@ -524,10 +551,20 @@ export class SubstitutesService implements NodeService {
   }
 }
 
-interface HeldEntry extends Pick<CacheEntry, 'hashPart' | 'narHash' | 'storePath'> { bytes: number }
+/**
+ * What an entry is announced under: its store path's CID, and its NAR's for a large NAR only. A
+ * small NAR is fetched from the peers that sent its narinfo (SwarmFetcher), so nobody walks the
+ * DHT for its NAR hash, and a build's trivial outputs cost one DHT walk each instead of two.
+ */
+export function announcedCids (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize'>): CID[] {
+  const path = storePathCid(entry.hashPart)
+  return entry.narSize > SMALL_NAR_FILE_BYTES ? [path, narCid(narHashBytes(entry.narHash))] : [path]
+}
+
+interface HeldEntry extends Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize' | 'storePath'> { bytes: number }
 
 function heldEntry (e: CacheEntry): HeldEntry {
-  return { hashPart: e.hashPart, narHash: e.narHash, storePath: e.storePath, bytes: Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0) }
+  return { hashPart: e.hashPart, narHash: e.narHash, narSize: e.narSize, storePath: e.storePath, bytes: Buffer.byteLength(e.narinfo) + e.files.reduce((t, f) => t + f.fileSize, 0) }
 }
 
 async function storePaths (req: IncomingMessage, field: string): Promise<string[]> {

@@ -1,6 +1,7 @@
 // SwarmFetcher's choice of NAR providers, with a fake DHT and transfer client: a small NAR is
-// asked of the peers that gave its narinfo, without a DHT walk for the NAR hash; only when they
-// fail to deliver does the fetcher walk the DHT for the NAR's other providers.
+// asked of the peers that gave its narinfo, without a DHT walk for the NAR hash (small NARs are
+// announced under their store path only); when they fail to deliver, the store path's other
+// providers are asked. A large NAR's providers also come from a walk for its NAR hash.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -20,16 +21,20 @@ const HASH = '0123456789abcdfghijklmnpqrsvwxyz'
 
 interface Rig { fetcher: SwarmFetcher, walks: string[], asked: string[][], dir: string }
 
-/** `holder` announces the store path; `other` only the NAR. `holderDelivers`: whether the holder's bytes arrive. */
-async function rig (holderDelivers: boolean): Promise<Rig & { holder: PeerId, other: PeerId }> {
+/**
+ * `holder` and then `other` provide the store path; `third` only the NAR. Bytes arrive from the
+ * peers in `deliver`; `narSize` decides whether the NAR counts as large.
+ */
+async function rig (deliver: Array<'holder' | 'other' | 'third'>, narSize = 2000): Promise<Rig & { holder: PeerId, other: PeerId, third: PeerId }> {
   const dir = await mkdtemp(join(tmpdir(), 'gs-nar-providers-'))
   const keys = await ensureKeys(join(dir, 'keys'))
-  const [self, holder, other] = [await peer(), await peer(), await peer()]
+  const [self, holder, other, third] = [await peer(), await peer(), await peer(), await peer()]
+  const delivering = new Set(deliver.map((d) => ({ holder, other, third })[d].toString()))
   const narinfo: Narinfo = {
     storePath: `/nix/store/${HASH}-small`,
-    urls: [{ url: `nar/${HASH}.nar.zst`, compression: 'zstd', fileSize: 1000, fileHash: 'sha256:' + '0'.repeat(52) }],
+    urls: [{ url: `nar/${HASH}.nar.zst`, compression: 'zstd', fileSize: Math.ceil(narSize / 2), fileHash: 'sha256:' + '0'.repeat(52) }],
     narHash: 'sha256:' + '1'.repeat(52),
-    narSize: 2000,
+    narSize,
     references: [],
     sigs: []
   }
@@ -43,7 +48,7 @@ async function rig (holderDelivers: boolean): Promise<Rig & { holder: PeerId, ot
     fetchFile: async (_key: string, o: FetchFileOptions): Promise<FetchResult> => {
       const ids = o.providers.map((p) => p.toString())
       asked.push(ids)
-      const from = ids.find((id) => id === other.toString() || (holderDelivers && id === holder.toString()))
+      const from = ids.find((id) => delivering.has(id))
       if (from === undefined) throw new Error('no provider delivered')
       return { providers: [from] } as unknown as FetchResult
     },
@@ -57,8 +62,8 @@ async function rig (holderDelivers: boolean): Promise<Rig & { holder: PeerId, ot
         findProviders: async function * (cid: CID, _o?: AbortOptions): AsyncIterable<PeerInfo> {
           const c = cid.toString()
           walks.push(c === pathCid ? 'path' : c === narCidText ? 'nar' : 'other')
-          if (c === pathCid) yield { id: holder, multiaddrs: [] }
-          if (c === narCidText) yield { id: other, multiaddrs: [] }
+          if (c === pathCid) { yield { id: holder, multiaddrs: [] }; yield { id: other, multiaddrs: [] } }
+          if (c === narCidText) yield { id: third, multiaddrs: [] }
         }
       }
     },
@@ -72,11 +77,11 @@ async function rig (holderDelivers: boolean): Promise<Rig & { holder: PeerId, ot
     onAdded: async () => {},
     hasPeers: () => true
   })
-  return { fetcher, walks, asked, dir, holder, other }
+  return { fetcher, walks, asked, dir, holder, other, third }
 }
 
 test('a small NAR comes from the narinfo holder without a DHT walk for the NAR hash', async () => {
-  const r = await rig(true)
+  const r = await rig(['holder', 'other'])
   try {
     const got = await r.fetcher.fetch(HASH)
     assert.deepEqual(got.narFrom, [r.holder.toString()])
@@ -87,13 +92,25 @@ test('a small NAR comes from the narinfo holder without a DHT walk for the NAR h
   }
 })
 
-test('when the holders do not deliver, the NAR hash is looked up and its other providers asked', async () => {
-  const r = await rig(false)
+test('when the holder of a small NAR does not deliver, the store path\'s other providers are asked, not the NAR hash\'s', async () => {
+  const r = await rig(['other', 'third'])
   try {
     const got = await r.fetcher.fetch(HASH)
     assert.deepEqual(got.narFrom, [r.other.toString()])
-    assert.deepEqual(r.walks, ['path', 'nar'])
+    assert.deepEqual(r.walks, ['path', 'path'], 'a small NAR is never looked up by its hash')
     assert.deepEqual(r.asked, [[r.holder.toString()], [r.holder.toString(), r.other.toString()]])
+  } finally {
+    await rm(r.dir, { recursive: true, force: true })
+  }
+})
+
+test('a large NAR is asked of the store path\'s providers and the NAR hash\'s', async () => {
+  const r = await rig(['third'], 64 * 1024 * 1024)
+  try {
+    const got = await r.fetcher.fetch(HASH)
+    assert.deepEqual(got.narFrom, [r.third.toString()])
+    assert.deepEqual(r.walks, ['path', 'path', 'nar'])
+    assert.deepEqual(r.asked, [[r.holder.toString(), r.other.toString(), r.third.toString()]])
   } finally {
     await rm(r.dir, { recursive: true, force: true })
   }

@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache, type CacheEntry } from '../../src/cache/index.js'
 import type { BuildRecord } from '../../src/crdt/index.js'
-import { CacheNarSource, GarbageCollector, matchesFilters, NarHashIndex, narFileKey, parseRange, successfulOutputs } from '../../src/substitutes/index.js'
+import { announcedCids, CacheNarSource, GarbageCollector, matchesFilters, NarHashIndex, narFileKey, parseRange, successfulOutputs } from '../../src/substitutes/index.js'
+import { narHashBytes } from '../../src/narinfo/index.js'
+import { narCid, storePathCid } from '../../src/transfer/index.js'
 import { DirStore } from '../cache/dir-store.js'
 import { runCli } from '../helpers/cli.js'
 
@@ -38,7 +40,7 @@ test('gc evicts least recently served first, keeps last copies unless forced, ta
     await cache.touch(old.hashPart) // served recently: now the freshest of all
     const elsewhere = new Set([old.narHash, mid.narHash, fresh.narHash])
     const removed: string[] = []
-    const gc = new GarbageCollector({ cache, hasOtherProvider: async (h) => elsewhere.has(h), onRemoved: (r) => removed.push(r.storePath), now: () => clock.t })
+    const gc = new GarbageCollector({ cache, hasOtherProvider: async (r) => elsewhere.has(r.narHash), onRemoved: (r) => removed.push(r.storePath), now: () => clock.t })
     const total = [old, mid, fresh, lonely].reduce((s, e) => s + size(e), 0)
 
     const dry = await gc.collect({ maxSize: total - size(mid), dryRun: true })
@@ -148,4 +150,12 @@ test('gc never evicts what a running build needs, even forced', async () => {
     assert.deepEqual(r.removed.map((x) => x.storePath), [b.storePath])
     assert.ok(await cache.has(a.hashPart), `the cache holds ${a.hashPart}`)
   })
+})
+
+test('an entry is announced under its store path; a NAR over 4 MiB under its NAR hash too', () => {
+  const entry = { hashPart: '0123456789abcdfghijklmnpqrsvwxyz', narHash: 'sha256:' + '1'.repeat(52) }
+  const path = storePathCid(entry.hashPart).toString()
+  const nar = narCid(narHashBytes(entry.narHash)).toString()
+  assert.deepEqual(announcedCids({ ...entry, narSize: 4 * 1024 * 1024 }).map(String), [path], 'small: the store path only')
+  assert.deepEqual(announcedCids({ ...entry, narSize: 4 * 1024 * 1024 + 1 }).map(String), [path, nar], 'large: both')
 })
