@@ -240,6 +240,7 @@ export class CliStore implements StoreDaemon {
       infos = valid.length === 0 ? [] : await dump(valid)
     }
     for (const i of infos) this.infos.set(i)
+    if (this.localViewTrusted === undefined) await this.learnLocalView(infos.map((i) => i.path))
     return new Map(infos.map((i) => [i.path, i]))
   })
 
@@ -546,6 +547,9 @@ export class CliStore implements StoreDaemon {
       this.infos.set({ path: info.storePath, narHash: formatSha256(wants[k]), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
     }
     log('imported %s', what)
+    // a builder's store starts empty and learns of paths by importing them: without this it
+    // never finds a valid path to ask about, and every absent path costs a store process
+    if (this.localViewTrusted === undefined) await this.learnLocalView(todo.map((i) => i.info.storePath))
     return todo.length
   }
 }

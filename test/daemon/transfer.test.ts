@@ -190,3 +190,29 @@ test('importPaths: a closure in one import, references first; a bad NAR in the b
   const fresh = await openBackend('nix', { runner: c.ns.runner, env: c.ns.env, realStoreDir: c.ns.realStoreDir })
   assert.deepEqual(await fresh.store.filterInvalid(items.map((i) => i.info.storePath)), [])
 })
+
+test('a fresh store learns from its first import that a path missing on disk is invalid: no store process to ask', { skip, timeout: 60_000 }, async () => {
+  const [a] = nodes
+  const n = randomBytes(6).toString('hex')
+  const f = join(wire, `learn-${n}.nix`)
+  await writeFile(f, `derivation { name = "learn-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; }`)
+  const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
+  const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
+  assert.equal(built.kind, 'success', 'the path to move was built')
+  const out = built.kind === 'success' ? built.outputs.out : ''
+  const { info, nar } = await a.nix.store.exportPath(out)
+  const bytes = Buffer.concat(await nar.toArray() as Buffer[])
+  // a builder's store: empty, and this client has asked it nothing yet
+  const ns = await nixNamespace()
+  try {
+    const calls: string[] = []
+    const fresh = await openBackend('nix', { runner: { start: (c, args, o) => { calls.push(args[0]); return ns.runner.start(c, args, o) } }, env: ns.env, realStoreDir: ns.realStoreDir })
+    assert.equal(await fresh.store.importPaths?.([{ info: { storePath: info.path, narHash: info.narHash, narSize: info.narSize, references: info.references }, nar: Readable.from([bytes]) }]), 1, 'imported')
+    const before = calls.length
+    const absent = `/nix/store/${'2'.repeat(32)}-absent-${n}`
+    assert.deepEqual(await fresh.store.filterInvalid([absent, out]), [absent], 'the absent path is invalid, the imported one valid')
+    assert.deepEqual(calls.slice(before), [], `no store process was started for them: ${calls.slice(before).join(' ')}`)
+  } finally {
+    await ns.destroy()
+  }
+})
