@@ -8,7 +8,7 @@ import {
   QueueService, BUILD_STATES, isDerivationPath, UnknownBuildError, BadDerivationPathError,
   type BuildRecord, type BuildState, type BuildView, type QueueConfig, type SubmitRequest
 } from '../crdt/index.js'
-import { openBackend, storeKindOf, type Backend } from '../daemon/index.js'
+import { openBackend, storeKindOf, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpError, HttpBadRequestError, HttpNotFoundError, readJsonBody, sendJson, type RouteParams } from '../http/index.js'
 import type { NodeComponents, NodeService } from './components.js'
 
@@ -61,6 +61,8 @@ export interface QueueNodeOptions {
   config?: Partial<QueueConfig>
   /** Reads the system of a local derivation; default: the node's daemon, if it has one. */
   readSystem?: (drv: string) => Promise<string | undefined>
+  /** A store client this node already has open (the scheduler's), used before opening another. */
+  sharedStore?: () => StoreDaemon | undefined
 }
 
 /**
@@ -251,14 +253,16 @@ export class QueueNodeService implements NodeService {
     if (local.length === 0 || this.opts.readSystem !== undefined) return out
     // a node that does not build may still have the store the .drv files were made in
     const kind = storeKindOf(builder.kind, storeDir)
-    this.backend ??= openBackend(kind, { storeDir }).catch((err: Error) => {
-      log('cannot open the %s daemon: %s', kind, err.message)
-      return undefined
-    })
-    const backend = await this.backend
-    if (backend === undefined) return out
+    const shared = this.opts.sharedStore?.()
+    if (shared === undefined) {
+      this.backend ??= openBackend(kind, { storeDir }).catch((err: Error) => {
+        log('cannot open the %s daemon: %s', kind, err.message)
+        return undefined
+      })
+    }
+    const store = shared ?? (await this.backend)?.store
+    if (store === undefined) return out
     try {
-      const store = backend.store
       const read = store.readDerivations !== undefined
         ? await store.readDerivations(local)
         : new Map(await Promise.all(local.map(async (d) => [d, await store.readDerivation(d).catch((e: Error) => e)] as const)))
@@ -316,6 +320,6 @@ function parseTags (v: unknown): Record<string, string> | undefined {
   return Object.fromEntries(entries) as Record<string, string>
 }
 
-export function queueService (components: NodeComponents): QueueNodeService {
-  return new QueueNodeService(components)
+export function queueService (components: NodeComponents, opts: QueueNodeOptions = {}): QueueNodeService {
+  return new QueueNodeService(components, opts)
 }

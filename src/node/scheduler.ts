@@ -389,6 +389,7 @@ export class SchedulerNodeService implements NodeService {
   readonly name = 'scheduler'
   scheduler?: SchedulerService
   private store?: StoreDaemon
+  get storeClient (): StoreDaemon | undefined { return this.store }
   private removeSubmitHook?: () => void
   private readonly protocol: string
 
@@ -603,6 +604,11 @@ const schedulers = new WeakMap<NodeComponents, SchedulerNodeService>()
 /** A BuildLogSource for the substitutes' HTTP front that asks this node's scheduler, once it runs. */
 export function buildLogsOf (components: NodeComponents): BuildLogSource {
   return { openLog: async (drv) => await schedulers.get(components)?.logSource.openLog(drv) }
+}
+
+/** The store client of the node's running scheduler, if it has one (the substitutes service shares it). */
+export function schedulerStoreOf (components: NodeComponents): StoreDaemon | undefined {
+  return schedulers.get(components)?.storeClient
 }
 
 /** The ServiceFactory for src/node/services.ts. */

@@ -4,7 +4,7 @@ import { metricsService } from './metrics.js'
 import { discoveryService } from './discovery.js'
 import { queueService, queueOf } from './queue.js'
 import { substitutesService, type SubstitutesService } from '../substitutes/index.js'
-import { buildLogsOf, schedulerService } from './scheduler.js'
+import { buildLogsOf, schedulerService, schedulerStoreOf } from './scheduler.js'
 
 /** Each node's substitutes service, for the scheduler (its publisher and swarm fetcher). */
 const substitutes = new WeakMap<NodeComponents, SubstitutesService>()
@@ -17,7 +17,7 @@ export const SERVICES: readonly ServiceFactory[] = [
   metricsService,
   discoveryService,
   capabilitiesService,
-  queueService,
-  (c) => { const s = substitutesService(c, { buildFeed: () => queueOf(c), logs: buildLogsOf(c) }); substitutes.set(c, s); return s },
+  (c) => queueService(c, { sharedStore: () => schedulerStoreOf(c) }),
+  (c) => { const s = substitutesService(c, { buildFeed: () => queueOf(c), logs: buildLogsOf(c), sharedStore: () => schedulerStoreOf(c) }); substitutes.set(c, s); return s },
   (c) => schedulerService(c, { substitutes: () => substitutes.get(c) })
 ]

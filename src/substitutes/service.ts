@@ -44,6 +44,12 @@ export interface SubstitutesInit {
   lookupTimeoutMs?: number
   /** How the node reaches its local store daemon for `publish` (tests inject; default openBackend). */
   openStore?: () => Promise<StoreDaemon>
+  /**
+   * A client of the local store another service of this node already has open (the
+   * scheduler's), used instead of opening a second: one client's path-info cache and query
+   * coalescing then serve building and publishing alike.
+   */
+  sharedStore?: () => StoreDaemon | undefined
   /** Where build logs come from (the scheduler's, later). */
   logs?: BuildLogSource
   /** The queue to follow when mirroring; looked up lazily because it may start after us. */
@@ -314,6 +320,8 @@ export class SubstitutesService implements NodeService {
 
   private async openStore (): Promise<StoreDaemon> {
     if (this.init.openStore != null) return await this.init.openStore()
+    const shared = this.init.sharedStore?.()
+    if (shared !== undefined) return shared
     const kind = storeKindOf(this.components.builder.kind, this.components.storeDir)
     this.store ??= openBackend(kind, { storeDir: this.components.storeDir }).then((b) => b.store)
     try {
