@@ -7,8 +7,8 @@
 // Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2),
 // SWARM_NODES_LOGS=DIR (each node's stderr into DIR/node-K.log; with DEBUG=guix-swarm:* for detail).
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { loadavg, tmpdir } from 'node:os'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache } from '../src/cache/index.js'
 import { nixStore } from '../src/daemon/index.js'
@@ -20,6 +20,15 @@ import { cleanup, drvExpr, getJson, instantiate, postJson, prepare, startMember,
 const N = Number(process.env.SWARM_NODES_N ?? 60)
 const SLOTS = Number(process.env.SWARM_NODES_SLOTS ?? 2)
 const LOGS = process.env.SWARM_NODES_LOGS
+
+/** Busy and total CPU time of the whole machine so far, in seconds (/proc/stat; Linux only). */
+async function machineCpu (): Promise<{ busy: number, total: number }> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number)
+  const idle = ticks[3] + (ticks[4] ?? 0) // idle + iowait
+  const total = ticks.reduce((a, b) => a + b, 0)
+  return { busy: (total - idle) / 100, total: total / 100 }
+}
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -60,6 +69,7 @@ async function main (): Promise<void> {
     const t0 = performance.now()
     await postJson(submitter, '/api/publish', { paths: drvs }, 200)
     const t1 = performance.now()
+    const cpu1 = await machineCpu()
     const { ids } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: drvs })
     const views = await waitFor(async () => {
       const r = await getJson<{ builds: BuildView[] }>(submitter, '/api/builds?state=succeeded&limit=100000')
@@ -67,15 +77,20 @@ async function main (): Promise<void> {
       return mine.length === N ? mine : undefined
     }, `${N} builds`, 30 * 60_000, 250)
     const t2 = performance.now()
+    const cpu2 = await machineCpu()
 
     // the same N, one nix-store --realise, as many jobs as the swarm's slots, in a fresh store
     const ref = await nixNamespace()
     let refMs: number
+    let refCpu0 = { busy: 0, total: 0 }
+    let refCpu1 = refCpu0
     try {
       const refDrvs = await instantiate(ref, expr)
       const r0 = performance.now()
+      refCpu0 = await machineCpu()
       const r = await ref.exec('nix-store', ['--realise', '--max-jobs', String(3 * SLOTS), '--option', 'substituters', '', ...refDrvs])
       refMs = performance.now() - r0
+      refCpu1 = await machineCpu()
       if (r.code !== 0) throw new Error(r.stderr.toString())
     } finally {
       await ref.destroy()
@@ -95,8 +110,11 @@ async function main (): Promise<void> {
     console.log(`  publish of the ${N} .drv files (submitter, before submit): ${(t1 - t0).toFixed(0)} ms (load average ${load0.toFixed(1)})`)
     console.log(`    of which store + cache (same store, separate client, just before): ${cacheMs.toFixed(0)} ms; the rest is the node's announcements`)
     console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
+    const busy = cpu2.busy - cpu1.busy
+    console.log(`    machine CPU meanwhile: ${busy.toFixed(1)} s busy of ${(cpu2.total - cpu1.total).toFixed(1)} s (${cpus().length} cores, ${(100 * busy / (cpu2.total - cpu1.total)).toFixed(0)}% busy)`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
-    console.log(`  ratio swarm / nix-store: ${(swarmMs / refMs).toFixed(2)}`)
+    console.log(`    machine CPU meanwhile: ${(refCpu1.busy - refCpu0.busy).toFixed(1)} s busy`)
+    console.log(`  ratio swarm / nix-store: ${(swarmMs / refMs).toFixed(2)} (machine CPU: ${(busy / (refCpu1.busy - refCpu0.busy)).toFixed(1)})`)
     console.log(`  submit-to-claim ms: p50 ${pct(claim, 50)}, p95 ${pct(claim, 95)}`)
     for (const [k, v] of Object.entries(phases)) console.log(`  phase ${k.padEnd(10)} ms (last ${v.length} attempts): p50 ${pct(v, 50).toFixed(0)}, p95 ${pct(v, 95).toFixed(0)}`)
   } finally {
