@@ -98,3 +98,26 @@ test('compaction drops claims/renews of old finished builds, keeps the hash, and
   await a2.queue.cancel(ids[2])
   await waitFor('next op after the gap', () => j.queue.view(ids[2]).state === 'canceled')
 })
+
+test('ops appended together reach the disk in fewer writes (group commit), each durable once its append resolves', async (t) => {
+  const dir = await tempDir()
+  t.after(async () => { await removeDir(dir) })
+  const n = await startNode({ dir })
+  let running = true
+  t.after(async () => { if (running) await n.stop() }) // also when an assertion fails first
+  const ids = await n.queue.submit(Array.from({ length: 20 }, (_, i) => ({ drv: drv(100 + i), system: 'x86_64-linux' })))
+  // count the writes that reach the root database (the queue's sublevel writes through it)
+  let writes = 0
+  const batch = n.db.batch.bind(n.db)
+  n.db.batch = ((...args: Parameters<typeof batch>) => { writes++; return batch(...args) }) as typeof batch
+  // a slot claiming a batch of builds at once, as the scheduler does
+  await Promise.all(ids.map(async (id) => await n.queue.claim(id, 1, 30_000)))
+  assert.ok(writes >= 1 && writes < ids.length, `20 claims in ${writes} writes`)
+  const hash = n.queue.stateHash()
+  running = false
+  await n.stop()
+  const m = await startNode({ dir, key: n.key })
+  t.after(async () => { await m.stop() })
+  assert.equal(m.queue.stateHash(), hash, 'every claim was on disk')
+  for (const id of ids) assert.equal(m.queue.view(id).state, 'claimed', `${id} claimed after a restart`)
+})
