@@ -231,11 +231,24 @@ export class QueueService extends EventTarget {
   // ---- local ops -------------------------------------------------------------------------
 
   private async append (draft: OpDraft): Promise<Op> {
-    const op = this.replica.createLocal(this.components.privateKey, this.self, draft)
-    await this.persist([{ op, seenAt: this.now() }], false)
-    await this.publish([op])
-    shedBytes(op)
-    return op
+    return (await this.appendMany([draft]))[0]
+  }
+
+  /** Author several ops (a submit of many builds): one write for all, then gossip. */
+  private async appendMany (drafts: OpDraft[]): Promise<Op[]> {
+    const ops: Op[] = []
+    let failed: unknown
+    try {
+      for (const draft of drafts) ops.push(this.replica.createLocal(this.components.privateKey, this.self, draft))
+    } catch (err) {
+      failed = err // the ops made before it are applied: they still go to disk and out
+    }
+    const seenAt = this.now()
+    await this.persist(ops.map((op) => ({ op, seenAt })), false)
+    await this.publish(ops)
+    for (const op of ops) shedBytes(op)
+    if (failed !== undefined) throw failed
+    return ops
   }
 
   /**
@@ -309,25 +322,21 @@ export class QueueService extends EventTarget {
 
   async submit (requests: SubmitRequest[]): Promise<string[]> {
     for (const r of requests) assertDerivationPath(r.drv)
-    const ids: string[] = []
-    for (const r of requests) {
-      const op = await this.append({
-        type: 'submit',
-        payload: {
-          drv: r.drv,
-          system: r.system,
-          priority: r.priority ?? 0,
-          tags: r.tags ?? {},
-          maxAttempts: r.maxAttempts ?? this.config.defaultMaxAttempts,
-          // left out at the protocol default, so nodes that predate the field accept the op
-          ...((r.maxAbandoned ?? this.config.defaultMaxAbandoned) !== DEFAULT_MAX_ABANDONED ? { maxAbandoned: r.maxAbandoned ?? this.config.defaultMaxAbandoned } : {}),
-          ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {}),
-          ...(fitsInOp(r.inputs) ? { inputs: r.inputs } : {})
-        }
-      })
-      ids.push(buildIdOf(op))
-    }
-    return ids
+    const ops = await this.appendMany(requests.map((r): OpDraft => ({
+      type: 'submit',
+      payload: {
+        drv: r.drv,
+        system: r.system,
+        priority: r.priority ?? 0,
+        tags: r.tags ?? {},
+        maxAttempts: r.maxAttempts ?? this.config.defaultMaxAttempts,
+        // left out at the protocol default, so nodes that predate the field accept the op
+        ...((r.maxAbandoned ?? this.config.defaultMaxAbandoned) !== DEFAULT_MAX_ABANDONED ? { maxAbandoned: r.maxAbandoned ?? this.config.defaultMaxAbandoned } : {}),
+        ...(r.deferUntil !== undefined ? { deferUntil: r.deferUntil } : {}),
+        ...(fitsInOp(r.inputs) ? { inputs: r.inputs } : {})
+      }
+    })))
+    return ops.map((op) => buildIdOf(op))
   }
 
   private known (id: string): BuildRecord {

@@ -99,17 +99,19 @@ test('compaction drops claims/renews of old finished builds, keeps the hash, and
   await waitFor('next op after the gap', () => j.queue.view(ids[2]).state === 'canceled')
 })
 
-test('ops appended together reach the disk in fewer writes (group commit), each durable once its append resolves', async (t) => {
+test('ops appended together reach the disk in fewer writes (one per submit, group commit for the rest), each durable once its append resolves', async (t) => {
   const dir = await tempDir()
   t.after(async () => { await removeDir(dir) })
   const n = await startNode({ dir })
   let running = true
   t.after(async () => { if (running) await n.stop() }) // also when an assertion fails first
-  const ids = await n.queue.submit(Array.from({ length: 20 }, (_, i) => ({ drv: drv(100 + i), system: 'x86_64-linux' })))
   // count the writes that reach the root database (the queue's sublevel writes through it)
   let writes = 0
   const batch = n.db.batch.bind(n.db)
   n.db.batch = ((...args: Parameters<typeof batch>) => { writes++; return batch(...args) }) as typeof batch
+  const ids = await n.queue.submit(Array.from({ length: 20 }, (_, i) => ({ drv: drv(100 + i), system: 'x86_64-linux' })))
+  assert.equal(writes, 1, 'one submit of 20 builds is one write')
+  writes = 0
   // a slot claiming a batch of builds at once, as the scheduler does
   await Promise.all(ids.map(async (id) => await n.queue.claim(id, 1, 30_000)))
   assert.ok(writes >= 1 && writes < ids.length, `20 claims in ${writes} writes`)
