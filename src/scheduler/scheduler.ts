@@ -458,7 +458,13 @@ export class SchedulerService {
   private readAhead (candidates: Claimable[], count: number): void {
     if (this.readingAhead) return
     // as many as the next scan may look at (see fill)
-    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation)).slice(0, count)
+    // a .drv is needed ahead only when the submit did not list its inputs (claim order needs
+    // them); one listed is read once claimed, unless this node submitted it and so has it now
+    const needed = (c: Claimable): boolean => {
+      const r = this.queue.get(c.id)
+      return r?.inputs === undefined || r.submitter === this.self
+    }
+    const todo = candidates.filter(c => !this.runs.has(c.id) && !this.drvCache.has(c.derivation) && needed(c)).slice(0, count)
     if (todo.length === 0) return
     this.readingAhead = true
     void (async () => {
