@@ -15,6 +15,7 @@ import { API_FILE, effectiveStoreDir, type NodeConfig } from './config.js'
 import { DataDirInUseError, NodeError } from './errors.js'
 import { loadOrCreatePeerKey } from './identity.js'
 import { createSwarmLibp2p, protocolIdFor, startSwarmLibp2p, topicFor } from './libp2p.js'
+import { skipRepeatedMerges, type MergeCounters } from './peer-store.js'
 import { DataDirLock } from './lock.js'
 import { SERVICES } from './services.js'
 
@@ -54,6 +55,8 @@ export class SwarmNode {
   private db?: NodeDb
   private httpServer?: HttpServer
   private libp2pNode?: SwarmLibp2p
+  /** Peer-store merges written and skipped as repeats (peer-store.ts). */
+  private merges: MergeCounters = { merged: 0, skipped: 0 }
   private services: NodeService[] = []
   private startedAt = 0
   private apiUrl?: string
@@ -114,6 +117,7 @@ export class SwarmNode {
       const metrics = new Registry()
       collectDefaultMetrics({ register: metrics })
       const libp2p = await createSwarmLibp2p(config, privateKey)
+      this.merges = skipRepeatedMerges(libp2p.peerStore)
       this.libp2pNode = libp2p
       const components: NodeComponents = {
         libp2p,
@@ -195,7 +199,8 @@ export class SwarmNode {
       maxBuilds: this.config.maxBuilds,
       storeDir: c.storeDir,
       dataDir: this.config.dataDir,
-      peers: libp2p.getPeers().length
+      peers: libp2p.getPeers().length,
+      peerStoreMerges: { ...this.merges }
     }
     for (const s of this.services) {
       if (s.status != null) out[s.name] = await s.status()
