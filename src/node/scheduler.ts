@@ -123,8 +123,10 @@ export async function importManyFromSwarm (subs: SubstitutesService, store: Stor
     const t1 = performance.now()
     let pullError: Error | undefined
     if (plan.missing.length > 0) {
-      // through the DHT, into the cache (announced like any fetched copy)
-      await subs.pullClosures(plan.missing, { signal: opts.signal }).catch((err: Error) => { pullError = err })
+      // the rest (large files, a bundle that failed) into the cache, the submitters asked before
+      // the DHT: they published these closures and announce them only in their next re-provide
+      const holders = (opts.from ?? []).flatMap((p) => { try { return [peerIdFromString(p)] } catch { return [] } })
+      await subs.pullClosures(plan.missing, { signal: opts.signal, holders }).catch((err: Error) => { pullError = err })
       plan = await planImport(subs, store, storePaths, taken)
     }
     opts.signal?.throwIfAborted()
@@ -501,8 +503,10 @@ export class SchedulerNodeService implements NodeService {
     const held = await Promise.all(local.map(async (d) => await subs.cache.has(d.slice(this.components.storeDir.length + 1, this.components.storeDir.length + 33))))
     const valid = local.filter((d, i) => !invalid.has(d) && !held[i])
     if (valid.length === 0) return
-    // builders take these from this node as closure bundles: the DHT records can follow
-    const published = await subs.publish(valid, { announce: 'background' })
+    // builders take these from this node (closure bundles, or the NAR protocol asking this node
+    // first: they know it from the queue), so the DHT records wait for the next re-provide round
+    // instead of competing with the builds for the CPU (two hundred submits were 200 DHT walks)
+    const published = await subs.publish(valid, { announce: 'later' })
     log('published %d path(s) for %d submitted derivation(s)', published.length, valid.length)
   }
 

@@ -225,25 +225,29 @@ export class SwarmFetcher {
     }
   }
 
-  /** Fetch `hashPart` into the cache; concurrent calls for one path share the work. */
-  async fetch (hashPart: string, signal?: AbortSignal): Promise<FetchOutcome> {
-    return await this.fetchWith(hashPart, signal)
+  /**
+   * Fetch `hashPart` into the cache; concurrent calls for one path share the work. `holders`:
+   * peers the caller knows to hold it (e.g. the node that submitted a build, for its .drv
+   * closure), asked before the DHT like the builder hints.
+   */
+  async fetch (hashPart: string, signal?: AbortSignal, holders: PeerId[] = []): Promise<FetchOutcome> {
+    return await this.fetchWith(hashPart, signal, undefined, holders)
   }
 
   /** `fetch`, skipping the DHT walk when the trusted narinfo is already at hand (`found`). */
-  private async fetchWith (hashPart: string, signal?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
+  private async fetchWith (hashPart: string, signal?: AbortSignal, found?: TrustedNarinfo, holders: PeerId[] = []): Promise<FetchOutcome> {
     const running = this.inFlight.get(hashPart)
     if (running != null) return await running
-    const p = this.doFetch(hashPart, signal, found).finally(() => this.inFlight.delete(hashPart))
+    const p = this.doFetch(hashPart, signal, found, holders).finally(() => this.inFlight.delete(hashPart))
     this.inFlight.set(hashPart, p)
     return await p
   }
 
-  private async doFetch (hashPart: string, outer?: AbortSignal, found?: TrustedNarinfo): Promise<FetchOutcome> {
+  private async doFetch (hashPart: string, outer?: AbortSignal, found?: TrustedNarinfo, known: PeerId[] = []): Promise<FetchOutcome> {
     const deadline = AbortSignal.timeout(this.lookupTimeoutMs)
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
     const t0 = performance.now()
-    const { narinfo, text, from, holders } = found ?? await this.trustedNarinfo(hashPart, signal)
+    const { narinfo, text, from, holders } = found ?? await this.trustedNarinfo(hashPart, signal, known)
     const t1 = performance.now()
     // A small file comes from the peers that just handed us its narinfo (they hold the NAR they
     // announced), without a second DHT walk for the NAR hash: that walk cost more than the
@@ -296,8 +300,8 @@ export class SwarmFetcher {
     }
   }
 
-  /** Ask the hinted peers, then the store path's providers, in turn until one hands over a narinfo we can believe. */
-  private async trustedNarinfo (hashPart: string, signal: AbortSignal): Promise<TrustedNarinfo> {
+  /** Ask the known and hinted peers, then the store path's providers, in turn until one hands over a narinfo we can believe. */
+  private async trustedNarinfo (hashPart: string, signal: AbortSignal, known: PeerId[] = []): Promise<TrustedNarinfo> {
     const { client, cache } = this.components
     const holders: PeerId[] = []
     const refused: string[] = []
@@ -326,7 +330,7 @@ export class SwarmFetcher {
       return { narinfo: v.narinfo, text, from: peer.toString(), holders }
     }
     try {
-      for (const peer of this.components.hints?.(hashPart) ?? []) {
+      for (const peer of [...known, ...(this.components.hints?.(hashPart) ?? [])]) {
         this.hintStats.asked++
         const found = await ask(peer)
         if (found !== undefined) { this.hintStats.believed++; return found }

@@ -59,10 +59,12 @@ export interface SubstitutesInit {
 }
 
 /**
- * How `publish` announces new entries: `wait` for both DHT records of each, or `background`
- * (the caller serves the paths itself meanwhile).
+ * How `publish` announces new entries: `wait` for their DHT records, `background` (the caller
+ * serves the paths itself meanwhile), or `later`: at the next re-provide round only, for paths
+ * whoever needs them finds another way (a submitter's .drv closures: its builders know it from
+ * the queue and ask it first).
  */
-export type PublishAnnounce = 'wait' | 'background'
+export type PublishAnnounce = 'wait' | 'background' | 'later'
 
 export interface PublishedPath {
   storePath: string
@@ -100,6 +102,8 @@ export class SubstitutesService implements NodeService {
   private readonly held = new Map<string, HeldEntry>()
   /** store path → how many holders pinned it (pin()). */
   private readonly pins = new Map<string, number>()
+  /** Entries published with `later`: held and served, announced by the next re-provide round. */
+  private readonly deferred = new Set<string>()
   /** Entries waiting for their DHT announcement (addedLater), oldest first. */
   private readonly announceQueue = new Map<string, CacheEntry>()
   private announcing = 0
@@ -199,7 +203,7 @@ export class SubstitutesService implements NodeService {
       builderHints: { known: this.recent.size, ...this.fetcher.hintStats },
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
-      unannounced: this.unannounced.size + this.announceQueue.size,
+      unannounced: this.unannounced.size + this.announceQueue.size + this.deferred.size,
       mirror: this.components.config.mirror === true ? this.mirror.status() : false,
       http: { ...this.http.counters },
       bundles: { served: this.bundles.served, badRequests: this.bundles.badRequests, rejected: { ...this.bundles.rejected } },
@@ -238,10 +242,16 @@ export class SubstitutesService implements NodeService {
     const all = await this.cache.addClosure(store, paths)
     // the closure's paths this node held and announced before (the re-provider keeps them so)
     // are not announced again: a Guix output's closure is dozens of paths, two DHT walks each
-    const isNew = (e: CacheEntry): boolean => !this.held.has(e.hashPart) || this.unannounced.has(e.hashPart) || this.announceQueue.has(e.hashPart)
+    const isNew = (e: CacheEntry): boolean => !this.held.has(e.hashPart) || this.unannounced.has(e.hashPart) || this.announceQueue.has(e.hashPart) || this.deferred.has(e.hashPart)
     const entries = all.filter(isNew)
     const announced = new Map<string, boolean>(all.filter((e) => !isNew(e)).map((e) => [e.hashPart, true]))
-    if (opts.announce === 'background') {
+    if (opts.announce === 'later') {
+      for (const e of entries) {
+        this.hold(e)
+        if (!this.unannounced.has(e.hashPart) && !this.announceQueue.has(e.hashPart)) this.deferred.add(e.hashPart)
+        announced.set(e.hashPart, false)
+      }
+    } else if (opts.announce === 'background') {
       // the caller hands the paths out itself (e.g. a submitter's closure bundles): servable now,
       // findable in the DHT a little later
       for (const e of entries) { this.addedLater(e); announced.set(e.hashPart, false) }
@@ -257,25 +267,26 @@ export class SubstitutesService implements NodeService {
     return all.map((e) => ({ storePath: e.storePath, narHash: e.narHash, narSize: e.narSize, files: e.files, announced: announced.get(e.hashPart) ?? false }))
   }
 
-  /** Fetch a store path from the swarm into the cache (no-op when held). */
-  async fetchPath (storePath: string): Promise<FetchOutcome | undefined> {
+  /** Fetch a store path from the swarm into the cache (no-op when held); `holders` are asked before the DHT. */
+  async fetchPath (storePath: string, opts: { holders?: PeerId[] } = {}): Promise<FetchOutcome | undefined> {
     const hashPart = this.hashPartOf(storePath)
     if (await this.cache.has(hashPart)) return undefined
-    return await this.fetcher.fetch(hashPart)
+    // no signal: the fetch may be shared with other callers (one giving up must not end theirs)
+    return await this.fetcher.fetch(hashPart, undefined, opts.holders)
   }
 
   /**
    * Fetch a store path and everything it references (from the trusted narinfos' References), so
    * a client can substitute the whole closure from this node. Returns what was fetched.
    */
-  async pullClosure (storePath: string): Promise<FetchOutcome[]> {
+  async pullClosure (storePath: string, opts: { holders?: PeerId[] } = {}): Promise<FetchOutcome[]> {
     const dir = this.cache.storeDir
     const seen = new Set<string>([this.hashPartOf(storePath)])
     const todo = [storePath]
     const out: FetchOutcome[] = []
     while (todo.length > 0) {
       const p = todo.shift() as string
-      const got = await this.fetchPath(p)
+      const got = await this.fetchPath(p, opts)
       if (got !== undefined) out.push(got)
       const entry = await this.cache.getEntry(this.hashPartOf(p))
       const refs = entry === undefined ? [] : parseNarinfo(entry.narinfo, { storeDir: dir }).references
@@ -292,13 +303,13 @@ export class SubstitutesService implements NodeService {
    * pullClosure for many paths: every one is tried; returns how many entries were added to the
    * cache and throws the first path's error after trying them all.
    */
-  async pullClosures (storePaths: string[], opts: { signal?: AbortSignal } = {}): Promise<number> {
+  async pullClosures (storePaths: string[], opts: { signal?: AbortSignal, holders?: PeerId[] } = {}): Promise<number> {
     let added = 0
     let first: Error | undefined
     for (const p of storePaths) {
       opts.signal?.throwIfAborted()
       try {
-        added += (await this.pullClosure(p)).length
+        added += (await this.pullClosure(p, opts)).length
       } catch (err) {
         first ??= err as Error // the others are still worth having
       }
@@ -366,6 +377,7 @@ export class SubstitutesService implements NodeService {
     this.http.forget(r.hashPart)
     this.held.delete(r.hashPart)
     this.unannounced.delete(r.hashPart)
+    this.deferred.delete(r.hashPart)
     const [path, nar] = this.cidsOf(r)
     const cids = nar !== undefined && this.index.hashParts(r.narHash).length === 0 ? [path, nar] : [path]
     for (const cid of cids) {
@@ -448,6 +460,7 @@ export class SubstitutesService implements NodeService {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed === undefined) {
       this.unannounced.delete(entry.hashPart)
+      this.deferred.delete(entry.hashPart)
       return true
     }
     this.unannounced.set(entry.hashPart, entry)
@@ -489,6 +502,7 @@ export class SubstitutesService implements NodeService {
       for (const e of this.held.values()) this.unannounced.set(e.hashPart, e)
       return []
     }
+    this.deferred.clear() // this round announces them
     return [...this.held.values()].flatMap((e) => this.cidsOf(e))
   }
 

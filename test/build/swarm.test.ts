@@ -57,6 +57,9 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
     await waitForFullMesh(members, 30_000)
     const byPeer = new Map(builders.map((b) => [b.peerId, b]))
 
+    // a source too large for a closure bundle (1 MiB a file), in host /tmp (every namespace sees it)
+    const bigSource = join(hookDir, 'big-source.bin')
+    await writeFile(bigSource, randomBytes(2 * 1024 * 1024))
     // Everything is instantiated in the submitter's store only.
     const expr = `let c = ${drvExpr(`c-${n}`, 'echo c > $out/file')};
       b = ${drvExpr(`b-${n}`, 'echo b > $out/file', ['c'])};
@@ -65,12 +68,13 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
         (${drvExpr(`fail-${n}`, `echo failing-${n}; exit 1`)})
         (${drvExpr(`ok-${n}`, `echo ok-${n} > $out/file`)})
         (${drvExpr(`cancel-${n}`, `echo cancel-${n}; /bin/sleep 30; echo late > $out/file`)})
-        (${drvExpr(`kill-${n}`, `if [ -e ${marker} ]; then echo second-${n}; else /bin/touch ${marker}; echo kill-${n}; /bin/sleep 30; fi; echo done > $out/file`)}) ]`
+        (${drvExpr(`kill-${n}`, `if [ -e ${marker} ]; then echo second-${n}; else /bin/touch ${marker}; echo kill-${n}; /bin/sleep 30; fi; echo done > $out/file`)})
+        (derivation { name = "big-${n}"; system = "x86_64-linux"; builder = "/bin/sh"; src = ${bigSource}; args = [ "-c" "/bin/mkdir $out; /bin/cp $src $out/copy" ]; }) ]`
     const drvs = await instantiate(prepared[0].ns, expr)
-    assert.equal(drvs.length, 34)
+    assert.equal(drvs.length, 35)
     const [drvA, drvB, drvC] = drvs
     const thirty = drvs.slice(0, 30)
-    const [failDrv, okDrv, cancelDrv, killDrv] = drvs.slice(30)
+    const [failDrv, okDrv, cancelDrv, killDrv, bigDrv] = drvs.slice(30)
     for (const b of builders) assert.deepEqual((await b.ns.exec('nix-store', ['--check-validity', '--print-invalid', drvA])).stdout.toString().trim(), drvA, 'builders do not have the .drv')
 
     const main = t.test('30 builds: all succeed once, inputs first, higher priority claimed earlier, outputs substitutable from the submitter', async () => {
@@ -161,7 +165,18 @@ test('3 builders and a non-building submitter in 4 stores: 30 builds in dependen
       const first = await runCli(['log', id, '--attempt', '1', '--api', submitter.url])
       assert.match(first.stdout, new RegExp(`failing-${n}`))
     })
-    await Promise.all([main, failing])
+    const big = t.test('a .drv closure with a source too large for a bundle comes from the submitter, which has not announced it', async () => {
+      // the submit publishes the closure for the next re-provide round only: no DHT record yet
+      const { ids: [id] } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: [bigDrv] })
+      const v = await waitFor(async () => { const x = await view(submitter, id); return x.state === 'succeeded' ? x : undefined }, 'the build with a 2 MiB source to succeed', 180_000, 500)
+      const builder = byPeer.get(succeeded(v)[0].peerId)
+      assert.ok(builder !== undefined, 'a builder built it')
+      const st = await getJson<{ substitutes: { builderHints: { asked: number, believed: number } } }>(builder, '/api/status')
+      assert.ok(st.substitutes.builderHints.believed >= 1, `the builder took the source from a peer it knew (the submitter) before any DHT walk: ${JSON.stringify(st.substitutes.builderHints)}`)
+      const sub = await getJson<{ substitutes: { unannounced: number } }>(submitter, '/api/status')
+      assert.ok(sub.substitutes.unannounced >= 2, `the submitter holds the .drv and its source unannounced until its next re-provide round (${sub.substitutes.unannounced})`)
+    })
+    await Promise.all([main, failing, big])
 
     const cancel = t.test('a canceled running build stops on its builder', async () => {
       const { ids: [id] } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: [cancelDrv] })
