@@ -136,15 +136,22 @@ test('importPath refuses a NAR that does not match, and references that are miss
   assert.deepEqual(await b.nix.store.queryPathInfo(out), info)
 })
 
-test('our export stream is byte for byte what nix-store --export writes', { skip }, async () => {
+/** A fresh trivial derivation built in store A: its .drv and output paths. */
+async function builtInA (prefix: string): Promise<{ drv: string, out: string, n: string }> {
   const [a] = nodes
   const n = randomBytes(6).toString('hex')
-  const f = join(wire, `exp-${n}.nix`)
-  await writeFile(f, `derivation { name = "exp-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; }`)
+  const f = join(wire, `${prefix}-${n}.nix`)
+  await writeFile(f, `derivation { name = "${prefix}-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; }`)
   const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
   const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
-  assert.equal(built.kind, 'success')
-  for (const path of [drv, built.kind === 'success' ? built.outputs.out : '']) {
+  assert.equal(built.kind, 'success', `${prefix}-${n} was built in A`)
+  return { drv, out: built.kind === 'success' ? built.outputs.out : '', n }
+}
+
+test('our export stream is byte for byte what nix-store --export writes', { skip }, async () => {
+  const [a] = nodes
+  const { drv, out } = await builtInA('exp')
+  for (const path of [drv, out]) {
     const real = await a.ns.exec('nix-store', ['--export', path])
     assert.equal(real.code, 0)
     const { info, nar } = await a.nix.store.exportPath(path)
@@ -193,13 +200,7 @@ test('importPaths: a closure in one import, references first; a bad NAR in the b
 
 test('a fresh store learns from its first import that a path missing on disk is invalid: no store process to ask', { skip, timeout: 60_000 }, async () => {
   const [a] = nodes
-  const n = randomBytes(6).toString('hex')
-  const f = join(wire, `learn-${n}.nix`)
-  await writeFile(f, `derivation { name = "learn-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; }`)
-  const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
-  const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
-  assert.equal(built.kind, 'success', 'the path to move was built')
-  const out = built.kind === 'success' ? built.outputs.out : ''
+  const { out, n } = await builtInA('learn')
   const { info, nar } = await a.nix.store.exportPath(out)
   const bytes = Buffer.concat(await nar.toArray() as Buffer[])
   // a builder's store: empty, and this client has asked it nothing yet
