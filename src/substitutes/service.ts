@@ -1,7 +1,7 @@
 // The node's substitutes: its binary cache at <data>/nar, served to peers over the transfer
 // protocol and to guix/nix clients over HTTP, announced in the DHT (storePathCid for every entry,
-// narCid too for large NARs; on start, on add and on a timer), filled by `publish` (local store), on-demand fetches,
-// and the mirror; trimmed by GC.
+// narCid too for large NARs; on start, on add and on a timer), filled by `publish` (local store),
+// on-demand fetches and the mirror; trimmed by GC.
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { PeerId } from '@libp2p/interface'
@@ -71,7 +71,7 @@ export interface PublishedPath {
   narHash: string
   narSize: number
   files: CacheEntry['files']
-  /** Whether both DHT records went out (false: the re-provider retries later). */
+  /** Whether its DHT records went out (false: announced later, or the re-provider retries). */
   announced: boolean
 }
 
@@ -123,7 +123,7 @@ export class SubstitutesService implements NodeService {
       cache: this.cache,
       trusted: () => this.trusted,
       tmpDir: join(components.dataDir, 'nar', '.guix-swarm', 'fetch'),
-      // a fetched copy is indexed at once; announcing it (two DHT walks) must not hold up the
+      // a fetched copy is indexed at once; announcing it (a DHT walk or two) must not hold up the
       // build or client waiting for it, so it runs in the background (failures are retried)
       onAdded: async (entry) => { this.addedLater(entry) },
       hasPeers: () => libp2p.getPeers().length > 0,
@@ -241,7 +241,7 @@ export class SubstitutesService implements NodeService {
     const store = await this.openStore()
     const all = await this.cache.addClosure(store, paths)
     // the closure's paths this node held and announced before (the re-provider keeps them so)
-    // are not announced again: a Guix output's closure is dozens of paths, two DHT walks each
+    // are not announced again: a Guix output's closure is dozens of paths, a DHT walk each
     const isNew = (e: CacheEntry): boolean => !this.held.has(e.hashPart) || this.unannounced.has(e.hashPart) || this.announceQueue.has(e.hashPart) || this.deferred.has(e.hashPart)
     const entries = all.filter(isNew)
     const announced = new Map<string, boolean>(all.filter((e) => !isNew(e)).map((e) => [e.hashPart, true]))
