@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
-import { hostname } from 'node:os'
+import { availableParallelism, hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { once } from 'node:events'
@@ -127,14 +127,32 @@ export interface AddClosureOptions {
   /** Called as each path of the closure is in (references before referrers). */
   onProgress?: (done: number, total: number, entry: CacheEntry) => void
   /**
-   * Paths exported and compressed at once (default 2, one per core here: a small path's cost
-   * is mostly the compressor's start and the fsyncs, which overlap). Narinfos still appear in
-   * closure order, references before referrers.
+   * Paths exported at once (default 8: a small path, kept uncompressed, costs file writes and
+   * fsyncs, which overlap). Compression, CPU-bound, runs for at most COMPRESSING_AT_ONCE paths
+   * of a cache at a time. Narinfos still appear in closure order, references before referrers.
    */
   concurrency?: number
 }
 
-const DEFAULT_CLOSURE_CONCURRENCY = 2
+const DEFAULT_CLOSURE_CONCURRENCY = 8
+/** Paths a cache compresses at once (each runs its compressors; one path per core here). */
+const COMPRESSING_AT_ONCE = availableParallelism()
+
+/** A counting semaphore: at most `n` holders at a time, the others wait in arrival order. */
+class Slots {
+  private readonly waiting: Array<() => void> = []
+  constructor (private free: number) {}
+
+  async take (): Promise<void> {
+    if (this.free > 0) { this.free--; return }
+    await new Promise<void>((resolve) => this.waiting.push(resolve))
+  }
+
+  give (): void {
+    const next = this.waiting.shift()
+    if (next !== undefined) next(); else this.free++
+  }
+}
 
 export interface VerifiedFile {
   compression: Compression | string
@@ -170,6 +188,8 @@ export class BinaryCache {
   private readonly keys?: NodeKeys | KeyPair
   private readonly compressOptions: Partial<Record<Compression, CompressOptions>>
   private readonly uncompressedBelow: number
+  /** Compressions running at once (see COMPRESSING_AT_ONCE). */
+  private readonly compressorSlots = new Slots(COMPRESSING_AT_ONCE)
   private readonly host: string
   private readonly now: () => number
   private ready?: Promise<void>
@@ -354,6 +374,17 @@ export class BinaryCache {
 
   private async exportInto (store: StoreDaemon, storePath: string, hashPart: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     await this.start()
+    // a NAR to compress takes a compressor slot (CPU-bound); a small one is only file writes
+    const compressing = (await store.queryPathInfo(storePath)).narSize >= this.uncompressedBelow
+    if (compressing) await this.compressorSlots.take()
+    try {
+      return await this.exportWith(store, storePath, hashPart, refsIn)
+    } finally {
+      if (compressing) this.compressorSlots.give()
+    }
+  }
+
+  private async exportWith (store: StoreDaemon, storePath: string, hashPart: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     const base = basename(storePath)
     const { info, nar } = await store.exportPath(storePath)
     const compressions: readonly Compression[] = info.narSize < this.uncompressedBelow ? ['none'] : this.compressions

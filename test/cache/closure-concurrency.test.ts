@@ -4,6 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache } from '../../src/cache/index.js'
 import { parseNarinfo } from '../../src/narinfo/index.js'
@@ -78,5 +79,28 @@ test('overlapping closures added at once all finish; every narinfo\'s references
     }
     const exported = store.exports
     assert.ok(exported <= paths.length, `each path exported once at most (${exported} exports for ${paths.length} paths)`)
+  })
+})
+
+test('small paths go in several at once; paths to compress take one compressor slot per core', { timeout: 30_000 }, async () => {
+  await withTemp(async (tmp) => {
+    const store = new DirStore(join(tmp, 'store'))
+    const large = await Promise.all(Array.from({ length: 6 }, async (_, i) => await store.add(`large-${i}`, { f: randomBytes(4000) })))
+    const small = await Promise.all(Array.from({ length: 6 }, async (_, i) => await store.add(`small-${i}`, { f: String(i) })))
+    const running = { large: 0, small: 0 }
+    const most = { large: 0, small: 0 }
+    store.gate = async (p) => {
+      const kind = large.includes(p) ? 'large' : 'small'
+      running[kind]++
+      most[kind] = Math.max(most[kind], running[kind])
+      await new Promise((resolve) => setTimeout(resolve, 30)) // overlap, if the cache lets them
+      running[kind]--
+    }
+    const cache = new BinaryCache({ dir: join(tmp, 'cache'), storeDir: '/gnu/store', compressions: ['zstd'], uncompressedBelow: 2000 })
+    const entries = await cache.addClosure(store, [...large, ...small])
+    assert.equal(entries.length, 12, 'every path went in')
+    assert.ok(most.large <= availableParallelism(), `at most one compressing path per core (${most.large})`)
+    assert.ok(most.large >= 2 || availableParallelism() === 1, `compressing paths overlap up to the cores (${most.large})`)
+    assert.ok(most.small > availableParallelism(), `small paths are not held to the compressor slots (${most.small} at once)`)
   })
 })
