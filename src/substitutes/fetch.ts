@@ -1,7 +1,8 @@
 // Pulling one store path from the swarm into the local cache: store path → its builder (a hint
 // from the queue), then DHT providers → narinfo (believed only when signed by a trusted key,
 // whoever sent it) → NAR providers → each NAR file downloaded, decompressed and checked against
-// NarHash/NarSize before it is renamed into the cache. Nothing unverified is ever visible to a reader of the cache.
+// NarHash/NarSize before it is renamed into the cache. Nothing unverified is ever visible to a
+// reader of the cache.
 import { join } from 'node:path'
 import { mkdir, rm } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
@@ -104,7 +105,7 @@ export class SwarmFetcher {
   private readonly misses = new Map<string, number>()
   private readonly lookupQueue: Array<() => void> = []
   readonly lookupStats: LookupStats = { started: 0, negativeHits: 0, refusedBusy: 0, notFound: 0, running: 0 }
-  /** Narinfos asked of hinted peers, and how many of those were believed (no DHT walk needed). */
+  /** Narinfos asked of known or hinted peers, and how many were believed (no DHT walk needed). */
   readonly hintStats = { asked: 0, believed: 0 }
 
   constructor (private readonly components: SwarmFetcherComponents, init: SwarmFetcherInit = {}) {

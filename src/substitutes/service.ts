@@ -200,7 +200,8 @@ export class SubstitutesService implements NodeService {
       bytes,
       pinned: this.pins.size,
       lookups: { ...this.fetcher.lookupStats },
-      builderHints: { known: this.recent.size, ...this.fetcher.hintStats },
+      // peers asked before the DHT: builders of recent outputs, submitters of .drv closures
+      hints: { recentOutputs: this.recent.size, ...this.fetcher.hintStats },
       maxStoreSize: this.components.config.maxStoreSize ?? null,
       trustedKeys: this.trusted.length,
       unannounced: this.unannounced.size + this.announceQueue.size + this.deferred.size,
