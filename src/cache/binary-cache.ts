@@ -374,17 +374,20 @@ export class BinaryCache {
 
   private async exportInto (store: StoreDaemon, storePath: string, hashPart: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     await this.start()
-    // a NAR to compress takes a compressor slot (CPU-bound); a small one is only file writes
+    // a NAR to compress takes a compressor slot (CPU-bound) for the streaming pass only: held
+    // while waiting for its references, it could leave none for them; a small NAR is file writes
     const compressing = (await store.queryPathInfo(storePath)).narSize >= this.uncompressedBelow
     if (compressing) await this.compressorSlots.take()
+    let held = compressing
+    const compressed = (): void => { if (held) { held = false; this.compressorSlots.give() } }
     try {
-      return await this.exportWith(store, storePath, hashPart, refsIn)
+      return await this.exportWith(store, storePath, hashPart, compressed, refsIn)
     } finally {
-      if (compressing) this.compressorSlots.give()
+      compressed()
     }
   }
 
-  private async exportWith (store: StoreDaemon, storePath: string, hashPart: string, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
+  private async exportWith (store: StoreDaemon, storePath: string, hashPart: string, compressed: () => void, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     const base = basename(storePath)
     const { info, nar } = await store.exportPath(storePath)
     const compressions: readonly Compression[] = info.narSize < this.uncompressedBelow ? ['none'] : this.compressions
@@ -404,6 +407,7 @@ export class BinaryCache {
       await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
       throw err
     }
+    compressed()
     const digest = narHasher.digest()
     if (!Buffer.from(digest.sha256).equals(Buffer.from(narHashBytes(info.narHash))) || digest.narSize !== info.narSize) {
       await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))

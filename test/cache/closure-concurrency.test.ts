@@ -104,3 +104,20 @@ test('small paths go in several at once; paths to compress take one compressor s
     assert.ok(most.small > availableParallelism(), `small paths are not held to the compressor slots (${most.small} at once)`)
   })
 })
+
+test('referrers that finish compressing first do not hold the compressor slots their reference needs', { timeout: 30_000 }, async () => {
+  await withTemp(async (tmp) => {
+    const store = new DirStore(join(tmp, 'store'))
+    const lib = await store.add('lib', { f: randomBytes(4000) })
+    const apps = await Promise.all(Array.from({ length: availableParallelism() }, async (_, i) => await store.add(`app-${i}`, { f: randomBytes(4000) }, [lib])))
+    // lib is slow to describe, so every referrer takes a compressor slot before it does
+    const query = store.queryPathInfo.bind(store)
+    store.queryPathInfo = async (p) => {
+      if (p === lib) await new Promise((resolve) => setTimeout(resolve, 200))
+      return await query(p)
+    }
+    const cache = new BinaryCache({ dir: join(tmp, 'cache'), storeDir: '/gnu/store', compressions: ['zstd'], uncompressedBelow: 2000 })
+    const entries = await cache.addClosure(store, apps)
+    assert.deepEqual(entries.map((e) => e.storePath).sort(), [lib, ...apps].sort(), 'the whole closure went in')
+  })
+})
