@@ -93,16 +93,27 @@ test('build in A, move the .drv closure to B, build there, move the output to C,
   assert.equal(verifyDep.code, 0, verifyDep.stderr.toString())
 })
 
-test('importPath refuses a NAR that does not match, and references that are missing', { skip, timeout: 60_000 }, async () => {
-  const [a, b] = nodes
+/**
+ * A fresh trivial derivation built in store A: its .drv and output paths. `withDependency`: the
+ * output refers to that of a second derivation built with it (a two-path closure).
+ */
+async function builtInA (prefix: string, opts: { withDependency?: boolean } = {}): Promise<{ drv: string, out: string, n: string }> {
+  const [a] = nodes
   const n = randomBytes(6).toString('hex')
-  const f = join(wire, `pair-${n}.nix`)
-  await writeFile(f, `let d = derivation { name = "d-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; };
-    in derivation { name = "r-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${d} > $out" ]; }`)
+  const f = join(wire, `${prefix}-${n}.nix`)
+  const drvOf = (name: string, script: string): string => `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "${script}" ]; }`
+  await writeFile(f, opts.withDependency === true
+    ? `let d = ${drvOf(`${prefix}-d-${n}`, `echo ${n} > $out`)}; in ${drvOf(`${prefix}-r-${n}`, 'echo ${d} > $out')}`
+    : drvOf(`${prefix}-${n}`, `echo ${n} > $out`))
   const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
   const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
-  assert.equal(built.kind, 'success')
-  const out = built.kind === 'success' ? built.outputs.out : ''
+  assert.equal(built.kind, 'success', `${prefix}-${n} was built in A`)
+  return { drv, out: built.kind === 'success' ? built.outputs.out : '', n }
+}
+
+test('importPath refuses a NAR that does not match, and references that are missing', { skip, timeout: 60_000 }, async () => {
+  const [a, b] = nodes
+  const { out } = await builtInA('pair', { withDependency: true })
   const info = await a.nix.store.queryPathInfo(out)
   assert.equal(info.references.length, 1)
   const dep = info.references[0]
@@ -136,18 +147,6 @@ test('importPath refuses a NAR that does not match, and references that are miss
   assert.deepEqual(await b.nix.store.queryPathInfo(out), info)
 })
 
-/** A fresh trivial derivation built in store A: its .drv and output paths. */
-async function builtInA (prefix: string): Promise<{ drv: string, out: string, n: string }> {
-  const [a] = nodes
-  const n = randomBytes(6).toString('hex')
-  const f = join(wire, `${prefix}-${n}.nix`)
-  await writeFile(f, `derivation { name = "${prefix}-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; }`)
-  const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
-  const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
-  assert.equal(built.kind, 'success', `${prefix}-${n} was built in A`)
-  return { drv, out: built.kind === 'success' ? built.outputs.out : '', n }
-}
-
 test('our export stream is byte for byte what nix-store --export writes', { skip }, async () => {
   const [a] = nodes
   const { drv, out } = await builtInA('exp')
@@ -164,14 +163,7 @@ test('our export stream is byte for byte what nix-store --export writes', { skip
 
 test('importPaths: a closure in one import, references first; a bad NAR in the batch is never registered', { skip, timeout: 60_000 }, async () => {
   const [a, , c] = nodes
-  const n = randomBytes(6).toString('hex')
-  const f = join(wire, `batch-${n}.nix`)
-  await writeFile(f, `let d = derivation { name = "bd-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; };
-    in derivation { name = "br-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo \${d} > $out" ]; }`)
-  const drv = (await a.ns.exec('nix-instantiate', [f])).stdout.toString().trim()
-  const built = await a.nix.builder.build(drv, { signal: never, onLog: () => {} })
-  assert.equal(built.kind, 'success')
-  const out = built.kind === 'success' ? built.outputs.out : ''
+  const { out } = await builtInA('batch', { withDependency: true })
   const items = await Promise.all((await a.nix.store.queryRequisites([out])).map(async (p) => {
     const { info, nar } = await a.nix.store.exportPath(p)
     const bytes = Buffer.concat(await nar.toArray() as Buffer[])

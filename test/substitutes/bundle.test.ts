@@ -59,13 +59,23 @@ async function publishChain (cache: BinaryCache, store: DirStore): Promise<{ lea
 
 const hp = (p: string): string => p.slice('/gnu/store/'.length, '/gnu/store/'.length + 32)
 
-test('a closure arrives in one stream, references first, verified, NARs decompressed; unknown ones reported missing; large files skipped', async () => {
-  const sb = await side(b, 'b1', keysB, [])
-  const sa = await side(a, 'a1', keysA, [keysB])
+type Chain = Awaited<ReturnType<typeof publishChain>>
+
+/** B serves a fresh chain signed with `serverKeys` (over its own caches `b<name>`) to A, which trusts B's key, while `run` runs. */
+async function servingChain (name: string, serverKeys: NodeKeys, run: (s: { sb: Side, sa: Side, store: DirStore, chain: Chain }) => Promise<void>): Promise<void> {
+  const sb = await side(b, `b${name}`, serverKeys, [])
+  const sa = await side(a, `a${name}`, keysA, [keysB])
   await sb.bundles.start()
   try {
-    const store = new DirStore(join(tmp.dir, 'store1'))
-    const { leaf, mid, top, big } = await publishChain(sb.cache, store)
+    const store = new DirStore(join(tmp.dir, `store${name}`))
+    await run({ sb, sa, store, chain: await publishChain(sb.cache, store) })
+  } finally {
+    await sb.bundles.stop()
+  }
+}
+
+test('a closure arrives in one stream, references first, verified, NARs decompressed; unknown ones reported missing; large files skipped', async () => {
+  await servingChain('1', keysB, async ({ sb, sa, store, chain: { leaf, mid, top, big } }) => {
     assert.deepEqual((await sb.cache.getEntry(hp(big)))?.files.map((f) => f.compression).sort(), ['lzip', 'zstd'], 'the big one is compressed twice, as guix publish does')
     const unknown = 'a'.repeat(32)
     const r = await sa.bundles.take(b.peerId, [hp(top), unknown])
@@ -90,22 +100,14 @@ test('a closure arrives in one stream, references first, verified, NARs decompre
     assert.deepEqual(budget.entries, [])
     assert.deepEqual([...budget.skipped].sort(), [leaf, mid, big, top].map(hp).sort())
     assert.equal(sb.bundles.served, 3)
-  } finally {
-    await sb.bundles.stop()
-  }
+  })
 })
 
 test('a narinfo signed by an untrusted key is refused', async () => {
-  const sb = await side(b, 'b2', keysEvil, [])
-  const sa = await side(a, 'a2', keysA, [keysB])
-  await sb.bundles.start()
-  try {
-    const { top } = await publishChain(sb.cache, new DirStore(join(tmp.dir, 'store2')))
+  await servingChain('2', keysEvil, async ({ sa, chain: { top } }) => {
     await assert.rejects(sa.bundles.take(b.peerId, [hp(top)]), BundleVerifyError)
     assert.equal(sa.bundles.rejected.badNarinfo, 1)
-  } finally {
-    await sb.bundles.stop()
-  }
+  })
 })
 
 /** Serve `PROTOCOL2` on B with a handler that answers with `frames` (raw bytes) whatever is asked. */
@@ -179,11 +181,7 @@ test('frames that break the format are refused by name: oversized frame, file ov
 })
 
 test('the server refuses a malformed request by name and goes on serving', async () => {
-  const sb = await side(b, 'b5', keysB, [])
-  const sa = await side(a, 'a5', keysA, [keysB])
-  await sb.bundles.start()
-  try {
-    const { top } = await publishChain(sb.cache, new DirStore(join(tmp.dir, 'store5')))
+  await servingChain('5', keysB, async ({ sb, sa, chain: { top } }) => {
     const junk: Array<[string, Uint8Array]> = [
       ['not json', Buffer.concat([Buffer.from([0, 0, 0, 2]), Buffer.from('{{')])],
       ['a path that is not a hash part', frame({ hashParts: ['../../etc/passwd'], maxFileBytes: 10 })],
@@ -200,7 +198,5 @@ test('the server refuses a malformed request by name and goes on serving', async
     }
     assert.equal(sb.bundles.badRequests, junk.length)
     assert.equal((await sa.bundles.take(b.peerId, [hp(top)])).entries.length, 4, 'an honest request right after is served')
-  } finally {
-    await sb.bundles.stop()
-  }
+  })
 })

@@ -3,6 +3,7 @@ import '../../src/polyfill.js'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
+import { noise } from '@chainsafe/libp2p-noise'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper, type SingleKadDHT } from '@libp2p/kad-dht'
@@ -31,6 +32,20 @@ export async function createNode (): Promise<TestNode> {
     }
   })
   return node as unknown as TestNode
+}
+
+/**
+ * A bare node (tcp + yamux + identify, no DHT) encrypting with the node's noise (`transfer`) or
+ * the library's own (`stock`), to compare the two or test one against the other.
+ */
+export async function createEncryptedNode (encrypter: 'transfer' | 'stock'): Promise<Libp2p> {
+  return await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [encrypter === 'transfer' ? transferNoise() : noise()],
+    streamMuxers: [yamux(transferYamuxOptions)],
+    services: { identify: identify() }
+  })
 }
 
 /** Dial b from a and wait until both routing tables have taken the other in (so DHT queries work). */

@@ -2,13 +2,9 @@ import '../../src/polyfill.js'
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
+import type { Libp2p } from 'libp2p'
 import { defaultCrypto } from '@chainsafe/libp2p-noise/crypto'
-import { yamux } from '@libp2p/yamux'
-import { identify } from '@libp2p/identify'
-import { DirectoryNarSource, NarTransferServer, TransferClient, coalesceFrames, transferNoise, transferNoiseCrypto, transferYamuxOptions } from '../../src/transfer/index.js'
+import { DirectoryNarSource, NarTransferServer, TransferClient, coalesceFrames, transferNoise, transferNoiseCrypto } from '../../src/transfer/index.js'
 import { decryptWhole } from '../../src/transfer/noise.js'
 import type { NoiseComponents } from '@chainsafe/libp2p-noise'
 import { multiaddrConnectionPair } from '@libp2p/utils'
@@ -16,7 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { defaultLogger } from '@libp2p/logger'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { tempDir } from './nodes.js'
+import { createEncryptedNode, tempDir } from './nodes.js'
 
 const MiB = 1024 * 1024
 
@@ -75,18 +71,6 @@ describe('transferNoise crypto and write coalescing', () => {
   })
 })
 
-async function makeNode (encrypter: 'stock' | 'transfer'): Promise<Libp2p> {
-  const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [encrypter === 'stock' ? noise() : transferNoise()],
-    streamMuxers: [yamux(transferYamuxOptions)],
-    services: { identify: identify() }
-  })
-  await node.start()
-  return node
-}
-
 async function hashOfRange (tc: TransferClient, peer: Libp2p, key: string, offset: number, length: number): Promise<string> {
   const res = await tc.openFile(peer.peerId, key, { offset, length })
   const h = createHash('sha256')
@@ -123,8 +107,8 @@ describe('transferNoise on real connections', { timeout: 120_000 }, () => {
 
   for (const [server, client] of [['transfer', 'stock'], ['stock', 'transfer'], ['transfer', 'transfer']] as const) {
     it(`${server} noise serving, ${client} noise fetching: 4 parallel ranges arrive intact, twice over`, async () => {
-      const s = await makeNode(server)
-      const c = await makeNode(client)
+      const s = await createEncryptedNode(server)
+      const c = await createEncryptedNode(client)
       nodes.push(s, c)
       await new NarTransferServer({ libp2p: s, source: new DirectoryNarSource({ dir: dir.dir }) }).start()
       await c.dial(s.getMultiaddrs()[0])

@@ -4,14 +4,10 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createLibp2p, type Libp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@libp2p/yamux'
-import { identify } from '@libp2p/identify'
+import type { Libp2p } from 'libp2p'
 import { SendBufferPool, noteEncrypted } from '../../src/transfer/send-buffers.js'
-import { DirectoryNarSource, NarTransferServer, TransferClient, TruncatedStreamError, transferNoise, transferNoiseCrypto, transferYamuxOptions, type NarSource } from '../../src/transfer/index.js'
-import { tempDir } from './nodes.js'
+import { DirectoryNarSource, NarTransferServer, TransferClient, TruncatedStreamError, transferNoiseCrypto, type NarSource } from '../../src/transfer/index.js'
+import { createEncryptedNode, tempDir } from './nodes.js'
 
 const MiB = 1024 * 1024
 
@@ -72,13 +68,7 @@ describe('pooled sends over real connections', { timeout: 120_000 }, () => {
   })
 
   async function makeNode (encrypter: 'transfer' | 'stock'): Promise<Libp2p> {
-    const node = await createLibp2p({
-      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      transports: [tcp()],
-      connectionEncrypters: [encrypter === 'transfer' ? transferNoise() : noise()],
-      streamMuxers: [yamux(transferYamuxOptions)],
-      services: { identify: identify() }
-    })
+    const node = await createEncryptedNode(encrypter)
     nodes.push(node)
     return node
   }
