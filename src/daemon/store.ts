@@ -171,7 +171,6 @@ function str (s: string): Buffer {
 
 const EXPORT_MAGIC = 0x4558494e // "NIXE"
 
-/** The part of the export format after the NAR. */
 /** What follows one path's NAR in an export stream: its name, references, deriver, no signature. */
 function exportEntryTrailer (info: ImportInfo): Buffer {
   return Buffer.concat([

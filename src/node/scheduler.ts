@@ -103,18 +103,18 @@ export async function importManyFromSwarm (subs: SubstitutesService, store: Stor
     const t0 = performance.now()
     const storeDir = subs.cache.storeDir
     const taken = new Map<string, TakenEntry>()
+    // the submitters (or builders) named: bundles first, then asked again before the DHT
+    const holders = (opts.from ?? []).flatMap((p) => { try { return [peerIdFromString(p)] } catch { return [] } })
     let plan = await planImport(subs, store, storePaths, taken)
-    for (const from of opts.from ?? []) {
+    for (const peer of holders) {
       if (plan.missing.length === 0) break
-      let peer
-      try { peer = peerIdFromString(from) } catch { continue }
       const wanted = plan.missing.map((p) => p.slice(storeDir.length + 1, storeDir.length + 33))
       for (let i = 0; i < wanted.length; i += MAX_BUNDLE_REQUEST) {
         try {
           for (const e of (await subs.bundles.take(peer, wanted.slice(i, i + MAX_BUNDLE_REQUEST), { signal: opts.signal })).entries) taken.set(e.narinfo.storePath, e)
         } catch (err) {
           opts.signal?.throwIfAborted()
-          log('closure bundle from %s: %s: %s', from, (err as Error).name, (err as Error).message)
+          log('closure bundle from %p: %s: %s', peer, (err as Error).name, (err as Error).message)
           break
         }
       }
@@ -125,7 +125,6 @@ export async function importManyFromSwarm (subs: SubstitutesService, store: Stor
     if (plan.missing.length > 0) {
       // the rest (large files, a bundle that failed) into the cache, the submitters asked before
       // the DHT: they published these closures and announce them only in their next re-provide
-      const holders = (opts.from ?? []).flatMap((p) => { try { return [peerIdFromString(p)] } catch { return [] } })
       await subs.pullClosures(plan.missing, { signal: opts.signal, holders }).catch((err: Error) => { pullError = err })
       plan = await planImport(subs, store, storePaths, taken)
     }
@@ -242,7 +241,6 @@ async function importPlanned (subs: SubstitutesService, store: StoreDaemon, orde
   if (imported > 0) log('imported %d path(s)', imported)
   return imported
 }
-
 
 /** .drv files fetched and imported together (one closure bundle per submitter, one import). */
 const DRV_BATCH = 64
