@@ -1,7 +1,7 @@
 export * from './errors.js'
 export { Hlc, compareStamp, type Stamp } from './hlc.js'
 export {
-  signOp, decodeOp, verifyOp, linksTo, shedBytes, bytesHeld, buildIdOf, isDerivationPath, assertDerivationPath, OP_TYPES, OP_VERSION, DEFAULT_MAX_OP_BYTES, DEFAULT_MAX_ABANDONED, MAX_SUBMIT_INPUTS,
+  signOp, decodeOp, verifyOp, signedInputOf, linksTo, shedBytes, bytesHeld, buildIdOf, isDerivationPath, assertDerivationPath, OP_TYPES, OP_VERSION, DEFAULT_MAX_OP_BYTES, DEFAULT_MAX_ABANDONED, MAX_SUBMIT_INPUTS,
   type Op, type OpDraft, type OpType, type OpOfType, type PayloadByType, type SubmitPayload, type PriorityPayload,
   type CancelPayload, type ClaimPayload, type RenewPayload, type ReleasePayload, type ResultPayload, type NarOutput, type LogRef
 } from './op.js'
@@ -10,6 +10,7 @@ export {
   type BuildRecord, type BuildState, type Phase, type Attempt, type AttemptResult, type Claimable, type SeenOp, type ChangeListener
 } from './state.js'
 export { QueueReplica, DEFAULT_REPLICA_CONFIG, type ReplicaConfig, type ReplicaStats, type VersionVector, type IngestResult, type IngestOptions } from './replica.js'
+export { encodeGossip, decodeGossip, DEFAULT_GOSSIP_LIMITS, type GossipLimits } from './gossip.js'
 export { QueueStore, type QueueDb, type Snapshot } from './store.js'
 export { runSync, readFrames, encodeFrame, DEFAULT_SYNC_LIMITS, type SyncFrame, type SyncLimits, type SyncPeerSide, type SyncSummary } from './sync.js'
 export {

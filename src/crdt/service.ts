@@ -11,6 +11,7 @@ import { QueueStore, type QueueDb } from './store.js'
 import { runSync, DEFAULT_SYNC_LIMITS, type SyncSummary } from './sync.js'
 import { OpBadSignatureError, OpBrokenChainError, OpRejectedError, UnknownBuildError } from './errors.js'
 import { VerifyPool } from './verify-pool.js'
+import { decodeGossip, encodeGossip, DEFAULT_GOSSIP_LIMITS } from './gossip.js'
 import { availableParallelism } from 'node:os'
 
 const log = logger('guix-swarm:crdt')
@@ -46,7 +47,7 @@ export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
   maxOpBytes: 16 * 1024,
   maxPendingPerAuthor: 4096,
   maxPendingTotal: 65_536,
-  topic: '/guix-swarm/queue/2',
+  topic: '/guix-swarm/queue/3',
   syncProtocol: '/guix-swarm/queue-sync/1.0.0',
   syncIntervalMs: 30_000,
   snapshotIntervalMs: 60_000,
@@ -132,7 +133,7 @@ export interface QueueStatus {
   ops: number
   authors: number
   stateHash: string
-  stats: ReplicaStats & { syncs: number, syncFailures: number, droppedPeers: number, compacted: number, gossipPublished: number }
+  stats: ReplicaStats & { syncs: number, syncFailures: number, droppedPeers: number, compacted: number, gossipPublished: number, gossipMessages: number }
 }
 
 export class QueueService extends EventTarget {
@@ -151,7 +152,10 @@ export class QueueService extends EventTarget {
   private timers: NodeJS.Timeout[] = []
   private pool?: VerifyPool
   private started = false
-  private counters = { syncs: 0, syncFailures: 0, droppedPeers: 0, compacted: 0, gossipPublished: 0 }
+  private counters = { syncs: 0, syncFailures: 0, droppedPeers: 0, compacted: 0, gossipPublished: 0, gossipMessages: 0 }
+  /** Local ops waiting for the next gossip message, and the promise that sends it (see publish). */
+  private gossipPending: Op[] = []
+  private gossipSend?: Promise<void>
   /** Serialises disk writes so ops land in the order they were applied. */
   private writeChain: Promise<void> = Promise.resolve()
   /** Ops waiting for the write after the running one, and that write (see groupWrite). */
@@ -307,17 +311,32 @@ export class QueueService extends EventTarget {
     }
   }
 
+  /**
+   * Gossip local ops. Ops authored in the same turn of the event loop (a submit of many, a
+   * batch's claims or renews, results finishing together) leave as one message: the caller
+   * resumes once the message carrying its ops went out.
+   */
   private async publish (ops: Op[]): Promise<void> {
-    if (!this.started) return
-    for (const op of ops) {
+    if (!this.started || ops.length === 0) return
+    for (const op of ops) this.gossipPending.push(op)
+    this.gossipSend ??= new Promise<void>((resolve) => { setImmediate(resolve) }).then(async () => { await this.sendGossip() })
+    await this.gossipSend
+  }
+
+  private async sendGossip (): Promise<void> {
+    const ops = this.gossipPending
+    this.gossipPending = []
+    this.gossipSend = undefined // ops authored from here on go in the next message
+    for (const message of encodeGossip(ops.map((op) => op.bytes), DEFAULT_GOSSIP_LIMITS)) {
       try {
-        await this.components.pubsub.publish(this.config.topic, op.bytes)
-        this.counters.gossipPublished++
+        await this.components.pubsub.publish(this.config.topic, message)
+        this.counters.gossipMessages++
       } catch (err) {
-        // no subscribers yet, or a transient error: anti-entropy delivers it later
-        log('gossip publish of %s#%d failed: %s', op.author, op.seq, (err as Error).message)
+        // no subscribers yet, or a transient error: anti-entropy delivers them later
+        log('gossip publish of %d bytes failed: %s', message.length, (err as Error).message)
       }
     }
+    this.counters.gossipPublished += ops.length
   }
 
   async submit (requests: SubmitRequest[]): Promise<string[]> {
@@ -438,10 +457,27 @@ export class QueueService extends EventTarget {
     }
   }
 
-  /** Gossipsub validator: only ops that pass every check are accepted (and so relayed). */
+  /**
+   * Gossipsub validator: only messages whose every op passes every check are accepted (and so
+   * relayed). A batch is checked as a sync batch is: one signature per run of an author's
+   * linked ops; any refused op refuses the message.
+   */
   private readonly validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
     if (this.isBanned(peer.toString())) return TopicValidatorResult.Reject
-    const r = this.replica.ingest(msg.data)
+    let items: Uint8Array[]
+    try {
+      items = decodeGossip(msg.data, DEFAULT_GOSSIP_LIMITS)
+    } catch (err) {
+      if (!(err instanceof OpRejectedError)) throw err
+      this.replica.refuse(err); this.blame(peer)
+      return TopicValidatorResult.Reject
+    }
+    if (items.length > 1) {
+      const { refused, fresh } = await (await this.takeBatch(items))()
+      if (refused > 0) { this.blame(peer, refused); return TopicValidatorResult.Reject }
+      return fresh ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
+    }
+    const r = this.replica.ingest(items[0])
     switch (r.kind) {
       case 'rejected': this.blame(peer); return TopicValidatorResult.Reject
       case 'duplicate': return TopicValidatorResult.Ignore
@@ -485,9 +521,9 @@ export class QueueService extends EventTarget {
    * as the sender streams them); inside a run every op must name its predecessor's hash, so ONE
    * valid signature on the run's newest op vouches for all of them (hash chain, README). A
    * broken link or a bad signature refuses the whole run. Apply and persist happen later, in
-   * arrival order; returns how many ops were refused.
+   * arrival order; returns how many ops were refused and whether any was new (applied or held).
    */
-  private async takeBatch (batch: Uint8Array[]): Promise<() => Promise<number>> {
+  private async takeBatch (batch: Uint8Array[]): Promise<() => Promise<{ refused: number, fresh: boolean }>> {
     let refused = 0
     const runs: Op[][] = []
     for (const bytes of batch) {
@@ -515,6 +551,7 @@ export class QueueService extends EventTarget {
     return async () => {
       const ok = await verdicts
       const applied: SeenOp[] = []
+      let fresh = false
       good.forEach((run, i) => {
         if (!ok[i]) {
           this.replica.refuse(new OpBadSignatureError(newest[i].author, newest[i].seq))
@@ -523,12 +560,12 @@ export class QueueService extends EventTarget {
         }
         for (const op of run) {
           const r = this.replica.ingest(op, { signatureChecked: true })
-          if (r.kind === 'applied') applied.push(...r.applied)
+          if (r.kind === 'applied') { applied.push(...r.applied); fresh = true } else if (r.kind === 'pending') fresh = true
           else if (r.kind === 'rejected') refused++
         }
       })
       await this.persist(applied)
-      return refused
+      return { refused, fresh }
     }
   }
 
@@ -561,7 +598,7 @@ export class QueueService extends EventTarget {
         receive: async (batch) => {
           const apply = await this.takeBatch(batch)
           inFlight++
-          chain = chain.then(async () => { refused += await apply() }).finally(() => { inFlight-- })
+          chain = chain.then(async () => { refused += (await apply()).refused }).finally(() => { inFlight-- })
           if (inFlight >= 4) await chain
           if (refused >= this.config.garbageLimit) throw new Error(`peer sent ${refused} refused ops`)
         },

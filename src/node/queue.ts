@@ -98,8 +98,8 @@ export class QueueNodeService implements NodeService {
       db: components.db.sublevel<string, Uint8Array>('queue', { valueEncoding: 'view' }),
       privateKey: components.privateKey,
       // per-swarm names: a --swarm never hears another swarm's queue
-      // queue/2: unsigned gossip envelopes (a queue/1 node would refuse them, and they its signed ones)
-      config: { topic: components.topic('queue/2'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
+      // queue/3: a gossip message may carry a batch of ops (a queue/2 node would refuse it as malformed)
+      config: { topic: components.topic('queue/3'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
     })
     queues.set(components, this.queue)
     queueNodes.set(components, this)

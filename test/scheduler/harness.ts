@@ -4,7 +4,7 @@ import '../../src/polyfill.js'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { QueueService, QueueConfig } from '../../src/crdt/index.js'
+import { DEFAULT_QUEUE_CONFIG, type QueueService, type QueueConfig } from '../../src/crdt/index.js'
 import { startNode, type TestLibp2p } from '../crdt/net.js'
 import { openBackend, type Backend, type StoreDaemon } from '../../src/daemon/index.js'
 import { SchedulerService, type InputFetcher, type OutputPublisher, type SchedulerComponents, type SchedulerConfig } from '../../src/scheduler/index.js'
@@ -38,7 +38,7 @@ export async function startQueueNode (config: Partial<QueueConfig> = {}, now?: (
 }
 
 /** Full mesh; waits until gossipsub meshes have formed both ways. */
-export async function mesh (nodes: QueueNode[], topic = '/guix-swarm/queue/2'): Promise<void> {
+export async function mesh (nodes: QueueNode[], topic = DEFAULT_QUEUE_CONFIG.topic): Promise<void> {
   for (let i = 0; i < nodes.length; i++) {
     for (let j = i + 1; j < nodes.length; j++) await nodes[i].libp2p.dial(nodes[j].libp2p.getMultiaddrs()[0])
   }
