@@ -613,6 +613,11 @@ export function schedulerStoreOf (components: NodeComponents): StoreDaemon | und
   return schedulers.get(components)?.storeClient
 }
 
+/** Whether the node's scheduler holds builds now (the substitutes service defers announcements meanwhile). */
+export function schedulerBusyOf (components: NodeComponents): boolean {
+  return schedulers.get(components)?.scheduler?.busy === true
+}
+
 /** The ServiceFactory for src/node/services.ts. */
 export function schedulerService (components: NodeComponents, init: SchedulerNodeInit = {}): SchedulerNodeService {
   const s = new SchedulerNodeService(components, init)

@@ -4,7 +4,7 @@ import { metricsService } from './metrics.js'
 import { discoveryService } from './discovery.js'
 import { queueService, queueOf } from './queue.js'
 import { substitutesService, type SubstitutesService } from '../substitutes/index.js'
-import { buildLogsOf, schedulerService, schedulerStoreOf } from './scheduler.js'
+import { buildLogsOf, schedulerBusyOf, schedulerService, schedulerStoreOf } from './scheduler.js'
 
 /** Each node's substitutes service, for the scheduler (its publisher and swarm fetcher). */
 const substitutes = new WeakMap<NodeComponents, SubstitutesService>()
@@ -18,6 +18,6 @@ export const SERVICES: readonly ServiceFactory[] = [
   discoveryService,
   capabilitiesService,
   (c) => queueService(c, { sharedStore: () => schedulerStoreOf(c) }),
-  (c) => { const s = substitutesService(c, { buildFeed: () => queueOf(c), logs: buildLogsOf(c), sharedStore: () => schedulerStoreOf(c) }); substitutes.set(c, s); return s },
+  (c) => { const s = substitutesService(c, { buildFeed: () => queueOf(c), logs: buildLogsOf(c), sharedStore: () => schedulerStoreOf(c), busy: () => schedulerBusyOf(c) }); substitutes.set(c, s); return s },
   (c) => schedulerService(c, { substitutes: () => substitutes.get(c) })
 ]

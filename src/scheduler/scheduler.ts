@@ -286,6 +286,9 @@ export class SchedulerService {
   /** Batches holding a build slot: publishing and recording happen outside the daemon, so they free it. */
   private get slotsUsed (): number { return this.holding.size }
 
+  /** Whether this node holds builds now (claimed, settling, running or publishing). */
+  get busy (): boolean { return this.holding.size > 0 }
+
   /**
    * How many builds one slot claims at once: as many as fit in batchBudgetMs at the recent mean
    * build time (one until a build has been timed), so batching only ever groups short builds,

@@ -28,6 +28,7 @@ import { ClosureBundles } from './bundle.js'
 import { FeedFollower, RecentOutputs, type BuildFeed } from './feed.js'
 import { Mirror } from './mirror.js'
 import { CacheNarSource, NarHashIndex } from './source.js'
+import { BackgroundAnnouncer } from './announcer.js'
 
 const log = logger('guix-swarm:substitutes')
 
@@ -36,6 +37,8 @@ const PUBLISH_ANNOUNCE_CONCURRENCY = 8
 const ANNOUNCE_TIMEOUT_MS = 15_000
 /** Background announcements (fetched copies, bundles, publish on submit) running at once. */
 const BACKGROUND_ANNOUNCE_CONCURRENCY = 4
+/** While the node's builds run, background announcements wait at most this long (see BackgroundAnnouncer). */
+export const ANNOUNCE_DEFER_MS = 60_000
 
 export interface SubstitutesInit {
   /** Re-announce every held CID this often (default 12 h; kad provider records live 48 h). */
@@ -56,6 +59,8 @@ export interface SubstitutesInit {
   buildFeed?: () => BuildFeed | undefined
   /** Store paths running builds need (their inputs): GC never evicts them. */
   pinned?: () => ReadonlySet<string>
+  /** Whether the node is building now: background announcements wait (up to ANNOUNCE_DEFER_MS). */
+  busy?: () => boolean
 }
 
 /**
@@ -104,9 +109,8 @@ export class SubstitutesService implements NodeService {
   private readonly pins = new Map<string, number>()
   /** Entries published with `later`: held and served, announced by the next re-provide round. */
   private readonly deferred = new Set<string>()
-  /** Entries waiting for their DHT announcement (addedLater), oldest first. */
-  private readonly announceQueue = new Map<string, CacheEntry>()
-  private announcing = 0
+  /** Entries waiting for their DHT announcement (addedLater). */
+  private readonly announceQueue: BackgroundAnnouncer<CacheEntry>
 
   constructor (private readonly components: NodeComponents, private readonly init: SubstitutesInit = {}) {
     const { config, keys, libp2p } = components
@@ -135,6 +139,12 @@ export class SubstitutesService implements NodeService {
       for (const h of this.recent.add(r)) this.fetcher.forgetMiss(h)
     })
     this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted }, components.protocolId('closure', '1.0.0'))
+    this.announceQueue = new BackgroundAnnouncer<CacheEntry>({
+      announce: async (entry) => await this.added(entry),
+      concurrency: BACKGROUND_ANNOUNCE_CONCURRENCY,
+      deferMs: ANNOUNCE_DEFER_MS,
+      busy: init.busy
+    })
     this.reprovider = new Reprovider({ libp2p, held: async () => await this.heldCids() }, { intervalMs: init.reprovideIntervalMs })
     this.gc = new GarbageCollector({
       cache: this.cache,
@@ -416,20 +426,9 @@ export class SubstitutesService implements NodeService {
    */
   private addedLater (entry: CacheEntry): void {
     this.hold(entry)
-    this.announceQueue.set(entry.hashPart, entry)
-    this.pumpAnnouncements()
+    this.announceQueue.push(entry.hashPart, entry)
   }
 
-  private pumpAnnouncements (): void {
-    while (this.announcing < BACKGROUND_ANNOUNCE_CONCURRENCY && this.announceQueue.size > 0) {
-      const [hashPart, entry] = this.announceQueue.entries().next().value as [string, CacheEntry]
-      this.announceQueue.delete(hashPart)
-      this.announcing++
-      this.added(entry)
-        .catch((err: Error) => { log('announcing %s: %s', entry.storePath, err.message) })
-        .finally(() => { this.announcing--; this.pumpAnnouncements() })
-    }
-  }
 
   /** A new entry is servable by NAR hash, counted, and no longer a remembered miss. */
   private hold (entry: CacheEntry): void {
