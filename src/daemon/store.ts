@@ -13,7 +13,8 @@
 //   Nix's locks; an HTTP binary cache needs a server and signed narinfos per path; `nix copy
 //   --from file://` needs a whole cache layout on disk.
 import { createHash } from 'node:crypto'
-import { lstat, readFile, rename, writeFile } from 'node:fs/promises'
+import { lstatSync, readFileSync } from 'node:fs'
+import { lstat, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable, type Writable } from 'node:stream'
@@ -255,12 +256,20 @@ export class CliStore implements StoreDaemon {
     this.localViewTrusted = c.trustLocalAbsence === false ? false : undefined
   }
 
-  /** Which of `paths` exist under realStoreDir (lstat: a symlink path need not point anywhere). */
+  /**
+   * Which of `paths` exist under realStoreDir (lstat: a symlink path need not point anywhere).
+   * Synchronous on purpose: an lstat of a cached directory entry takes microseconds, while the
+   * promise API's thread-pool round trip per path was 6% of a busy builder's CPU (profile).
+   */
   private async presentLocally (paths: string[]): Promise<boolean[]> {
-    return await Promise.all(paths.map(async (p) => await lstat(this.localPath(p)).then(() => true, (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false
-      throw err
-    })))
+    return paths.map((p) => {
+      try {
+        return lstatSync(this.localPath(p), { throwIfNoEntry: false }) !== undefined
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return false
+        throw err
+      }
+    })
   }
 
   /** Learn from paths the store just called valid whether realStoreDir is where its files are. */
@@ -372,7 +381,7 @@ export class CliStore implements StoreDaemon {
     for (const p of drvPaths) {
       out.set(p, invalid.has(p)
         ? new PathNotValidError(`derivation '${p}' is not valid in ${this.storeDir}`)
-        : parseDerivation(await readFile(this.localPath(p), 'utf8')))
+        : parseDerivation(readFileSync(this.localPath(p), 'utf8'))) // a few KiB: cheaper than a thread-pool round trip
     }
     return out
   }
