@@ -46,6 +46,9 @@
 // 1400 MiB/s, under 0.7 ms/MiB per side, when node:crypto's ChaCha20-Poly1305 alone costs
 // 0.55–0.65 ms/MiB per side here (OpenSSL itself: 0.26; Node 20 allocates and copies each
 // output twice).
+// Each raw round is followed by one of the encryption floor (cipherChild): the same file as
+// noise transport messages through node:crypto over a plain socket, no libp2p. It bounds what
+// any noise-encrypted transport in Node can reach against raw TCP on this machine.
 // Part 2 (bench/serve-http.ts): the node's HTTP substitute front vs nginx serving the same cache
 // directory: NAR GETs at 1 and 16 connections, 373 sequential narinfo GETs.
 //
@@ -55,7 +58,7 @@
 // the libp2p path alone).
 import '../src/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { createServer, connect as netConnect } from 'node:net'
@@ -185,6 +188,56 @@ async function rawChild (dir: string): Promise<void> {
   serveControl(async () => { raw.close() })
 }
 
+/**
+ * The encryption floor: the file as noise transport messages (ChaCha20-Poly1305 through
+ * node:crypto, ≤ 65535 bytes with a 2-byte length, the cipher libp2p's noise fixes) over a plain
+ * socket, read into one reused 1 MiB buffer, each MiB's messages leaving in one writev. No
+ * libp2p, yamux or streams: what any noise transport in Node costs at least.
+ */
+async function cipherChild (dir: string, keyHex: string): Promise<void> {
+  const key = Buffer.from(keyHex, 'hex')
+  const srv = createServer((socket) => {
+    void (async () => {
+      const fh = await open(join(dir, KEY))
+      const buf = Buffer.allocUnsafe(MiB)
+      let n = 0n
+      try {
+        for (let pos = 0; ;) {
+          const { bytesRead } = await fh.read(buf, 0, MiB, pos)
+          if (bytesRead === 0) break
+          pos += bytesRead
+          socket.cork()
+          for (let off = 0; off < bytesRead; off += NOISE_MAX_PLAINTEXT) {
+            const plain = buf.subarray(off, Math.min(off + NOISE_MAX_PLAINTEXT, bytesRead))
+            const c = createCipheriv('chacha20-poly1305', key, noiseNonce(n++), { authTagLength: 16 })
+            const ct = c.update(plain)
+            c.final()
+            const len = Buffer.allocUnsafe(2)
+            len.writeUInt16BE(ct.length + 16)
+            socket.write(len); socket.write(ct); socket.write(c.getAuthTag())
+          }
+          socket.uncork()
+          if (socket.writableLength > 4 * MiB) await new Promise((resolve) => socket.once('drain', resolve))
+        }
+      } finally {
+        await fh.close()
+        socket.end()
+      }
+    })()
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  process.stdout.write(JSON.stringify({ port: (srv.address() as { port: number }).port }) + '\n')
+  serveControl(async () => { srv.close() })
+}
+
+const NOISE_MAX_PLAINTEXT = 65535 - 16
+
+function noiseNonce (n: bigint): Buffer {
+  const iv = Buffer.alloc(12)
+  iv.writeBigUInt64LE(n, 4)
+  return iv
+}
+
 // ---- the measuring process ----
 
 interface Child { proc: ChildProcess, lines: AsyncIterator<string> }
@@ -252,6 +305,50 @@ async function rawTransfer (port: number): Promise<number> {
   return got
 }
 
+/**
+ * Receive and decrypt cipherChild's messages; plaintext bytes. A message inside one socket read
+ * is decrypted where it lies; one split across reads is gathered into a reused buffer first.
+ */
+async function cipherTransfer (port: number, key: Buffer): Promise<number> {
+  let got = 0
+  let n = 0n
+  const scratch = Buffer.allocUnsafe(65535 + 2)
+  let have = 0 // bytes of a split message gathered in scratch
+  const open = (msg: Buffer): void => {
+    const d = createDecipheriv('chacha20-poly1305', key, noiseNonce(n++), { authTagLength: 16 })
+    d.setAuthTag(msg.subarray(msg.length - 16))
+    got += d.update(msg.subarray(0, msg.length - 16)).length
+    d.final()
+  }
+  await new Promise<void>((resolve, reject) => {
+    const s = netConnect(port, '127.0.0.1')
+    s.on('data', (b: Buffer) => {
+      let at = 0
+      if (have > 0) {
+        // finish the split message: its length first (it may itself have been split)
+        if (have < 2) { scratch[have++] = b[at++] }
+        const want = 2 + scratch.readUInt16BE(0) - have
+        const take = Math.min(want, b.length - at)
+        b.copy(scratch, have, at, at + take)
+        have += take; at += take
+        if (take < want) return
+        open(scratch.subarray(2, have))
+        have = 0
+      }
+      while (b.length - at >= 2) {
+        const len = b.readUInt16BE(at)
+        if (b.length - at - 2 < len) break
+        open(b.subarray(at + 2, at + 2 + len))
+        at += 2 + len
+      }
+      if (at < b.length) { b.copy(scratch, 0, at); have = b.length - at }
+    })
+    s.on('end', resolve)
+    s.on('error', reject)
+  })
+  return got
+}
+
 async function p2pTransfer (tc: TransferClient, peer: ReturnType<typeof peerIdFromString>, size: number, streams: number): Promise<number> {
   const per = Math.ceil(size / streams)
   const counts = await Promise.all(Array.from({ length: streams }, async (_, i) => {
@@ -276,6 +373,10 @@ function spread (xs: number[], digits = 0): string {
 
 async function libp2pVsRawTcp (dir: string, size: number, rounds: number, configs: Knobs[], withRaw: boolean): Promise<void> {
   const raw = withRaw ? await startChild(['--raw-child', dir]) : undefined
+  const cipherKey = randomBytes(32)
+  const cipher = withRaw ? await startChild(['--cipher-child', dir, cipherKey.toString('hex')]) : undefined
+  const cipherRounds: Round[] = []
+  const cipherRatios: number[] = []
   const loadBefore = loadavg().map((l) => l.toFixed(2)).join(' ')
   const rawPort = Number(raw?.hello.port)
   const rawRounds: Round[] = []
@@ -293,11 +394,17 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
       await node.dial(multiaddr(String(srv.hello.addr)))
     }
     if (raw != null) await measured(raw.child, size, async () => await rawTransfer(rawPort)) // warm-up
+    if (cipher != null) await measured(cipher.child, size, async () => await cipherTransfer(Number(cipher.hello.port), cipherKey))
     // A warm-up each: the first transfer on a cold connection is much slower (LIBP2P.md).
     for (const row of rows) await p2pTransfer(row.tc, row.peer, Math.min(size, 32 * MiB), row.k.streams)
     for (let r = 0; r < rounds; r++) {
       const rawRound = raw != null ? await measured(raw.child, size, async () => await rawTransfer(rawPort)) : undefined
       if (rawRound != null) rawRounds.push(rawRound)
+      if (cipher != null && rawRound != null) {
+        const c = await measured(cipher.child, size, async () => await cipherTransfer(Number(cipher.hello.port), cipherKey))
+        cipherRounds.push(c)
+        cipherRatios.push(c.mibps / rawRound.mibps)
+      }
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(i + r) % rows.length]
         const round = await measured(row.child, size, async () => await p2pTransfer(row.tc, row.peer, size, row.k.streams))
@@ -311,6 +418,7 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
       await stopChild(row.child)
     }
     if (raw != null) await stopChild(raw.child)
+    if (cipher != null) await stopChild(cipher.child)
   }
   const rawMed = rawRounds.length > 0 ? median(rawRounds.map((r) => r.mibps)) : NaN
   const load = loadavg().map((l) => l.toFixed(2)).join(' ')
@@ -320,6 +428,11 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
     console.log(`raw TCP reference (fs read stream, ${RAW_HIGH_WATER_MARK / MiB} MiB reads, piped to a socket), ${rawRounds.length} rounds: ` +
       `${spread(rawRounds.map((r) => r.mibps))} MiB/s, CPU ms/MiB sender ${spread(rawRounds.map((r) => r.senderMsPerMiB), 2)}, ` +
       `receiver ${spread(rawRounds.map((r) => r.receiverMsPerMiB), 2)}, sender full GCs per round ${spread(rawRounds.map((r) => r.senderMajorGcs))}`)
+  }
+  if (cipherRounds.length > 0) {
+    console.log(`encryption floor (noise messages through node:crypto ChaCha20-Poly1305 over a plain socket, no libp2p), ${cipherRounds.length} rounds: ` +
+      `${spread(cipherRounds.map((r) => r.mibps))} MiB/s, ratio to raw TCP ${(median(cipherRounds.map((r) => r.mibps)) / rawMed).toFixed(2)} (per-round median ${median(cipherRatios).toFixed(2)}), ` +
+      `CPU ms/MiB sender ${spread(cipherRounds.map((r) => r.senderMsPerMiB), 2)}, receiver ${spread(cipherRounds.map((r) => r.receiverMsPerMiB), 2)}, sender full GCs per round ${spread(cipherRounds.map((r) => r.senderMajorGcs))}`)
   }
   console.log('| configuration | libp2p MiB/s median (min–max) | raw TCP MiB/s median | ratio of medians | median of per-round ratios | CPU ms/MiB sender | CPU ms/MiB receiver | sender GC pause ms/MiB | full GCs per round sender / receiver |')
   console.log('|---|---|---|---|---|---|---|---|---|')
@@ -335,6 +448,10 @@ async function main (): Promise<void> {
   const args = process.argv.slice(2)
   if (args[0] === '--p2p-child') {
     await p2pChild(args[1], JSON.parse(args[2]) as Knobs)
+    return
+  }
+  if (args[0] === '--cipher-child') {
+    await cipherChild(args[1], args[2])
     return
   }
   if (args[0] === '--raw-child') {
