@@ -35,6 +35,20 @@ async function machineCpu (): Promise<{ busy: number, total: number }> {
   return { busy: (total - idle) / 100, total: total / 100 }
 }
 
+/** CPU seconds of a process itself and of its reaped children (build and store processes), from /proc/<pid>/stat. */
+async function processCpu (pid: number | undefined): Promise<{ own: number, children: number }> {
+  if (pid === undefined) return { own: 0, children: 0 }
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  // fields after the ")" that ends the command name: utime is the 14th field overall
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number)
+  return { own: (f[11] + f[12]) / 100, children: (f[13] + f[14]) / 100 }
+}
+
+async function swarmCpu (members: SwarmMember[]): Promise<{ own: number, children: number }> {
+  const all = await Promise.all(members.map(async (m) => await processCpu(m.proc.pid)))
+  return { own: all.reduce((a, c) => a + c.own, 0), children: all.reduce((a, c) => a + c.children, 0) }
+}
+
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))]
@@ -76,6 +90,7 @@ async function main (): Promise<void> {
     if (PREPUBLISH) await postJson(submitter, '/api/publish', { paths: drvs }, 200)
     const t1 = performance.now()
     const cpu1 = await machineCpu()
+    const procs1 = await swarmCpu(members)
     // otherwise the submit publishes the .drv closures itself, as `guix-swarm submit` does
     const { ids } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: drvs })
     const tSubmitted = performance.now()
@@ -86,6 +101,7 @@ async function main (): Promise<void> {
     }, `${N} builds`, 30 * 60_000, 250)
     const t2 = performance.now()
     const cpu2 = await machineCpu()
+    const procs2 = await swarmCpu(members)
     // Builders announce outputs in the DHT once they are idle (at most a minute later): wait for
     // those walks, so the reference below does not share the machine with them.
     await waitFor(async () => {
@@ -135,6 +151,7 @@ async function main (): Promise<void> {
     console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
     const busy = cpu2.busy - cpu1.busy
     console.log(`    machine CPU meanwhile: ${busy.toFixed(1)} s busy of ${(cpu2.total - cpu1.total).toFixed(1)} s (${cpus().length} cores, ${(100 * busy / (cpu2.total - cpu1.total)).toFixed(0)}% busy)`)
+    console.log(`    of which the 4 node processes ${(procs2.own - procs1.own).toFixed(1)} s, the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s`)
     console.log(`  then the builders' DHT records of the outputs: ${(t3 - t2).toFixed(0)} ms more (machine CPU ${(cpu3.busy - cpu2.busy).toFixed(1)} s busy)`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
     console.log(`    machine CPU meanwhile: ${(refCpu1.busy - refCpu0.busy).toFixed(1)} s busy`)
