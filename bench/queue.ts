@@ -12,6 +12,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { QueueReplica, signOp, type BuildChange, type Op } from '../src/crdt/index.js'
 import { startNode, removeDir, connect, type TestNode } from '../test/crdt/net.js'
+import { NODE_FLAGS } from '../src/cli/node-flags.js' // the joiner runs as the launcher starts a node
 
 const N = Number(process.env.QUEUE_BENCH_N ?? 100_000)
 const ONLY_SYNC = process.env.QUEUE_BENCH_ONLY === 'sync'
@@ -109,7 +110,7 @@ async function syncPart (ops: Op[], hash: string): Promise<void> {
   for (const op of ops) src.queue.replica.ingest(op, { trusted: true })
   console.log(`source node loaded ${src.queue.status().builds} builds in ${ms(t)}; its RSS ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB`)
   const self = fileURLToPath(import.meta.url)
-  const child = spawn(process.execPath, [...process.execArgv, ...(process.env.QUEUE_BENCH_CHILD_FLAGS?.split(' ') ?? []), self, 'joiner', src.libp2p.getMultiaddrs()[0].toString(), String(N)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [...process.execArgv, ...NODE_FLAGS, ...(process.env.QUEUE_BENCH_CHILD_FLAGS?.split(' ').filter((f) => f !== '') ?? []), self, 'joiner', src.libp2p.getMultiaddrs()[0].toString(), String(N)], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   const code = await new Promise<number | null>(resolve => child.on('exit', resolve))

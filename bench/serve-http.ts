@@ -15,12 +15,13 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { encodeNixBase32 } from '../src/nar/index.js'
 import { formatNixNarinfo } from '../src/narinfo/index.js'
+import { NODE_FLAGS } from '../src/cli/node-flags.js'
 
 const MiB = 1024 * 1024
 const NARINFOS = 373
 const fromSource = import.meta.url.endsWith('.ts')
 const CLI = fileURLToPath(new URL(`../src/cli/main${fromSource ? '.ts' : '.js'}`, import.meta.url))
-const CLI_ARGV = fromSource ? ['--import', 'tsx', CLI] : [CLI]
+const CLI_ARGV = [...NODE_FLAGS, ...(fromSource ? ['--import', 'tsx', CLI] : [CLI])] // as bin/guix-swarm.js starts it
 
 export interface HttpBenchOptions { sizeMiB: number, rounds: number }
 
@@ -126,7 +127,7 @@ server.listen(0, '127.0.0.1', () => { console.log(server.address().port) })
 `
 
 async function startFloor (root: string): Promise<{ url: string, proc: ChildProcess }> {
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', FLOOR_SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const proc = spawn(process.execPath, [...NODE_FLAGS, '--input-type=module', '-e', FLOOR_SERVER, root], { stdio: ['ignore', 'pipe', 'inherit'] })
   const port = await new Promise<string>((resolve, reject) => {
     proc.stdout?.once('data', (b: Buffer) => { resolve(b.toString().trim()) })
     proc.once('exit', (code) => reject(new Error(`floor server exited with ${String(code)}`)))

@@ -57,7 +57,7 @@
 // --http-only, --no-http, --p2p-only (no raw rounds: for `node --cpu-prof` or `perf record` of
 // the libp2p path alone).
 import '../src/polyfill.js'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
@@ -75,6 +75,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { DirectoryNarSource, NarTransferServer, SEND_CHUNK_SIZE, TransferClient, transferNoise, transferYamuxOptions, type NarSource } from '../src/transfer/index.js'
 import { httpVsNginx } from './serve-http.js'
+import { NODE_FLAGS } from '../src/cli/node-flags.js'
 
 const MiB = 1024 * 1024
 const KEY = 'bench.nar'
@@ -243,14 +244,29 @@ function noiseNonce (n: bigint): Buffer {
 interface Child { proc: ChildProcess, lines: AsyncIterator<string> }
 
 async function startChild (args: string[]): Promise<{ child: Child, hello: Record<string, string | number> }> {
-  const proc = spawn(process.execPath, [...process.execArgv, process.argv[1], ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]()
+  // BENCH_CHILD_FLAGS: node flags for the serving processes only (e.g. --trace-gc); what they
+  // print that is not a protocol line goes to stderr
+  // Every process here (ours, raw TCP, the encryption floor, the receiver) runs with the flags
+  // the shipped launcher gives a node (src/cli/node-flags.ts, inherited from main): one runtime.
+  const extra = (process.env.BENCH_CHILD_FLAGS ?? '').split(' ').filter((f) => f !== '')
+  const proc = spawn(process.execPath, [...process.execArgv, ...extra, process.argv[1], ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = protocolLines(createInterface({ input: proc.stdout! })[Symbol.asyncIterator](), args[0])
   const first = await Promise.race([
     lines.next(),
     new Promise<never>((_resolve, reject) => { proc.once('exit', (code) => { reject(new Error(`server process exited with ${code}`)) }) })
   ])
   if (first.done === true) throw new Error('server process said nothing')
   return { child: { proc, lines }, hello: JSON.parse(first.value) as Record<string, string | number> }
+}
+
+/** The JSON lines of a serving process; anything else it prints goes to stderr, marked. */
+async function * protocolLines (lines: AsyncIterator<string>, label: string): AsyncGenerator<string, void, undefined> {
+  for (;;) {
+    const r = await lines.next()
+    if (r.done === true) return
+    if (r.value.startsWith('{')) yield r.value
+    else process.stderr.write(`[${label}] ${r.value}\n`)
+  }
 }
 
 async function childUsage (c: Child): Promise<Usage> {
@@ -446,6 +462,11 @@ async function libp2pVsRawTcp (dir: string, size: number, rounds: number, config
 
 async function main (): Promise<void> {
   const args = process.argv.slice(2)
+  if (!NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+    // the measuring process receives as a node does: with the launcher's flags
+    const r = spawnSync(process.execPath, [...process.execArgv, ...NODE_FLAGS, process.argv[1], ...args], { stdio: 'inherit' })
+    process.exit(r.status ?? 1)
+  }
   if (args[0] === '--p2p-child') {
     await p2pChild(args[1], JSON.parse(args[2]) as Knobs)
     return

@@ -1,11 +1,13 @@
 // Runs the real CLI as a separate OS process, from source (tsx) or from dist, whichever this test runs from.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { NODE_FLAGS } from '../../src/cli/node-flags.js'
 
 const fromSource = import.meta.url.endsWith('.ts')
 const ext = fromSource ? '.ts' : '.js'
 export const CLI_MAIN = fileURLToPath(new URL(`../../src/cli/main${ext}`, import.meta.url))
-export const CLI_ARGV: string[] = fromSource ? ['--import', 'tsx', CLI_MAIN] : [CLI_MAIN]
+/** Node flags and entry point, as bin/guix-swarm.js starts the CLI. */
+export const CLI_ARGV: string[] = [...NODE_FLAGS, ...(fromSource ? ['--import', 'tsx', CLI_MAIN] : [CLI_MAIN])]
 
 export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
 
