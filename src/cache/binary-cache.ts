@@ -10,7 +10,7 @@
 // Every file appears by rename only, and a narinfo only after all of its NAR files, so a reader
 // never sees a partial file nor a narinfo whose NAR is missing. Removal goes the other way.
 import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
+import { closeSync, createWriteStream, fstatSync, openSync, readFileSync, readSync } from 'node:fs'
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { availableParallelism, hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
@@ -462,7 +462,7 @@ export class BinaryCache {
   async getNarinfo (hashPart: string): Promise<string | undefined> {
     if (!HASH_PART.test(hashPart)) return undefined
     try {
-      return await readFile(this.narinfoPath(hashPart), 'utf8')
+      return readFileSync(this.narinfoPath(hashPart), 'utf8') // a few KiB: see readSmallFile
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
@@ -517,6 +517,38 @@ export class BinaryCache {
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
+    }
+  }
+
+  /**
+   * A served file's bytes at once, if it is at most `maxBytes` (undefined when absent or larger).
+   * Synchronous on purpose, like the narinfo and index reads: for files of a few KiB (a closure
+   * bundle's), an open, a stat and a read from the page cache take microseconds, where a
+   * FileHandle, a read stream and their thread-pool round trips were a tenth of a submitting
+   * node's CPU while builders fetched 200 .drv closures (profile).
+   */
+  readSmallFile (urlPath: string, maxBytes: number): Buffer | undefined {
+    const file = this.servedPath(urlPath)
+    let fd: number
+    try {
+      fd = openSync(file, 'r')
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+    try {
+      const size = fstatSync(fd).size
+      if (size > maxBytes) return undefined
+      const buf = Buffer.allocUnsafe(size)
+      let got = 0
+      while (got < size) {
+        const n = readSync(fd, buf, got, size - got, got)
+        if (n === 0) break
+        got += n
+      }
+      return buf.subarray(0, got)
+    } finally {
+      closeSync(fd)
     }
   }
 
@@ -678,7 +710,7 @@ export class BinaryCache {
 
   private async readIndex (hashPart: string): Promise<CacheIndexRecord | undefined> {
     try {
-      return JSON.parse(await readFile(this.indexPath(hashPart), 'utf8')) as CacheIndexRecord
+      return JSON.parse(readFileSync(this.indexPath(hashPart), 'utf8')) as CacheIndexRecord // small: see readSmallFile
     } catch (err) {
       if (isNotFound(err) || err instanceof SyntaxError) return undefined
       throw err

@@ -36,6 +36,8 @@ const MAX_TAKE_BYTES = 64 * 1024 * 1024
 const REQUEST_TIMEOUT_MS = 10_000
 /** Entries checked at once while the next ones arrive (a compressed one runs a decompressor). */
 const CHECK_CONCURRENCY = 16
+/** Files up to this size go into a bundle read at once; larger ones stream. */
+const INLINE_FILE_BYTES = 64 * 1024
 
 export interface BundleComponents {
   libp2p: {
@@ -206,7 +208,9 @@ export class ClosureBundles {
   private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<number> {
     const { cache } = this.components
     const f = cheapestToUnpack(entry.files)
-    const size = f === undefined ? undefined : await cache.statFile(f.url)
+    // most of a bundle is files of a few KiB: read at once (the rest streams)
+    const whole = f !== undefined && f.fileSize <= INLINE_FILE_BYTES ? cache.readSmallFile(f.url, INLINE_FILE_BYTES) : undefined
+    const size = whole?.length ?? (f === undefined ? undefined : await cache.statFile(f.url))
     if (f === undefined || size === undefined || size > maxFileBytes) {
       await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, skipped: true }))
       return 0
@@ -214,6 +218,10 @@ export class ClosureBundles {
     const narinfo = Buffer.from(entry.narinfo, 'utf8')
     await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
     await sendWithBackpressure(stream, narinfo)
+    if (whole !== undefined) {
+      if (whole.length > 0) await sendWithBackpressure(stream, whole)
+      return size
+    }
     let left = size
     for await (const chunk of await cache.openFile(f.url)) {
       const b = chunk as Buffer
