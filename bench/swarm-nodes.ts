@@ -44,9 +44,9 @@ async function processCpu (pid: number | undefined): Promise<{ own: number, chil
   return { own: (f[11] + f[12]) / 100, children: (f[13] + f[14]) / 100 }
 }
 
-async function swarmCpu (members: SwarmMember[]): Promise<{ own: number, children: number }> {
+async function swarmCpu (members: SwarmMember[]): Promise<{ own: number, children: number, each: number[] }> {
   const all = await Promise.all(members.map(async (m) => await processCpu(m.proc.pid)))
-  return { own: all.reduce((a, c) => a + c.own, 0), children: all.reduce((a, c) => a + c.children, 0) }
+  return { own: all.reduce((a, c) => a + c.own, 0), children: all.reduce((a, c) => a + c.children, 0), each: all.map((c) => c.own) }
 }
 
 const pct = (xs: number[], p: number): number => {
@@ -94,11 +94,11 @@ async function main (): Promise<void> {
     // otherwise the submit publishes the .drv closures itself, as `guix-swarm submit` does
     const { ids } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: drvs })
     const tSubmitted = performance.now()
-    const views = await waitFor(async () => {
-      const r = await getJson<{ builds: BuildView[] }>(submitter, '/api/builds?state=succeeded&limit=100000')
-      const mine = r.builds.filter((b) => ids.includes(b.id))
-      return mine.length === N ? mine : undefined
-    }, `${N} builds`, 30 * 60_000, 250)
+    // the status counts are cheap to poll (the whole list, every 250 ms, cost the submitter CPU)
+    await waitFor(async () => {
+      const s = await getJson<{ queue: { byState: Record<string, number> } }>(submitter, '/api/status')
+      return s.queue.byState.succeeded >= N ? true : undefined
+    }, `${N} builds`, 30 * 60_000, 100)
     const t2 = performance.now()
     const cpu2 = await machineCpu()
     const procs2 = await swarmCpu(members)
@@ -131,6 +131,8 @@ async function main (): Promise<void> {
       await ref.destroy()
     }
 
+    const views = (await getJson<{ builds: BuildView[] }>(submitter, '/api/builds?state=succeeded&limit=100000')).builds.filter((b) => ids.includes(b.id))
+    if (views.length !== N) throw new Error(`${views.length} of the ${N} builds succeeded`)
     const claim = views.map((v) => (v.attempts.find((a) => a.state === 'succeeded')?.claimedAt ?? 0) - v.submittedAt)
     const phases: Record<string, number[]> = {}
     for (const b of builders) {
@@ -151,7 +153,8 @@ async function main (): Promise<void> {
     console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
     const busy = cpu2.busy - cpu1.busy
     console.log(`    machine CPU meanwhile: ${busy.toFixed(1)} s busy of ${(cpu2.total - cpu1.total).toFixed(1)} s (${cpus().length} cores, ${(100 * busy / (cpu2.total - cpu1.total)).toFixed(0)}% busy)`)
-    console.log(`    of which the 4 node processes ${(procs2.own - procs1.own).toFixed(1)} s, the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s`)
+    console.log(`    of which the 4 node processes ${(procs2.own - procs1.own).toFixed(1)} s, the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s` +
+      ` (submitter ${(procs2.each[0] - procs1.each[0]).toFixed(1)} s, builders ${procs2.each.slice(1).map((c, i) => (c - procs1.each[i + 1]).toFixed(1)).join(' / ')} s)`)
     console.log(`  then the builders' DHT records of the outputs: ${(t3 - t2).toFixed(0)} ms more (machine CPU ${(cpu3.busy - cpu2.busy).toFixed(1)} s busy)`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
     console.log(`    machine CPU meanwhile: ${(refCpu1.busy - refCpu0.busy).toFixed(1)} s busy`)
