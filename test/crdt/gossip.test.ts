@@ -4,9 +4,8 @@ import '../../src/polyfill.js'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { encode as cborEncode } from '@ipld/dag-cbor'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { signOp, decodeGossip, encodeGossip, signedInputOf, DEFAULT_QUEUE_CONFIG, OpMalformedError, OpOversizedError } from '../../src/crdt/index.js'
-import { connect, createTestLibp2p, removeDir, startNode, waitFor } from './net.js'
+import { connect, removeDir, rogueBesideTwo, startNode, waitFor } from './net.js'
 import { drv, makeAuthor, next, submit } from './fixtures.js'
 
 const TOPIC = DEFAULT_QUEUE_CONFIG.topic
@@ -68,16 +67,8 @@ test('ops authored together cross the network as one gossip message and are all 
 })
 
 test('a gossip batch with one bad op is refused whole, counted, and not relayed', async (t) => {
-  const cfg = { syncIntervalMs: 0, garbageLimit: 100 }
-  const a = await startNode({ config: cfg })
-  const b = await startNode({ config: cfg })
-  const rogue = await createTestLibp2p(await generateKeyPair('Ed25519'))
-  t.after(async () => { await rogue.stop(); await a.stop(); await b.stop(); await removeDir(a.dir); await removeDir(b.dir) })
-  await connect(a, b)
-  await rogue.dial(a.libp2p.getMultiaddrs()[0])
-  rogue.services.pubsub.subscribe(TOPIC)
-  await waitFor('rogue sees A subscribed', () => rogue.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(a.libp2p.peerId)))
-  await waitFor('A sees B subscribed', () => a.libp2p.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(b.libp2p.peerId)))
+  const { a, b, rogue, stopAll } = await rogueBesideTwo({ syncIntervalMs: 0, garbageLimit: 100 })
+  t.after(stopAll)
 
   // an author the rogue writes as; its chain is real, but the batch breaks it or forges a signature
   const w = await makeAuthor()

@@ -6,23 +6,15 @@ import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { signOp, DEFAULT_QUEUE_CONFIG } from '../../src/crdt/index.js'
-import { connect, createTestLibp2p, removeDir, startNode, waitFor } from './net.js'
+import { createTestLibp2p, removeDir, rogueBesideTwo, startNode, waitFor } from './net.js'
 import { drv, submit } from './fixtures.js'
 
 const TOPIC = DEFAULT_QUEUE_CONFIG.topic
 
 test('garbage on gossip is refused, counted, not relayed, and its sender dropped', async (t) => {
-  const cfg = { garbageLimit: 4, syncIntervalMs: 0 }
-  const a = await startNode({ config: cfg })
-  const b = await startNode({ config: cfg })
   const rogueKey = await generateKeyPair('Ed25519')
-  const rogue = await createTestLibp2p(rogueKey)
-  t.after(async () => { await rogue.stop(); await a.stop(); await b.stop(); await removeDir(a.dir); await removeDir(b.dir) })
-  await connect(a, b)
-  await rogue.dial(a.libp2p.getMultiaddrs()[0])
-  rogue.services.pubsub.subscribe(TOPIC)
-  await waitFor('rogue sees A subscribed', () => rogue.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(a.libp2p.peerId)))
-  await waitFor('A and B see each other subscribed', () => a.libp2p.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(b.libp2p.peerId)))
+  const { a, b, rogue, stopAll } = await rogueBesideTwo({ garbageLimit: 4, syncIntervalMs: 0 }, rogueKey)
+  t.after(stopAll)
 
   const me = peerIdFromPrivateKey(rogueKey).toString()
   const other = await generateKeyPair('Ed25519')

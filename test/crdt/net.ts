@@ -13,7 +13,7 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { Level } from 'level'
-import { QueueService, type QueueConfig } from '../../src/crdt/index.js'
+import { DEFAULT_QUEUE_CONFIG, QueueService, type QueueConfig } from '../../src/crdt/index.js'
 
 export type TestLibp2p = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, pubsub: GossipSub }>
 
@@ -89,4 +89,23 @@ export async function waitFor (what: string, cond: () => boolean, timeoutMs = 20
 
 export async function removeDir (dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true })
+}
+
+/**
+ * Two queue nodes A and B connected, and a bare gossipsub node (the "rogue", its own key) dialled
+ * to A and subscribed to the queue topic; resolves once A and the rogue see each other's topic
+ * and A sees B's. The caller stops all three (`stopAll`).
+ */
+export async function rogueBesideTwo (config: Partial<QueueConfig>, rogueKey?: PrivateKey): Promise<{ a: TestNode, b: TestNode, rogue: TestLibp2p, stopAll: () => Promise<void> }> {
+  const topic = config.topic ?? DEFAULT_QUEUE_CONFIG.topic
+  const a = await startNode({ config })
+  const b = await startNode({ config })
+  const rogue = await createTestLibp2p(rogueKey ?? await generateKeyPair('Ed25519'))
+  const stopAll = async (): Promise<void> => { await rogue.stop(); await a.stop(); await b.stop(); await removeDir(a.dir); await removeDir(b.dir) }
+  await connect(a, b)
+  await rogue.dial(a.libp2p.getMultiaddrs()[0])
+  rogue.services.pubsub.subscribe(topic)
+  await waitFor('rogue sees A subscribed', () => rogue.services.pubsub.getSubscribers(topic).some(p => p.equals(a.libp2p.peerId)))
+  await waitFor('A sees B subscribed', () => a.libp2p.services.pubsub.getSubscribers(topic).some(p => p.equals(b.libp2p.peerId)))
+  return { a, b, rogue, stopAll }
 }
