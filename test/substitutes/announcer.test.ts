@@ -2,7 +2,7 @@
 // never longer than the bound.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { BackgroundAnnouncer } from '../../src/substitutes/announcer.js'
+import { BackgroundAnnouncer } from '../../src/substitutes/index.js'
 import { waitFor } from '../helpers/swarm.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
