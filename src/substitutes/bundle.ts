@@ -209,7 +209,8 @@ export class ClosureBundles {
     const { cache } = this.components
     const f = cheapestToUnpack(entry.files)
     // most of a bundle is files of a few KiB: read at once (the rest streams)
-    const whole = f !== undefined && f.fileSize <= INLINE_FILE_BYTES ? cache.readSmallFile(f.url, INLINE_FILE_BYTES) : undefined
+    const inline = Math.min(INLINE_FILE_BYTES, maxFileBytes)
+    const whole = f !== undefined && f.fileSize <= inline ? cache.readSmallFile(f.url, inline) : undefined
     const size = whole?.length ?? (f === undefined ? undefined : await cache.statFile(f.url))
     if (f === undefined || size === undefined || size > maxFileBytes) {
       await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, skipped: true }))

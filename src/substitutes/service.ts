@@ -140,7 +140,7 @@ export class SubstitutesService implements NodeService {
     })
     this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted }, components.protocolId('closure', '1.0.0'))
     this.announceQueue = new BackgroundAnnouncer<CacheEntry>({
-      announce: async (entry) => await this.added(entry),
+      announce: async (entry) => await this.announceHeld(entry), // addedLater held it
       concurrency: BACKGROUND_ANNOUNCE_CONCURRENCY,
       deferMs: ANNOUNCE_DEFER_MS,
       busy: init.busy
@@ -389,7 +389,7 @@ export class SubstitutesService implements NodeService {
     this.held.delete(r.hashPart)
     this.unannounced.delete(r.hashPart)
     this.deferred.delete(r.hashPart)
-    const [path, nar] = this.cidsOf(r)
+    const [path, nar] = announcedCids(r)
     const cids = nar !== undefined && this.index.hashParts(r.narHash).length === 0 ? [path, nar] : [path]
     for (const cid of cids) {
       this.components.libp2p.contentRouting.cancelReprovide(cid).catch((err: Error) => { log('cancelReprovide %s: %s', cid.toString(), err.message) })
@@ -429,7 +429,6 @@ export class SubstitutesService implements NodeService {
     this.announceQueue.push(entry.hashPart, entry)
   }
 
-
   /** A new entry is servable by NAR hash, counted, and no longer a remembered miss. */
   private hold (entry: CacheEntry): void {
     this.index.add(entry)
@@ -440,6 +439,11 @@ export class SubstitutesService implements NodeService {
   /** Index and announce a new entry, then trim the cache if it grew past --max-store-size. */
   private async added (entry: CacheEntry): Promise<boolean> {
     this.hold(entry)
+    return await this.announceHeld(entry)
+  }
+
+  /** Announce an entry already held, then trim the cache if it grew past --max-store-size. */
+  private async announceHeld (entry: CacheEntry): Promise<boolean> {
     const announced = await this.announce(entry)
     this.maybeAutoGc()
     return announced
@@ -454,7 +458,7 @@ export class SubstitutesService implements NodeService {
       this.unannounced.set(entry.hashPart, entry)
       return false
     }
-    const results = await Promise.allSettled(this.cidsOf(entry).map(async (cid) => {
+    const results = await Promise.allSettled(announcedCids(entry).map(async (cid) => {
       await provide({ libp2p: this.components.libp2p }, cid, { signal: AbortSignal.timeout(ANNOUNCE_TIMEOUT_MS) })
     }))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
@@ -488,10 +492,6 @@ export class SubstitutesService implements NodeService {
       .finally(() => { this.autoGc = undefined })
   }
 
-  private cidsOf (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize'>): CID[] {
-    return announcedCids(entry)
-  }
-
   /**
    * What the re-provider announces: every held entry, from memory. With no peer connected a DHT
    * put can only fail, so the entries wait in `unannounced` for the first connection instead (a
@@ -503,7 +503,7 @@ export class SubstitutesService implements NodeService {
       return []
     }
     this.deferred.clear() // this round announces them
-    return [...this.held.values()].flatMap((e) => this.cidsOf(e))
+    return [...this.held.values()].flatMap((e) => announcedCids(e))
   }
 
 
@@ -522,7 +522,7 @@ export class SubstitutesService implements NodeService {
     if (this.components.libp2p.getPeers().length === 0) return false
     const signal = AbortSignal.timeout(15_000)
     // the NAR's CID where it is announced (any path with the same NAR counts), else the path's
-    const cid = this.cidsOf(r).at(-1) as CID
+    const cid = announcedCids(r).at(-1) as CID
     try {
       for await (const _ of findProviders({ libp2p: this.components.libp2p }, cid, { limit: 1, signal })) return true
     } catch (err) {
