@@ -66,9 +66,10 @@ export interface QueueNodeOptions {
 }
 
 /**
- * Runs after a submit request is validated and before its builds enter the queue, with the
- * derivations named; e.g. the scheduler publishes the .drv closures so builders can fetch them.
- * A hook that throws fails the request (its error is the response).
+ * Runs once a submit request is validated, with the derivations named, while its builds enter the
+ * queue; e.g. the scheduler publishes the .drv closures so builders can fetch them (builders that
+ * ask meanwhile are made to wait). The request is answered when every hook is done. A hook that
+ * throws fails the request: its builds are canceled and its error is the response.
  */
 export type SubmitHook = (derivations: string[]) => Promise<void>
 
@@ -166,12 +167,24 @@ export class QueueNodeService implements NodeService {
         ...(deferUntil !== undefined ? { deferUntil } : {})
       })
     }
-    for (const hook of this.submitHooks) await hook(requests.map((r) => r.drv))
+    // started before the builds are queued (each marks what it is about to publish), awaited after:
+    // builders claim and settle while the submitter is still publishing
+    const hooked = Promise.all([...this.submitHooks].map(async (hook) => { await hook(requests.map((r) => r.drv)) }))
+    hooked.catch(() => {}) // awaited below
     let ids: string[]
     try {
       ids = await this.queue.submit(requests)
     } catch (err) {
+      await hooked.catch(() => {})
       if (err instanceof BadDerivationPathError) throw new InvalidDerivationPathError(err.message)
+      throw err
+    }
+    try {
+      await hooked
+    } catch (err) {
+      // nothing must build what could not be published: the request fails as a whole
+      await Promise.allSettled(ids.map(async (id) => await this.queue.cancel(id)))
+      log('submit of %d build(s) failed in a submit hook, canceled: %s', ids.length, (err as Error).message)
       throw err
     }
     log('submitted %d build(s): %s', ids.length, ids.join(' '))

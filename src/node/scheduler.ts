@@ -483,12 +483,19 @@ export class SchedulerNodeService implements NodeService {
 
   // ---- submit ---------------------------------------------------------------------------
 
-  /** Publish the closures of the submitted .drv files this node's store has, so builders can fetch them. */
+  /**
+   * Publish the closures of the submitted .drv files this node's store has, so builders can fetch
+   * them. The builds enter the queue meanwhile: a builder's bundle request for them waits for it.
+   */
   private async publishSubmitted (subs: SubstitutesService, drvs: string[]): Promise<void> {
     const store = this.store
     if (store === undefined) return
     const local = drvs.filter((d) => d.startsWith(this.components.storeDir + '/'))
     if (local.length === 0) return
+    await subs.publishing(local, async () => { await this.publishLocal(subs, store, local) })
+  }
+
+  private async publishLocal (subs: SubstitutesService, store: StoreDaemon, local: string[]): Promise<void> {
     let invalid: Set<string>
     try {
       invalid = new Set(await store.filterInvalid(local))

@@ -47,7 +47,16 @@ export interface BundleComponents {
   }
   cache: BinaryCache
   trusted: () => readonly PublicKey[]
+  /**
+   * Settles once a path this node is still adding to its cache is there (its publication ended,
+   * either way); undefined when none is under way. A request for it waits instead of finding it
+   * missing: a submitter's builds go out while their .drv closures are still being published.
+   */
+  publishing?: (hashPart: string) => Promise<unknown> | undefined
 }
+
+/** How long a request waits for paths still being published before it is answered without them. */
+export const BUNDLE_PUBLISH_WAIT_MS = 30_000
 
 export interface BundleFetchOptions {
   signal?: AbortSignal
@@ -160,6 +169,7 @@ export class ClosureBundles {
       reader.release()
     }
     const { cache } = this.components
+    await this.publishedOrLate(request.hashParts)
     const storeDir = cache.storeDir
     const sent = new Set<string>()
     const missing: string[] = []
@@ -202,6 +212,19 @@ export class ClosureBundles {
     await stream.close()
     this.served++
     log('sent %d path(s) to %p for %d requested (%d missing)', sent.size, connection.remotePeer, request.hashParts.length, missing.length)
+  }
+
+  /** Wait (at most BUNDLE_PUBLISH_WAIT_MS) for the requested paths this node is still publishing. */
+  private async publishedOrLate (hashParts: string[]): Promise<void> {
+    const publishing = this.components.publishing
+    if (publishing === undefined) return
+    const waits = [...new Set(hashParts.map((h) => publishing(h)).filter((p): p is Promise<unknown> => p !== undefined))]
+    if (waits.length === 0) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled(waits),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, BUNDLE_PUBLISH_WAIT_MS) })
+    ]).finally(() => { clearTimeout(timer) })
   }
 
   /** One entry with its cheapest file, or a `skipped` frame when that is over `maxFileBytes`. Returns the file bytes sent. */

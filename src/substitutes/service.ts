@@ -97,6 +97,8 @@ export class SubstitutesService implements NodeService {
   private readonly recentFollower: FeedFollower
   private readonly reprovider: Reprovider
   private trusted: PublicKey[] = []
+  /** Paths (by hash part) whose publication is under way, with when it ends (see publishing). */
+  private readonly inPublication = new Map<string, Promise<unknown>>()
   private store?: Promise<StoreDaemon>
   private readonly apiPatterns: RoutePattern[] = ['/api/publish', '/api/mirror', '/api/gc']
   private autoGc?: Promise<unknown>
@@ -138,7 +140,7 @@ export class SubstitutesService implements NodeService {
       // a path asked for just before its build succeeded is not "missing" any longer
       for (const h of this.recent.add(r)) this.fetcher.forgetMiss(h)
     })
-    this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted }, components.protocolId('closure', '1.0.0'))
+    this.bundles = new ClosureBundles({ libp2p, cache: this.cache, trusted: () => this.trusted, publishing: (h) => this.inPublication.get(h) }, components.protocolId('closure', '1.0.0'))
     this.announceQueue = new BackgroundAnnouncer<CacheEntry>({
       announce: async (entry) => await this.announceHeld(entry), // addedLater held it
       concurrency: BACKGROUND_ANNOUNCE_CONCURRENCY,
@@ -240,6 +242,24 @@ export class SubstitutesService implements NodeService {
   }
 
   // ---------------------------------------------------------------- adding and announcing
+
+  /**
+   * Run `work` (which publishes `paths`) with the paths marked as under way: until it settles,
+   * closure bundles asked for them wait for it instead of answering them missing. Marked at once,
+   * before `work` starts, so a request cannot slip in between.
+   */
+  async publishing<T> (paths: string[], work: () => Promise<T>): Promise<T> {
+    const dir = this.cache.storeDir
+    const hashParts = paths.filter((p) => p.startsWith(dir + '/')).map((p) => p.slice(dir.length + 1, dir.length + 33))
+    const done = Promise.resolve().then(work)
+    const settled = done.then(() => {}, () => {})
+    for (const h of hashParts) this.inPublication.set(h, settled)
+    try {
+      return await done
+    } finally {
+      for (const h of hashParts) if (this.inPublication.get(h) === settled) this.inPublication.delete(h)
+    }
+  }
 
   /** Add the closure of local store paths to the cache, signed with the node's keys, and announce each. */
   async publish (paths: string[], opts: { announce?: PublishAnnounce } = {}): Promise<PublishedPath[]> {

@@ -112,6 +112,34 @@ test('queue API on an in-process node', async (t) => {
       assert.match(metrics, /^guix_swarm_queue_rejected_ops\{reason="bad-signature"\} 0$/m)
       assert.equal(queueOf(node.components!), node.service<QueueNodeService>('queue')?.queue)
     })
+
+    await t.test('submit hooks run while the builds enter the queue; a hook that fails cancels them and fails the request', async () => {
+      const qn = node.service<QueueNodeService>('queue')!
+      const queue = qn.queue
+      const seen: Array<{ drvs: string[], queuedMeanwhile: boolean }> = []
+      let failWith: Error | undefined
+      const remove = qn.addSubmitHook(async (drvs) => {
+        // the hook is still running when its builds are already in the queue (builders start claiming)
+        const deadline = Date.now() + 5000
+        while (!drvs.every((d) => queue.byDerivation(d).length > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+        seen.push({ drvs, queuedMeanwhile: drvs.every((d) => queue.byDerivation(d).length > 0) })
+        if (failWith !== undefined) throw failWith
+      })
+      try {
+        const ok = await submit({ derivations: [drvPath('hooked-ok-1.0')] })
+        assert.equal(ok.status, 201, JSON.stringify(ok.json))
+        assert.deepEqual(seen, [{ drvs: [drvPath('hooked-ok-1.0')], queuedMeanwhile: true }], 'the hook saw its build queued before it ended')
+        failWith = new Error('cannot publish: the disk is full')
+        const bad = await submit({ derivations: [drvPath('hooked-bad-1.0'), drvPath('hooked-bad-2.0')] })
+        assert.equal(bad.status, 500, 'the hook\'s failure is the answer')
+        assert.match(bad.json.error?.message ?? '', /disk is full/, 'with its message')
+        for (const d of [drvPath('hooked-bad-1.0'), drvPath('hooked-bad-2.0')]) {
+          assert.deepEqual(queue.byDerivation(d).map((r) => r.phase), ['canceled'], `${d}: queued meanwhile, canceled when the hook failed`)
+        }
+      } finally {
+        remove()
+      }
+    })
   } finally {
     await node.stop()
     await rm(dir, { recursive: true, force: true })

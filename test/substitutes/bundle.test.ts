@@ -36,13 +36,14 @@ after(async () => {
 interface Side { cache: BinaryCache, bundles: ClosureBundles }
 
 /** A cache + bundles on `node`, trusting `trusted` (its own key always). */
-async function side (node: TestNode, name: string, keys: NodeKeys, trusted: NodeKeys[], protocol = PROTOCOL): Promise<Side> {
+async function side (node: TestNode, name: string, keys: NodeKeys, trusted: NodeKeys[], protocol = PROTOCOL, publishing?: (hashPart: string) => Promise<unknown> | undefined): Promise<Side> {
   const cache = new BinaryCache({ dir: join(tmp.dir, name, 'cache'), storeDir: '/gnu/store', keys, compressions: ['zstd', 'lzip'], uncompressedBelow: 16 * 1024 })
   await cache.start()
   const bundles = new ClosureBundles({
     libp2p: node,
     cache,
-    trusted: () => [keys.guix.publicKey, ...trusted.map((k) => k.guix.publicKey)]
+    trusted: () => [keys.guix.publicKey, ...trusted.map((k) => k.guix.publicKey)],
+    ...(publishing !== undefined ? { publishing } : {})
   }, protocol)
   return { cache, bundles }
 }
@@ -199,4 +200,34 @@ test('the server refuses a malformed request by name and goes on serving', async
     assert.equal(sb.bundles.badRequests, junk.length)
     assert.equal((await sa.bundles.take(b.peerId, [hp(top)])).entries.length, 4, 'an honest request right after is served')
   })
+})
+
+test('a request for paths still being published waits for them; one whose publication failed is answered missing', async () => {
+  const protocol = '/guix-swarm-test/closure-publishing/1.0.0'
+  const under = new Map<string, Promise<unknown>>()
+  const sb = await side(b, 'b6', keysB, [], protocol, (h) => under.get(h))
+  const sa = await side(a, 'a6', keysA, [keysB], protocol)
+  await sb.bundles.start()
+  try {
+    const store = new DirStore(join(tmp.dir, 'store6'))
+    const leaf = await store.add('leaf.drv', { 'leaf.drv': 'leaf ' + randomBytes(8).toString('hex') })
+    const top = await store.add('top.drv', { 'top.drv': 'top ' + randomBytes(8).toString('hex') }, [leaf])
+    const lost = await store.add('lost.drv', { 'lost.drv': 'lost ' + randomBytes(8).toString('hex') })
+    // marked as under way before anything is in the cache, as the submitter's hook does
+    let publish!: () => void
+    let fail!: (err: Error) => void
+    under.set(hp(top), new Promise<void>((resolve) => { publish = resolve }))
+    under.set(hp(lost), new Promise<void>((_resolve, reject) => { fail = reject }).catch(() => {}))
+    const taking = sa.bundles.take(b.peerId, [hp(top), hp(lost)])
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    assert.deepEqual(await sb.cache.list(), [], 'nothing was in the cache while the request was waiting')
+    await sb.cache.addClosure(store, [top])
+    publish()
+    fail(new Error('the disk is full'))
+    const r = await taking
+    assert.deepEqual(r.entries.map((e) => e.narinfo.storePath), [leaf, top], 'the closure published meanwhile, references first')
+    assert.deepEqual(r.missing, [hp(lost)], 'a failed publication leaves its path missing, not the request hanging')
+  } finally {
+    await sb.bundles.stop()
+  }
 })
