@@ -4,6 +4,7 @@
 // NarHash/NarSize before it is renamed into the cache. Nothing unverified is ever visible to a
 // reader of the cache.
 import { join } from 'node:path'
+import type { CID } from 'multiformats/cid'
 import { mkdir, rm } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
@@ -23,6 +24,16 @@ const MAX_REMEMBERED_MISSES = 100_000
  * the NAR hash), so NARs this small are announced under their store path only.
  */
 export const SMALL_NAR_FILE_BYTES = 4 * 1024 * 1024
+
+/**
+ * What an entry is announced under: its store path's CID, and its NAR's for a large NAR only. A
+ * small NAR is fetched from the peers that sent its narinfo (SwarmFetcher), so nobody walks the
+ * DHT for its NAR hash, and a build's trivial outputs cost one DHT walk each instead of two.
+ */
+export function announcedCids (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize'>): CID[] {
+  const path = storePathCid(entry.hashPart)
+  return entry.narSize > SMALL_NAR_FILE_BYTES ? [path, narCid(narHashBytes(entry.narHash))] : [path]
+}
 
 export interface SwarmFetcherComponents extends ContentRoutingComponents {
   client: TransferClient
@@ -358,7 +369,8 @@ export class SwarmFetcher {
     const deadline = AbortSignal.timeout(Math.min(this.lookupTimeoutMs, 10_000))
     const signal = outer != null ? AbortSignal.any([outer, deadline]) : deadline
     const hashPart = narinfo.storePath.slice(this.components.cache.storeDir.length + 1, this.components.cache.storeDir.length + 33)
-    const cids = [storePathCid(hashPart), ...(narinfo.narSize > SMALL_NAR_FILE_BYTES ? [narCid(narHashBytes(narinfo.narHash))] : [])]
+    // where the holders announced it
+    const cids = announcedCids({ hashPart, narHash: narinfo.narHash, narSize: narinfo.narSize })
     try {
       for (const cid of cids) {
         for await (const peer of findProviders(this.components, cid, { limit: this.maxProviders, signal })) add(peer.id)

@@ -9,7 +9,8 @@
  *   await s.fetchPath('/nix/store/…-hello')      // from the swarm, verified, into the cache
  *   await s.collectGarbage({ maxSize: 10 * 2 ** 30 })
  */
-export { SubstitutesService, substitutesService, announcedCids, ANNOUNCE_DEFER_MS } from './service.js'
+export { SubstitutesService, substitutesService, ANNOUNCE_DEFER_MS } from './service.js'
+export { announcedCids } from './fetch.js'
 export { BackgroundAnnouncer, type BackgroundAnnouncerInit } from './announcer.js'
 export type { SubstitutesInit, PublishedPath, PublishAnnounce } from './service.js'
 export { SubstitutesHttp, parseRange, NARINFO_MAX_AGE, NOT_FOUND_MAX_AGE, NAR_MAX_AGE } from './http.js'

@@ -14,14 +14,14 @@ import { openBackend, storeKindOf, type StoreDaemon } from '../daemon/index.js'
 import { readJsonBody, sendJson, type RoutePattern } from '../http/index.js'
 import { parseCompression, type Compression } from '../nar/index.js'
 import {
-  formatGuixPublicKey, formatNixPublicKey, isStoreBaseName, narHashBytes, parseNarinfo, readPublicKeysFile, type PublicKey
+  formatGuixPublicKey, formatNixPublicKey, isStoreBaseName, parseNarinfo, readPublicKeysFile, type PublicKey
 } from '../narinfo/index.js'
 import type { NodeComponents, NodeService } from '../node/index.js'
 import {
-  findProviders, narCid, NarTransferServer, provide, Reprovider, storePathCid, TransferClient, TransferMetrics
+  findProviders, NarTransferServer, provide, Reprovider, TransferClient, TransferMetrics
 } from '../transfer/index.js'
 import { NoStoreDaemonError, SubstitutesRequestError, TrustedKeyFileError } from './errors.js'
-import { SMALL_NAR_FILE_BYTES, SwarmFetcher, type FetchOutcome } from './fetch.js'
+import { announcedCids, SwarmFetcher, type FetchOutcome } from './fetch.js'
 import { GarbageCollector, type GcOptions, type GcReport } from './gc.js'
 import { SubstitutesHttp, type BuildLogSource } from './http.js'
 import { ClosureBundles } from './bundle.js'
@@ -591,16 +591,6 @@ export class SubstitutesService implements NodeService {
     }
     sendJson(res, 200, { paths: results })
   }
-}
-
-/**
- * What an entry is announced under: its store path's CID, and its NAR's for a large NAR only. A
- * small NAR is fetched from the peers that sent its narinfo (SwarmFetcher), so nobody walks the
- * DHT for its NAR hash, and a build's trivial outputs cost one DHT walk each instead of two.
- */
-export function announcedCids (entry: Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize'>): CID[] {
-  const path = storePathCid(entry.hashPart)
-  return entry.narSize > SMALL_NAR_FILE_BYTES ? [path, narCid(narHashBytes(entry.narHash))] : [path]
 }
 
 interface HeldEntry extends Pick<CacheEntry, 'hashPart' | 'narHash' | 'narSize' | 'storePath'> { bytes: number }
