@@ -7,7 +7,7 @@ import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path'
 import { PathNotValidError, type BatchItem, type Builder, type BuildManyOptions, type BuildOptions, type BuildOutcome, type Derivation, type StoreDaemon } from '../../src/daemon/index.js'
 import {
-  SchedulerService, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
+  SchedulerService, BUSY_GRACE_MS, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
   type SchedulerComponents
 } from '../../src/scheduler/index.js'
 import type { NodeService } from '../../src/node/index.js'
@@ -553,5 +553,32 @@ test('a claim that uses up the lapsed-lease limit fails the build: the claimer d
   } finally {
     await done(r)
     await other.stop()
+  }
+})
+
+test('busy (background work waits) while a build runs and for BUSY_GRACE_MS after the last one ends', async () => {
+  let skew = 0
+  let release: () => void = () => {}
+  const r = await rig({ components: { now: () => Date.now() + skew } })
+  try {
+    const drv = r.store.add(drvPath('held'))
+    r.builder.scripts.set(drv, [async (d) => {
+      await new Promise<void>((resolve) => { release = resolve })
+      r.store.valid.add(outOf(d))
+      return { kind: 'success', outputs: { out: outOf(d) } }
+    }])
+    assert.equal(r.scheduler.busy, false, 'a node that never built is not busy')
+    const [id] = await r.q.queue.submit([{ drv, system: SYS }])
+    await r.scheduler.start()
+    await waitFor('the build running', () => r.builder.calls.includes(drv))
+    assert.equal(r.scheduler.busy, true, 'busy while building')
+    release()
+    await waitFor('the build recorded and its run gone', () => succeededOnce(r.q, id) && r.scheduler.status().running.length === 0)
+    assert.equal(r.scheduler.busy, true, 'still busy just after the last build: the next batch may be a moment away')
+    skew += BUSY_GRACE_MS
+    assert.equal(r.scheduler.busy, false, 'idle once the grace has passed')
+  } finally {
+    release()
+    await done(r)
   }
 })
