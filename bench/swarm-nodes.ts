@@ -4,11 +4,11 @@
 // `nix-store --realise` of the same N in a 5th store with as many jobs as the swarm has slots,
 // same run. Also submit-to-claim latency and where a builder's time goes (phases per attempt).
 // (bench/swarm.ts runs the schedulers in-process; this one goes through the whole node.)
-// Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (60), SWARM_NODES_SLOTS (per node, 2),
+// Run: node --import tsx bench/swarm-nodes.ts. Env: SWARM_NODES_N (200, as the issue asks), SWARM_NODES_SLOTS (per node, 2),
 // SWARM_NODES_LOGS=DIR (each node's stderr into DIR/node-K.log; with DEBUG=guix-swarm:* for detail),
 // SWARM_NODES_PREPUBLISH=1 (publish the .drv files and await their DHT records before the timed
 // submit, as runs before 2026-11-28 02:15 did; by default the submit publishes them, as
-// `guix-swarm submit` does, and that is timed).
+// `guix-swarm submit` does, and that is timed), SWARM_NODES_THREE=1 (see THREE).
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -20,7 +20,7 @@ import { nixNamespace } from '../test/helpers/nix-ns.js'
 import { waitFor, waitForFullMesh } from '../test/helpers/swarm.js'
 import { cleanup, drvExpr, getJson, instantiate, postJson, prepare, startMember, type Prepared, type SwarmMember } from '../test/build/harness.js'
 
-const N = Number(process.env.SWARM_NODES_N ?? 60)
+const N = Number(process.env.SWARM_NODES_N ?? 200)
 const SLOTS = Number(process.env.SWARM_NODES_SLOTS ?? 2)
 const LOGS = process.env.SWARM_NODES_LOGS
 /** 1: publish the .drv files through /api/publish (awaiting their DHT records) before the timed submit, as earlier runs did. */
