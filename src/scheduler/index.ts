@@ -11,6 +11,6 @@ export type {
 } from './scheduler.js'
 export { DEFAULT_SCHEDULER_CONFIG, resolveConfig, backoffMs, tagsMet, type SchedulerConfig } from './config.js'
 export { localInputs, type InputFetcher, type OutputPublisher, type PublishedOutput } from './ports.js'
-export { LogStore, logName, type LogWriter } from './logs.js'
+export { LogStore, logName, MEMORY_LOG_BYTES, MEMORY_LOG_MS, type LogWriter } from './logs.js'
 export { HookRunner, HOOK_EVENTS, type HookEvent, type HookConfig, type HookRun } from './hooks.js'
 export * from './errors.js'
