@@ -391,22 +391,27 @@ export class BinaryCache {
   private async exportWith (store: StoreDaemon, storePath: string, hashPart: string, compressed: () => void, refsIn?: (references: string[]) => Promise<unknown>): Promise<CacheEntry> {
     const base = basename(storePath)
     const { info, nar } = await store.exportPath(storePath)
-    const compressions: readonly Compression[] = info.narSize < this.uncompressedBelow ? ['none'] : this.compressions
+    const small = info.narSize < this.uncompressedBelow
+    const compressions: readonly Compression[] = small ? ['none'] : this.compressions
     const temps = compressions.map((c) => ({ compression: c, temp: this.tempPath(), tap: new NarHashTap() }))
-    const compressors = compressions.map((c) => compressStream(c, this.compressOptions[c] ?? {}))
     const narHasher = new NarHasher()
-    const writes = temps.map(async (t, i) => {
-      await pipeline(compressors[i], t.tap, createWriteStream(t.temp))
-      await fsyncFile(t.temp)
-    })
-    try {
-      await Promise.all([teeInto(nar, compressors, (b) => narHasher.update(b)), ...writes])
-    } catch (err) {
-      nar.destroy()
-      for (const c of compressors) c.destroy()
-      await Promise.allSettled(writes)
-      await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
-      throw err
+    if (small) {
+      await this.writeSmallNar(storePath, info.narSize, nar, narHasher, temps[0].temp)
+    } else {
+      const compressors = compressions.map((c) => compressStream(c, this.compressOptions[c] ?? {}))
+      const writes = temps.map(async (t, i) => {
+        await pipeline(compressors[i], t.tap, createWriteStream(t.temp))
+        await fsyncFile(t.temp)
+      })
+      try {
+        await Promise.all([teeInto(nar, compressors, (b) => narHasher.update(b)), ...writes])
+      } catch (err) {
+        nar.destroy()
+        for (const c of compressors) c.destroy()
+        await Promise.allSettled(writes)
+        await Promise.all(temps.map(async (t) => await rm(t.temp, { force: true })))
+        throw err
+      }
     }
     compressed()
     const digest = narHasher.digest()
@@ -425,7 +430,7 @@ export class BinaryCache {
     const files: CacheFile[] = []
     const urls: NarinfoUrl[] = []
     for (const t of temps) {
-      const fd = t.tap.digest()
+      const fd = small ? digest : t.tap.digest() // an uncompressed file is the NAR itself
       const url = guixNarUrlPath(t.compression, base)
       files.push({ compression: t.compression, url, fileSize: fd.narSize })
       urls.push({ url, compression: t.compression, fileSize: fd.narSize, fileHash: fd.narHash })
@@ -448,6 +453,39 @@ export class BinaryCache {
     await this.writeIndex(record)
     log('added %s: %d bytes NAR, %s', storePath, digest.narSize, files.map((f) => `${f.compression} ${f.fileSize}`).join(', '))
     return this.entryOf(record, text)
+  }
+
+  /**
+   * A NAR below uncompressedBelow (a .drv, a trivial output: a few KiB), stored as it is: read
+   * whole, hashed, written and fsynced through one descriptor. The stream pipeline and its file
+   * stream cost more than the bytes for each of the hundreds of such paths a batch publishes.
+   */
+  private async writeSmallNar (storePath: string, narSize: number, nar: Readable, hasher: NarHasher, temp: string): Promise<void> {
+    const chunks: Buffer[] = []
+    let size = 0
+    try {
+      for await (const chunk of nar) {
+        const b = chunk as Buffer
+        size += b.length
+        // never buffer more than the daemon registered
+        if (size > narSize) throw new CacheExportMismatchError(`exporting ${storePath}: the NAR streamed is longer than the ${narSize} bytes the daemon records`)
+        hasher.update(b)
+        chunks.push(b)
+      }
+    } catch (err) {
+      nar.destroy()
+      throw err
+    }
+    const fd = withDir(temp, () => openSync(temp, 'w'))
+    try {
+      writeAll(fd, Buffer.concat(chunks, size))
+      await fsyncFd(fd)
+    } catch (err) {
+      closeSync(fd)
+      await rm(temp, { force: true })
+      throw err
+    }
+    closeSync(fd)
   }
 
   private sign (narinfo: Narinfo): string {

@@ -202,6 +202,27 @@ test('an export that breaks half-way or does not match the daemon leaves nothing
   })
 })
 
+test('a small NAR (kept uncompressed, written whole) that breaks or does not match the daemon leaves nothing behind', async () => {
+  await withTemp(async (tmp) => {
+    const store = new DirStore(join(tmp, 'store'))
+    const p = await store.add('small', { data: randomBytes(3000) })
+    const root = join(tmp, 'cache')
+    const cache = new BinaryCache({ dir: root, storeDir: '/gnu/store', compressions: ['zstd'], uncompressedBelow: 16 * 1024 })
+    for (const [fault, error] of [['break-midway', /daemon went away mid-NAR/], ['lie', CacheExportMismatchError], ['lie-short', CacheExportMismatchError]] as const) {
+      store.fault = fault
+      await assert.rejects(cache.addFromStore(store, p), error, `${fault}: refused`)
+      assert.deepEqual([...(await visibleFiles(root)).keys()], ['nix-cache-info'], `${fault}: nothing visible`)
+      assert.deepEqual(await readdir(join(root, '.guix-swarm', 'tmp')), [], `${fault}: no temp file left`)
+    }
+    store.fault = 'none'
+    const e = await cache.addFromStore(store, p)
+    assert.deepEqual(e.files.map((f) => f.compression), ['none'], 'kept uncompressed')
+    assert.equal(e.files[0].fileSize, e.narSize, 'the file is the NAR')
+    const text = await cache.getNarinfo(e.hashPart)
+    assert.match(text ?? '', new RegExp(`FileSize: ${e.narSize}\n`), 'the narinfo gives the file\'s size')
+  })
+})
+
 /** A builder's cache entry copied out as a peer would hand it over: narinfo text plus temp files. */
 async function peerEntry (tmp: string): Promise<{ entry: CacheEntry, text: string, temps: Map<string, string>, source: BinaryCache }> {
   const store = new DirStore(join(tmp, 'store'))

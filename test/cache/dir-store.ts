@@ -11,7 +11,8 @@ import { encodeNixBase32, hashPathSync, packNar, packNarSync } from '../../src/n
 
 export interface DirPath { path: string, dir: string, references: string[], deriver?: string }
 
-export type Fault = 'none' | 'break-midway' | 'lie'
+/** lie: the info claims 8 bytes more than the NAR streamed; lie-short: 8 bytes fewer. */
+export type Fault = 'none' | 'break-midway' | 'lie' | 'lie-short'
 
 export class DirStore implements StoreDaemon {
   readonly kind = 'guix' as const
@@ -73,6 +74,7 @@ export class DirStore implements StoreDaemon {
     const info = await this.queryPathInfo(path)
     const dir = this.get(path).dir
     if (this.fault === 'lie') return { info: { ...info, narSize: info.narSize + 8 }, nar: packNar(dir) }
+    if (this.fault === 'lie-short') return { info: { ...info, narSize: info.narSize - 8 }, nar: packNar(dir) }
     if (this.fault === 'break-midway') {
       const half = info.narSize / 2
       const chunks = function * (): Generator<Buffer> {
