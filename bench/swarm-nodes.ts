@@ -49,6 +49,12 @@ async function processCpu (pid: number | undefined): Promise<{ own: number, chil
   return { own: (f[11] + f[12]) / 100, children: (f[13] + f[14]) / 100 }
 }
 
+/** Resident memory of a process now, MiB (/proc/<pid>/status): a spawn's fork copies the page tables of all of it. */
+async function rssMiB (pid: number | undefined): Promise<number> {
+  const status = pid === undefined ? '' : await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  return Math.round(Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0) / 1024)
+}
+
 async function swarmCpu (members: SwarmMember[]): Promise<{ own: number, children: number, each: number[] }> {
   const all = await Promise.all(members.map(async (m) => await processCpu(m.proc.pid)))
   return { own: all.reduce((a, c) => a + c.own, 0), children: all.reduce((a, c) => a + c.children, 0), each: all.map((c) => c.own) }
@@ -109,6 +115,7 @@ async function main (): Promise<void> {
     const t2 = performance.now()
     const cpu2 = await machineCpu()
     const procs2 = await swarmCpu(members)
+    const rss = await Promise.all(members.map(async (m) => await rssMiB(m.proc.pid)))
     // Builders announce outputs in the DHT once they are idle (at most a minute later): wait for
     // those walks, so the reference below does not share the machine with them.
     // (The submitter's .drv files wait for the next re-provide round, hours away, so a submitting
@@ -164,6 +171,7 @@ async function main (): Promise<void> {
     console.log(`    machine CPU meanwhile: ${busy.toFixed(1)} s busy of ${(cpu2.total - cpu1.total).toFixed(1)} s (${cpus().length} cores, ${(100 * busy / (cpu2.total - cpu1.total)).toFixed(0)}% busy)`)
     console.log(`    of which the ${members.length} node processes ${(procs2.own - procs1.own).toFixed(1)} s, the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s` +
       ` (${THREE ? 'submitting builder' : 'submitter'} ${(procs2.each[0] - procs1.each[0]).toFixed(1)} s, ${THREE ? 'others' : 'builders'} ${procs2.each.slice(1).map((c, i) => (c - procs1.each[i + 1]).toFixed(1)).join(' / ')} s)`)
+    console.log(`    node processes' resident memory at the end: ${rss.join(' / ')} MiB`)
     console.log(`  then the builders' DHT records of the outputs: ${(t3 - t2).toFixed(0)} ms more (machine CPU ${(cpu3.busy - cpu2.busy).toFixed(1)} s busy)`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
     console.log(`    machine CPU meanwhile: ${(refCpu1.busy - refCpu0.busy).toFixed(1)} s busy`)
