@@ -476,16 +476,7 @@ export class BinaryCache {
       nar.destroy()
       throw err
     }
-    const fd = withDir(temp, () => openSync(temp, 'w'))
-    try {
-      writeAll(fd, Buffer.concat(chunks, size))
-      await fsyncFd(fd)
-    } catch (err) {
-      closeSync(fd)
-      await rm(temp, { force: true })
-      throw err
-    }
-    closeSync(fd)
+    await writeTemp(temp, Buffer.concat(chunks, size), true)
   }
 
   private sign (narinfo: Narinfo): string {
@@ -700,13 +691,7 @@ export class BinaryCache {
    */
   private async writeAtomic (file: string, content: string, opts: { sync?: boolean } = {}): Promise<void> {
     const temp = this.tempPath()
-    const fd = withDir(temp, () => openSync(temp, 'w'))
-    try {
-      writeAll(fd, Buffer.from(content))
-      if (opts.sync !== false) await fsyncFd(fd)
-    } finally {
-      closeSync(fd)
-    }
+    await writeTemp(temp, Buffer.from(content), opts.sync !== false)
     withDir(file, () => { renameSync(temp, file) })
   }
 
@@ -812,9 +797,22 @@ async function fsyncFile (file: string): Promise<void> {
   }
 }
 
-function writeAll (fd: number, bytes: Buffer): void {
-  let done = 0
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done)
+/**
+ * Write a temp file of a few KiB through one descriptor (synchronously but for the fsync, see
+ * writeAtomic); on failure the temp file is removed.
+ */
+async function writeTemp (temp: string, bytes: Buffer, sync: boolean): Promise<void> {
+  const fd = withDir(temp, () => openSync(temp, 'w'))
+  try {
+    let done = 0
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done)
+    if (sync) await fsyncFd(fd)
+  } catch (err) {
+    closeSync(fd)
+    await rm(temp, { force: true })
+    throw err
+  }
+  closeSync(fd)
 }
 
 /** Run `make` (which creates `file`); if its directory is missing, create the directory and run it again. */

@@ -88,7 +88,8 @@ export class LogStore {
           }
           return
         }
-        const file = out as WriteStream
+        if (out === undefined) return // closed before
+        const file = out
         await new Promise<void>((resolve) => file.end(resolve))
         if (failed !== undefined) return
         await pipeline(createReadStream(raw), createGzip(), createWriteStream(tmp))
