@@ -118,8 +118,8 @@ async function main (): Promise<void> {
     const rss = await Promise.all(members.map(async (m) => await rssMiB(m.proc.pid)))
     // Builders announce outputs in the DHT once they are idle (at most a minute later): wait for
     // those walks, so the reference below does not share the machine with them.
-    // (The submitter's .drv files wait for the next re-provide round, hours away, so a submitting
-    // builder never gets to 0: its own outputs are at most a few of its count.)
+    // Only the nodes that did not submit: the submitter's .drv files wait for its next re-provide
+    // round, hours away, so a submitting builder's count never gets to 0.
     await waitFor(async () => {
       for (const b of others) {
         const s = await getJson<{ substitutes?: { unannounced?: number } }>(b, '/api/status')
