@@ -115,6 +115,8 @@ async function main (): Promise<void> {
     const t2 = performance.now()
     const cpu2 = await machineCpu()
     const procs2 = await swarmCpu(members)
+    // what each node put on the queue topic: messages sent and the ops in them
+    const gossip = await Promise.all(members.map(async (m) => (await getJson<{ queue: { stats: { gossipMessages: number, gossipPublished: number } } }>(m, '/api/status')).queue.stats))
     const rss = await Promise.all(members.map(async (m) => await rssMiB(m.proc.pid)))
     // Builders announce outputs in the DHT once they are idle (at most a minute later): wait for
     // those walks, so the reference below does not share the machine with them.
@@ -169,8 +171,10 @@ async function main (): Promise<void> {
     console.log(`  swarm, submit → all succeeded: ${swarmMs.toFixed(0)} ms`)
     const busy = cpu2.busy - cpu1.busy
     console.log(`    machine CPU meanwhile: ${busy.toFixed(1)} s busy of ${(cpu2.total - cpu1.total).toFixed(1)} s (${cpus().length} cores, ${(100 * busy / (cpu2.total - cpu1.total)).toFixed(0)}% busy)`)
-    console.log(`    of which the ${members.length} node processes ${(procs2.own - procs1.own).toFixed(1)} s, the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s` +
-      ` (${THREE ? 'submitting builder' : 'submitter'} ${(procs2.each[0] - procs1.each[0]).toFixed(1)} s, ${THREE ? 'others' : 'builders'} ${procs2.each.slice(1).map((c, i) => (c - procs1.each[i + 1]).toFixed(1)).join(' / ')} s)`)
+    console.log(`    of which the ${members.length} node processes ${(procs2.own - procs1.own).toFixed(1)} s` +
+      ` (${THREE ? 'submitting builder' : 'submitter'} ${(procs2.each[0] - procs1.each[0]).toFixed(1)} s, ${THREE ? 'others' : 'builders'} ${procs2.each.slice(1).map((c, i) => (c - procs1.each[i + 1]).toFixed(1)).join(' / ')} s),` +
+      ` the store and build processes they ran ${(procs2.children - procs1.children).toFixed(1)} s`)
+    console.log(`    queue gossip sent, messages / ops, per node: ${gossip.map((g) => `${g.gossipMessages} / ${g.gossipPublished}`).join(', ')}`)
     console.log(`    node processes' resident memory at the end: ${rss.join(' / ')} MiB`)
     console.log(`  then the builders' DHT records of the outputs: ${(t3 - t2).toFixed(0)} ms more (machine CPU ${(cpu3.busy - cpu2.busy).toFixed(1)} s busy)`)
     console.log(`  nix-store --realise --max-jobs ${3 * SLOTS}, one store: ${refMs.toFixed(0)} ms`)
