@@ -162,7 +162,8 @@ export class CliBuilder implements Builder {
       substituters: opts.substituters ?? [],
       trustedPublicKeys: opts.trustedPublicKeys ?? [],
       ...(opts.maxSilentTime !== undefined ? { maxSilentTime: opts.maxSilentTime } : {}),
-      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {})
+      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+      ...(opts.buildHook !== undefined ? { buildHook: opts.buildHook } : {})
     }
     this.inputs = opts.inputs ?? 'build'
     this.killGraceMs = opts.killGraceMs ?? 3000

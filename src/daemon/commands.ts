@@ -14,6 +14,8 @@ export interface BuildFlags {
   maxSilentTime?: number
   /** Seconds of total build time (0: no limit). */
   timeout?: number
+  /** Nix `build-hook` program for builds (Nix's own when absent); Guix has no such setting. */
+  buildHook?: string
 }
 
 export interface CommandSet {
@@ -54,6 +56,7 @@ function nixOptions (f: BuildFlags): string[] {
   }
   if (f.maxSilentTime !== undefined) o.push('--option', 'max-silent-time', String(f.maxSilentTime))
   if (f.timeout !== undefined) o.push('--option', 'timeout', String(f.timeout))
+  if (f.buildHook !== undefined) o.push('--option', 'build-hook', f.buildHook)
   return o
 }
 

@@ -1,4 +1,5 @@
 // Which local builder this node can drive (guix-daemon, nix, or none), and the systems it builds for.
+import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { arch } from 'node:os'
 import { logger } from '@libp2p/logger'
@@ -9,7 +10,16 @@ const log = logger('guix-swarm:daemon:detect')
 
 export type BuilderPref = 'auto' | 'guix' | 'nix' | 'none'
 export type BuilderKind = 'guix' | 'nix' | 'none'
-export interface DetectedBuilder { kind: BuilderKind, systems: string[] }
+export interface DetectedBuilder {
+  kind: BuilderKind
+  systems: string[]
+  /**
+   * Nix only: the client builds in a local store and no remote builders are configured, so
+   * Nix's build hook (build-remote) would only start, read the config and decline, once per
+   * `nix-store --realise`. Then the node hands Nix a hook that declines at once.
+   */
+  idleBuildHook?: boolean
+}
 
 export interface DetectOptions {
   runner?: ProcessRunner
@@ -20,31 +30,70 @@ export interface DetectOptions {
 
 const NIX_CMD = ['--extra-experimental-features', 'nix-command']
 
+export interface NixProbe { systems: string[], idleBuildHook: boolean }
+
 /** Nix works when its store answers (`nix store ping` opens it, local or daemon); systems from the config. */
-export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): Promise<string[] | string> {
+export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): Promise<NixProbe | string> {
   try {
     const ping = await runToEnd(runner, 'nix', [...NIX_CMD, 'store', 'ping'], { env })
     if (ping.code !== 0) return `nix store ping failed: ${ping.stderr.toString().trim()}`
     const cfg = await runToEnd(runner, 'nix', [...NIX_CMD, 'show-config'], { env })
-    const systems = cfg.code === 0 ? parseNixSystems(cfg.stdout.toString()) : []
-    if (systems.length > 0) return systems
+    const config = cfg.code === 0 ? cfg.stdout.toString() : ''
+    const idleBuildHook = cfg.code === 0 && isLocalStore(ping.stdout.toString() + ping.stderr.toString()) && nixBuildHookIdle(config)
+    const systems = parseNixSystems(config)
+    if (systems.length > 0) return { systems, idleBuildHook }
     // Older or restricted configs: ask the evaluator for at least the native system.
     const ev = await runToEnd(runner, 'nix-instantiate', ['--eval', '-E', 'builtins.currentSystem'], { env })
     const m = /^"([^"]+)"/.exec(ev.stdout.toString().trim())
-    if (ev.code === 0 && m !== null) return [m[1]]
+    if (ev.code === 0 && m !== null) return { systems: [m[1]], idleBuildHook }
     return `cannot find the Nix system: ${ev.stderr.toString().trim()}`
   } catch (err) {
     return (err as Error).message
   }
 }
 
+function configValue (config: string, key: string): string | undefined {
+  const line = config.split('\n').find((l) => l.startsWith(`${key} = `))
+  return line?.slice(key.length + 3).trim()
+}
+
 /** `system` first, then `extra-platforms`, from `nix show-config` output. */
 export function parseNixSystems (config: string): string[] {
-  const get = (key: string): string[] => {
-    const line = config.split('\n').find((l) => l.startsWith(`${key} = `))
-    return line === undefined ? [] : line.slice(key.length + 3).trim().split(/\s+/).filter((s) => s !== '')
-  }
+  const get = (key: string): string[] => (configValue(config, key) ?? '').split(/\s+/).filter((s) => s !== '')
   return [...new Set([...get('system'), ...get('extra-platforms')])]
+}
+
+/** `nix store ping` (Nix 2.8 prints on stderr) says the client itself opens the store (no daemon builds for it). */
+export function isLocalStore (ping: string): boolean {
+  const url = /^Store URL: (\S+)/m.exec(ping)?.[1]
+  return url !== undefined && (url === 'local' || url.startsWith('local?') || url.startsWith('local://'))
+}
+
+/**
+ * From `nix show-config`: the build hook is Nix's own build-remote (not a user's program) and
+ * `builders` names no machine, inline or in an `@file` (absent, or only blanks and comments).
+ * `readFile` gives a file's text, or undefined when it cannot be read.
+ */
+export function nixBuildHookIdle (config: string, readFile: (path: string) => string | undefined = readText): boolean {
+  const hook = (configValue(config, 'build-hook') ?? '').split(/\s+/)
+  if (!(hook[0]?.endsWith('/build-remote') === true || hook.includes('__build-remote'))) return false
+  const machines = (spec: string, depth: number): boolean => spec.split(/[;\n]/).some((entry) => {
+    const e = entry.replace(/#.*/, '').trim()
+    if (e === '') return false
+    if (!e.startsWith('@')) return true
+    // a file that cannot be read names no machine for build-remote either
+    const text = depth < 4 ? readFile(e.slice(1)) : undefined
+    return text !== undefined && machines(text, depth + 1)
+  })
+  return !machines(configValue(config, 'builders') ?? '', 0)
+}
+
+function readText (path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
 }
 
 const GUIX_SYSTEM_OF_ARCH: Record<string, string[]> = {
@@ -121,7 +170,7 @@ async function detect (pref: BuilderPref, runner: ProcessRunner, env: NodeJS.Pro
   }
   const n = await probeNix(runner, env)
   log('nix probe: %o', n)
-  if (Array.isArray(n)) return { kind: 'nix', systems: n }
+  if (typeof n !== 'string') return { kind: 'nix', systems: n.systems, ...(n.idleBuildHook ? { idleBuildHook: true } : {}) }
   if (pref === 'nix') throw new BuilderUnavailableError(`builder nix is not available: ${n}`)
   return { kind: 'none', systems: [] }
 }

@@ -27,6 +27,8 @@ export type NodeDb = Level<string, string>
 export interface NodeBuilder {
   kind: 'guix' | 'nix' | 'none'
   systems: string[]
+  /** Nix with a local store and no remote builders: its build hook would only decline (src/daemon/detect.ts). */
+  idleBuildHook?: boolean
 }
 
 /** Everything a service may use; passed to each ServiceFactory. */

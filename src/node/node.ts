@@ -99,7 +99,11 @@ export class SwarmNode {
       const keyName = `${hostname()}-${peerIdFromPrivateKey(privateKey).toString().slice(-8)}`
       const keys: NodeKeys = await ensureKeys(join(dataDir, 'keys'), { name: keyName })
       const detected = await (this.opts.detectBuilder ?? detectBuilder)(config.builder)
-      const builder: NodeBuilder = { kind: detected.kind, systems: config.systems.length > 0 ? [...config.systems] : [...detected.systems] }
+      const builder: NodeBuilder = {
+        kind: detected.kind,
+        systems: config.systems.length > 0 ? [...config.systems] : [...detected.systems],
+        ...(detected.idleBuildHook === true ? { idleBuildHook: true } : {})
+      }
 
       const db: NodeDb = new Level<string, string>(join(dataDir, 'db'))
       try {

@@ -12,7 +12,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { BuildRecord } from '../crdt/index.js'
 import { cheapestToUnpack, type CacheFile } from '../cache/index.js'
-import { openBackend, storeKindOf, type Backend, type StoreDaemon } from '../daemon/index.js'
+import { openBackend, storeKindOf, writeDecliningBuildHook, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
 import { decompressStream } from '../nar/index.js'
 import { parseNarinfo, type Narinfo } from '../narinfo/index.js'
@@ -403,7 +403,11 @@ export class SchedulerNodeService implements NodeService {
     if (queue === undefined) throw new SchedulerNoQueueError('the scheduler needs the queue service to start first')
     const subs = this.init.substitutes?.()
     const kind = storeKindOf(c.builder.kind, c.storeDir)
+    // Nix's own hook would start once per build client only to decline; ours declines at once.
+    const buildHook = kind === 'nix' && c.builder.idleBuildHook === true ? await writeDecliningBuildHook(c.dataDir) : undefined
+    if (buildHook !== undefined) log('no remote builders configured: Nix builds get the declining hook %s', buildHook)
     const backend = await (this.init.openBackend ?? openBackend)(kind, {
+      ...(buildHook !== undefined ? { buildHook } : {}),
       storeDir: c.storeDir,
       // Inputs reach the store through swarmInputs (verified NAR import), so the daemon needs no
       // substituter and must never build an input itself: missing ones are reported and retried.

@@ -3,11 +3,12 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readlink, mkdtemp, rm } from 'node:fs/promises'
+import { readFile, readlink, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  CliBuilder, guixCommands, InternalJsonLogRouter, NIX_COMMANDS, nixStore, type BuildOutcome, type ProcessRunner
+  CliBuilder, DECLINING_BUILD_HOOK, guixCommands, InternalJsonLogRouter, NIX_COMMANDS, nixStore, writeDecliningBuildHook,
+  type BuildOutcome, type ProcessRunner
 } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
 import { instantiate as instantiateIn, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
@@ -28,11 +29,11 @@ after(async () => {
 
 const nonce = (): string => randomBytes(6).toString('hex')
 
-function rig (inputs: 'build' | 'require' = 'build'): { builder: CliBuilder, calls: string[][] } {
+function rig (inputs: 'build' | 'require' = 'build', buildHook?: string): { builder: CliBuilder, calls: string[][] } {
   const calls: string[][] = []
   const runner: ProcessRunner = { start: (c, a, o) => { calls.push([c, ...a]); return ns.runner.start(c, a, o) } }
   const store = nixStore({ runner, env: ns.env, realStoreDir: ns.realStoreDir })
-  return { builder: new CliBuilder({ commands: NIX_COMMANDS, store, runner, env: ns.env }, { inputs, killGraceMs: 2000 }), calls }
+  return { builder: new CliBuilder({ commands: NIX_COMMANDS, store, runner, env: ns.env }, { inputs, killGraceMs: 2000, ...(buildHook !== undefined ? { buildHook } : {}) }), calls }
 }
 
 const instantiate = async (expr: string): Promise<string[]> => await instantiateIn(ns, expr)
@@ -146,6 +147,27 @@ test('aborting a batch kills its client; every build of it is canceled', { skip,
   assert.deepEqual([...out.values()], [{ kind: 'canceled' }, { kind: 'canceled' }])
   const ps = await ns.exec('pgrep', ['-f', `slow1-${n}`])
   assert.equal(ps.stdout.toString().trim(), '', 'nothing of the batch is left running')
+})
+
+test('the declining build hook: Nix asks it, hears "decline-permanently" at once and builds the batch and a single build locally', { skip, timeout: 60_000 }, async () => {
+  const n = nonce()
+  const dir = await mkdtemp(join(roots, 'hook-'))
+  const hook = await writeDecliningBuildHook(dir)
+  assert.equal(await readFile(hook, 'utf8'), DECLINING_BUILD_HOOK, 'the hook written is the one documented')
+  // the same script, also counting its starts, to see that Nix really ran it
+  const marks = join(dir, 'starts')
+  await writeFile(hook, DECLINING_BUILD_HOOK.replace('\n', `\necho started >> ${marks}\n`), { mode: 0o755 })
+  const [a, b, c] = await instantiate(`[ ${drv(`ha-${n}`, 'echo a > $out')} ${drv(`hb-${n}`, 'echo b > $out')} ${drv(`hc-${n}`, 'echo c > $out')} ]`)
+  const { builder, calls } = rig('build', hook)
+  const many = builder.buildMany as NonNullable<CliBuilder['buildMany']>
+  const out = await many([a, b].map((d) => ({ drvPath: d, onLog: () => {} })), { signal: new AbortController().signal, maxJobs: 2 })
+  assert.deepEqual([out.get(a)?.kind, out.get(b)?.kind], ['success', 'success'], `the batch builds: ${JSON.stringify([...out.values()])}`)
+  const one = await builder.build(c, { signal: new AbortController().signal, onLog: () => {} })
+  assert.equal(one.kind, 'success', `the single build builds: ${JSON.stringify(one)}`)
+  const realises = calls.filter((x) => x.includes('--realise') && !x.includes('--dry-run'))
+  assert.ok(realises.length >= 2 && realises.every((x) => x.join(' ').includes(`--option build-hook ${hook}`)), `every build client gets the hook: ${JSON.stringify(realises)}`)
+  const starts = (await readFile(marks, 'utf8')).split('\n').filter((l) => l !== '').length
+  assert.ok(starts >= 2, `Nix started the hook once per build client (${starts} starts)`)
 })
 
 test('internal-json routing: lines split across chunks, messages naming a build, everything else to all', () => {

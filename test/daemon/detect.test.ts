@@ -1,12 +1,34 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { detectBuilder, parseNixSystems, guixSocket, BuilderUnavailableError } from '../../src/daemon/index.js'
+import { detectBuilder, parseNixSystems, guixSocket, isLocalStore, nixBuildHookIdle, BuilderUnavailableError } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
 
 test('parseNixSystems: system first, then extra-platforms, no duplicates', () => {
   const cfg = 'substituters = https://x\nextra-platforms = i686-linux x86_64-linux\nsystem = x86_64-linux\n'
   assert.deepEqual(parseNixSystems(cfg), ['x86_64-linux', 'i686-linux'])
   assert.deepEqual(parseNixSystems('foo = bar\n'), [])
+})
+
+test('isLocalStore: only a store the client opens itself', () => {
+  assert.equal(isLocalStore('Store URL: local\nVersion: 2.8.0\n'), true)
+  assert.equal(isLocalStore('Store URL: local?root=/tmp/r\n'), true)
+  assert.equal(isLocalStore('Store URL: daemon\n'), false, 'a daemon runs the builds (and its own hook)')
+  assert.equal(isLocalStore('Store URL: unix:///nix/var/nix/daemon-socket/socket\n'), false)
+  assert.equal(isLocalStore(''), false, 'no answer: keep Nix as configured')
+})
+
+test('nixBuildHookIdle: Nix\'s own hook and no machine, inline or in a file', () => {
+  const files = new Map([['/etc/nix/machines', '# none yet\n\n'], ['/etc/nix/real', 'ssh://b1 x86_64-linux\n'], ['/etc/nix/nested', '@/etc/nix/real\n']])
+  const read = (p: string): string | undefined => files.get(p)
+  const cfg = (hook: string, builders: string): string => `build-hook = ${hook}\nbuilders = ${builders}\nsystem = x86_64-linux\n`
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', '@/etc/nix/machines'), read), true, 'a machines file of comments')
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', '@/etc/nix/absent'), read), true, 'an absent machines file')
+  assert.equal(nixBuildHookIdle(cfg('/nix/store/x-nix/bin/nix __build-remote', ''), read), true, 'newer Nix names itself with __build-remote')
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', '@/etc/nix/real'), read), false, 'a machine in the file')
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', '@/etc/nix/nested'), read), false, 'a machine in a file the file names')
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', 'ssh://b2 aarch64-linux ; @/etc/nix/machines'), read), false, 'an inline machine')
+  assert.equal(nixBuildHookIdle(cfg('/opt/my-hook', ''), read), false, 'a hook of the user\'s own is kept')
+  assert.equal(nixBuildHookIdle('system = x86_64-linux\n', read), false, 'no build-hook line: keep Nix as configured')
 })
 
 test('detectBuilder none', async () => {
@@ -22,6 +44,8 @@ test('detectBuilder finds nix and its native system', { skip: nixSkip() }, async
   const { execFileSync } = await import('node:child_process')
   const native = JSON.parse(execFileSync('nix-instantiate', ['--eval', '--json', '-E', 'builtins.currentSystem']).toString()) as string
   assert.equal(nix.systems[0], native)
+  // here: a local store (root, no daemon) and Debian's empty /etc/nix/machines
+  assert.equal(nix.idleBuildHook, true, 'the local store with no remote builders is seen')
   // Cached: the same object comes back.
   assert.equal(await detectBuilder('nix'), nix)
 })
