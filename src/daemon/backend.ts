@@ -11,7 +11,7 @@ export interface BackendOptions extends BuilderOptions {
   realStoreDir?: string
   /** See StoreComponents. */
   packInProcess?: boolean
-  trustLocalAbsence?: boolean
+  trustLocalAbsence?: boolean | 'learn'
 }
 
 export interface Backend { store: StoreDaemon, builder: Builder }

@@ -19,6 +19,12 @@ export interface DetectedBuilder {
    * `nix-store --realise`. Then the node hands Nix a hook that declines at once.
    */
   idleBuildHook?: boolean
+  /**
+   * Nix only: the store is plain `local` (no root or store-dir parameters): the client opens it
+   * itself, so its files are at the store dir this process sees, and a path missing there is
+   * not valid (CliStore's trustLocalAbsence from the start, not after the first valid path).
+   */
+  localStore?: boolean
 }
 
 export interface DetectOptions {
@@ -30,7 +36,7 @@ export interface DetectOptions {
 
 const NIX_CMD = ['--extra-experimental-features', 'nix-command']
 
-export interface NixProbe { systems: string[], idleBuildHook: boolean }
+export interface NixProbe { systems: string[], idleBuildHook: boolean, localStore: boolean }
 
 /** Nix works when its store answers (`nix store ping` opens it, local or daemon); systems from the config. */
 export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): Promise<NixProbe | string> {
@@ -39,13 +45,15 @@ export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): 
     if (ping.code !== 0) return `nix store ping failed: ${ping.stderr.toString().trim()}`
     const cfg = await runToEnd(runner, 'nix', [...NIX_CMD, 'show-config'], { env })
     const config = cfg.code === 0 ? cfg.stdout.toString() : ''
-    const idleBuildHook = cfg.code === 0 && isLocalStore(ping.stdout.toString() + ping.stderr.toString()) && nixBuildHookIdle(config)
+    const pinged = ping.stdout.toString() + ping.stderr.toString()
+    const idleBuildHook = cfg.code === 0 && isLocalStore(pinged) && nixBuildHookIdle(config)
+    const localStore = storeUrl(pinged) === 'local'
     const systems = parseNixSystems(config)
-    if (systems.length > 0) return { systems, idleBuildHook }
+    if (systems.length > 0) return { systems, idleBuildHook, localStore }
     // Older or restricted configs: ask the evaluator for at least the native system.
     const ev = await runToEnd(runner, 'nix-instantiate', ['--eval', '-E', 'builtins.currentSystem'], { env })
     const m = /^"([^"]+)"/.exec(ev.stdout.toString().trim())
-    if (ev.code === 0 && m !== null) return { systems: [m[1]], idleBuildHook }
+    if (ev.code === 0 && m !== null) return { systems: [m[1]], idleBuildHook, localStore }
     return `cannot find the Nix system: ${ev.stderr.toString().trim()}`
   } catch (err) {
     return (err as Error).message
@@ -65,8 +73,13 @@ export function parseNixSystems (config: string): string[] {
 
 /** `nix store ping` (Nix 2.8 prints on stderr) says the client itself opens the store (no daemon builds for it). */
 export function isLocalStore (ping: string): boolean {
-  const url = /^Store URL: (\S+)/m.exec(ping)?.[1]
+  const url = storeUrl(ping)
   return url !== undefined && (url === 'local' || url.startsWith('local?') || url.startsWith('local://'))
+}
+
+/** The `Store URL:` line of `nix store ping`. */
+export function storeUrl (ping: string): string | undefined {
+  return /^Store URL: (\S+)/m.exec(ping)?.[1]
 }
 
 /**
@@ -170,7 +183,7 @@ async function detect (pref: BuilderPref, runner: ProcessRunner, env: NodeJS.Pro
   }
   const n = await probeNix(runner, env)
   log('nix probe: %o', n)
-  if (typeof n !== 'string') return { kind: 'nix', systems: n.systems, ...(n.idleBuildHook ? { idleBuildHook: true } : {}) }
+  if (typeof n !== 'string') return { kind: 'nix', systems: n.systems, ...(n.idleBuildHook ? { idleBuildHook: true } : {}), ...(n.localStore ? { localStore: true } : {}) }
   if (pref === 'nix') throw new BuilderUnavailableError(`builder nix is not available: ${n}`)
   return { kind: 'none', systems: [] }
 }

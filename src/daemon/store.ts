@@ -103,10 +103,12 @@ export interface StoreComponents {
   infoCacheSize?: number
   /**
    * Take a path missing from realStoreDir as invalid without asking the store (a valid path is
-   * always on disk); default true, trusted only once a valid path was found there and never
-   * again after one was not (this process does not see the store where it thinks).
+   * always on disk). Default 'learn': trusted once a valid path was found there and never again
+   * after one was not (this process does not see the store where it thinks). `true`: from the
+   * start, for a store known to keep its files at realStoreDir (a plain local Nix store, whose
+   * client this process starts); an empty store has no valid path to learn from. `false`: never.
    */
-  trustLocalAbsence?: boolean
+  trustLocalAbsence?: boolean | 'learn'
 }
 
 /** Parse `nix-store --dump-db` registration info. */
@@ -253,7 +255,7 @@ export class CliStore implements StoreDaemon {
     this.realStoreDir = c.realStoreDir ?? this.storeDir
     this.infos = new PathInfoCache(c.infoCacheSize)
     this.packInProcess = c.packInProcess ?? true
-    this.localViewTrusted = c.trustLocalAbsence === false ? false : undefined
+    this.localViewTrusted = c.trustLocalAbsence === 'learn' || c.trustLocalAbsence === undefined ? undefined : c.trustLocalAbsence
   }
 
   /**

@@ -29,6 +29,8 @@ export interface NodeBuilder {
   systems: string[]
   /** Nix with a local store and no remote builders: its build hook would only decline (src/daemon/detect.ts). */
   idleBuildHook?: boolean
+  /** Nix with a plain local store: absent files mean invalid paths from the start (src/daemon/detect.ts). */
+  localStore?: boolean
 }
 
 /** Everything a service may use; passed to each ServiceFactory. */

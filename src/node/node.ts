@@ -102,7 +102,8 @@ export class SwarmNode {
       const builder: NodeBuilder = {
         kind: detected.kind,
         systems: config.systems.length > 0 ? [...config.systems] : [...detected.systems],
-        ...(detected.idleBuildHook === true ? { idleBuildHook: true } : {})
+        ...(detected.idleBuildHook === true ? { idleBuildHook: true } : {}),
+        ...(detected.localStore === true ? { localStore: true } : {})
       }
 
       const db: NodeDb = new Level<string, string>(join(dataDir, 'db'))

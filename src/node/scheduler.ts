@@ -406,8 +406,11 @@ export class SchedulerNodeService implements NodeService {
     // Nix's own hook would start once per build client only to decline; ours declines at once.
     const buildHook = kind === 'nix' && c.builder.idleBuildHook === true ? await writeDecliningBuildHook(c.dataDir) : undefined
     if (buildHook !== undefined) log('no remote builders configured: Nix builds get the declining hook %s', buildHook)
+    // the node's fresh store holds no valid path to learn from; a plain local one needs none
+    const localHere = kind === 'nix' && c.builder.localStore === true && c.storeDir === (process.env.NIX_STORE_DIR ?? '/nix/store')
     const backend = await (this.init.openBackend ?? openBackend)(kind, {
       ...(buildHook !== undefined ? { buildHook } : {}),
+      ...(localHere ? { trustLocalAbsence: true } : {}),
       storeDir: c.storeDir,
       // Inputs reach the store through swarmInputs (verified NAR import), so the daemon needs no
       // substituter and must never build an input itself: missing ones are reported and retried.

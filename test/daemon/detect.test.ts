@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { detectBuilder, parseNixSystems, guixSocket, isLocalStore, nixBuildHookIdle, BuilderUnavailableError } from '../../src/daemon/index.js'
+import { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nixBuildHookIdle, BuilderUnavailableError } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
 
 test('parseNixSystems: system first, then extra-platforms, no duplicates', () => {
@@ -15,6 +15,7 @@ test('isLocalStore: only a store the client opens itself', () => {
   assert.equal(isLocalStore('Store URL: daemon\n'), false, 'a daemon runs the builds (and its own hook)')
   assert.equal(isLocalStore('Store URL: unix:///nix/var/nix/daemon-socket/socket\n'), false)
   assert.equal(isLocalStore(''), false, 'no answer: keep Nix as configured')
+  assert.equal(storeUrl('Store URL: local?root=/tmp/r\n'), 'local?root=/tmp/r', 'the URL as printed: only a plain `local` is trusted for absent files')
 })
 
 test('nixBuildHookIdle: Nix\'s own hook and no machine, inline or in a file', () => {
@@ -46,6 +47,7 @@ test('detectBuilder finds nix and its native system', { skip: nixSkip() }, async
   assert.equal(nix.systems[0], native)
   // here: a local store (root, no daemon) and Debian's empty /etc/nix/machines
   assert.equal(nix.idleBuildHook, true, 'the local store with no remote builders is seen')
+  assert.equal(nix.localStore, true, 'root without a daemon opens the plain local store')
   // Cached: the same object comes back.
   assert.equal(await detectBuilder('nix'), nix)
 })

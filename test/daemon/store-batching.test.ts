@@ -23,10 +23,10 @@ after(async () => { await ns?.destroy() })
 const nonce = (): string => randomBytes(6).toString('hex')
 
 /** A store client that records the argv of every process it starts. */
-function counted (opts: { realStoreDir?: string, packInProcess?: boolean } = {}): { store: CliStore, calls: string[][] } {
+function counted (opts: { realStoreDir?: string, packInProcess?: boolean, trustLocalAbsence?: boolean | 'learn' } = {}): { store: CliStore, calls: string[][] } {
   const calls: string[][] = []
   const runner: ProcessRunner = { start: (c, a, o) => { calls.push([c, ...a]); return ns.runner.start(c, a, o) } }
-  return { store: nixStore({ runner, env: ns.env, realStoreDir: opts.realStoreDir ?? ns.realStoreDir, packInProcess: opts.packInProcess }), calls }
+  return { store: nixStore({ runner, env: ns.env, realStoreDir: opts.realStoreDir ?? ns.realStoreDir, packInProcess: opts.packInProcess, trustLocalAbsence: opts.trustLocalAbsence }), calls }
 }
 
 const verb = (call: string[]): string => call[1]
@@ -179,6 +179,24 @@ test('validity: once a valid path was found under realStoreDir, paths missing th
   } finally {
     await rm(empty, { recursive: true, force: true })
   }
+})
+
+test('trustLocalAbsence true (a plain local store): paths missing on disk are invalid from the first question, present ones are still asked', { skip }, async () => {
+  const [top] = await builtChain()
+  const absent = `/nix/store/${'3'.repeat(32)}-absent`
+  const { store, calls } = counted({ trustLocalAbsence: true })
+  assert.deepEqual(await store.filterInvalid([absent]), [absent])
+  assert.equal(await store.isValid(absent), false)
+  assert.equal(calls.length, 0, 'no process before any valid path was seen')
+  // a file on disk whose path the store never registered is asked about, and found invalid
+  const stray = `/nix/store/${'4'.repeat(32)}-stray`
+  await writeFile(join(ns.realStoreDir, stray.slice('/nix/store/'.length)), 'not registered')
+  assert.deepEqual(await store.filterInvalid([top, stray, absent]), [stray, absent])
+  assert.equal(calls.length, 1, 'one process for the paths on disk')
+  assert.ok(!calls[0].includes(absent) && calls[0].includes(stray), 'only the paths on disk are asked about')
+  const learning = counted({ trustLocalAbsence: 'learn' })
+  assert.deepEqual(await learning.store.filterInvalid([absent]), [absent])
+  assert.equal(learning.calls.length, 1, 'the default asks until it has seen a valid path on disk')
 })
 
 test('queries made at the same moment share one store process; an invalid path fails only the caller that asked for it', { skip }, async () => {
