@@ -94,8 +94,10 @@ export function nixBuildHookIdle (config: string, readFile: (path: string) => st
     const e = entry.replace(/#.*/, '').trim()
     if (e === '') return false
     if (!e.startsWith('@')) return true
+    // too deep to follow: assume machines and keep Nix as configured
+    if (depth >= 4) return true
     // a file that cannot be read names no machine for build-remote either
-    const text = depth < 4 ? readFile(e.slice(1)) : undefined
+    const text = readFile(e.slice(1))
     return text !== undefined && machines(text, depth + 1)
   })
   return !machines(configValue(config, 'builders') ?? '', 0)

@@ -30,6 +30,8 @@ test('nixBuildHookIdle: Nix\'s own hook and no machine, inline or in a file', ()
   assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', 'ssh://b2 aarch64-linux ; @/etc/nix/machines'), read), false, 'an inline machine')
   assert.equal(nixBuildHookIdle(cfg('/opt/my-hook', ''), read), false, 'a hook of the user\'s own is kept')
   assert.equal(nixBuildHookIdle('system = x86_64-linux\n', read), false, 'no build-hook line: keep Nix as configured')
+  const loop = (p: string): string | undefined => `@${p}\n`
+  assert.equal(nixBuildHookIdle(cfg('/usr/libexec/nix/build-remote', '@/etc/nix/loop'), loop), false, 'files naming files without end: keep Nix as configured')
 })
 
 test('detectBuilder none', async () => {
@@ -45,7 +47,7 @@ test('detectBuilder finds nix and its native system', { skip: nixSkip() }, async
   const { execFileSync } = await import('node:child_process')
   const native = JSON.parse(execFileSync('nix-instantiate', ['--eval', '--json', '-E', 'builtins.currentSystem']).toString()) as string
   assert.equal(nix.systems[0], native)
-  // here: a local store (root, no daemon) and Debian's empty /etc/nix/machines
+  // here: a local store (root, no daemon) and no /etc/nix/machines
   assert.equal(nix.idleBuildHook, true, 'the local store with no remote builders is seen')
   assert.equal(nix.localStore, true, 'root without a daemon opens the plain local store')
   // Cached: the same object comes back.
