@@ -2,8 +2,8 @@
 // Nix still starts its build-remote hook once per `nix-store --realise` only to hear it decline;
 // that start (the `nix` binary, its libraries and config) cost ~55 ms of CPU per client here,
 // against ~2 ms for a shell that gives the same answer (docs/BENCHMARKS.md).
-import { rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeScriptFile } from './script-file.js'
 
 /** The protocol's whole answer: decline this build and every later one, then read the requests to their end. */
 export const DECLINING_BUILD_HOOK = `#!/bin/sh
@@ -18,8 +18,6 @@ exec cat >/dev/null
  */
 export async function writeDecliningBuildHook (dir: string): Promise<string> {
   const path = join(dir, 'nix-build-hook')
-  const tmp = `${path}.${process.pid}.tmp`
-  await writeFile(tmp, DECLINING_BUILD_HOOK, { mode: 0o755 })
-  await rename(tmp, path) // a client starting meanwhile never runs half a script
+  await writeScriptFile(path, DECLINING_BUILD_HOOK, 0o755)
   return path
 }

@@ -14,7 +14,7 @@
 //   --from file://` needs a whole cache layout on disk.
 import { createHash } from 'node:crypto'
 import { lstatSync, readFileSync } from 'node:fs'
-import { lstat, rename, writeFile } from 'node:fs/promises'
+import { lstat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable, type Writable } from 'node:stream'
@@ -30,6 +30,7 @@ import { formatSha256, parseSha256 } from './hash.js'
 import { PathInfoCache } from './info-cache.js'
 import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
 import { Coalescer } from './coalesce.js'
+import { writeScriptFile } from './script-file.js'
 
 const log = logger('guix-swarm:daemon:store')
 
@@ -573,9 +574,7 @@ let guixScript: Promise<string> | undefined
 export async function guixScriptPath (): Promise<string> {
   guixScript ??= (async () => {
     const f = join(tmpdir(), `guix-swarm-store-info-${createHash('sha256').update(GUIX_SCRIPT).digest('hex').slice(0, 16)}.scm`)
-    const tmp = `${f}.${process.pid}.tmp`
-    await writeFile(tmp, GUIX_SCRIPT)
-    await rename(tmp, f) // atomic: a concurrent reader never sees half a script
+    await writeScriptFile(f, GUIX_SCRIPT)
     return f
   })()
   return await guixScript

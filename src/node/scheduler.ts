@@ -12,7 +12,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { BuildRecord } from '../crdt/index.js'
 import { cheapestToUnpack, type CacheFile } from '../cache/index.js'
-import { openBackend, storeKindOf, writeDecliningBuildHook, type Backend, type StoreDaemon } from '../daemon/index.js'
+import { NIX_COMMANDS, openBackend, storeKindOf, writeDecliningBuildHook, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpNotFoundError, HttpBadRequestError, type RouteParams } from '../http/index.js'
 import { decompressStream } from '../nar/index.js'
 import { parseNarinfo, type Narinfo } from '../narinfo/index.js'
@@ -407,7 +407,7 @@ export class SchedulerNodeService implements NodeService {
     const buildHook = kind === 'nix' && c.builder.idleBuildHook === true ? await writeDecliningBuildHook(c.dataDir) : undefined
     if (buildHook !== undefined) log('no remote builders configured: Nix builds get the declining hook %s', buildHook)
     // the node's fresh store holds no valid path to learn from; a plain local one needs none
-    const localHere = kind === 'nix' && c.builder.localStore === true && c.storeDir === (process.env.NIX_STORE_DIR ?? '/nix/store')
+    const localHere = kind === 'nix' && c.builder.localStore === true && c.storeDir === (process.env.NIX_STORE_DIR ?? NIX_COMMANDS.defaultStoreDir)
     const backend = await (this.init.openBackend ?? openBackend)(kind, {
       ...(buildHook !== undefined ? { buildHook } : {}),
       ...(localHere ? { trustLocalAbsence: true } : {}),
