@@ -43,6 +43,11 @@ export interface CommandSet {
   substitute: ((paths: string[], flags: BuildFlags) => Command) | undefined
   /** Says what a build would build and what it would fetch (on stderr), without doing it. */
   dryRun: (drvPath: string, flags: BuildFlags) => Command
+  /**
+   * A long-lived store connection speaking Nix's serve protocol on stdin/stdout (queries and
+   * imports without a process each); undefined when the tool has none.
+   */
+  serve?: Command
   /** Exit codes that mean "a builder ran and failed" (Nix: 100 generic, 101 timeout, 102 hash mismatch, 104 not deterministic). */
   buildFailedCodes: number[]
 }
@@ -82,6 +87,12 @@ export const NIX_COMMANDS: CommandSet = {
   // Given output paths rather than .drv files, --realise only substitutes (FORMATS.md §2.4).
   substitute: (paths, f) => ({ command: 'nix-store', args: ['--realise', ...nixOptions(f), '--', ...paths] }),
   dryRun: (drv, f) => ({ command: 'nix-store', args: ['--realise', '--dry-run', ...nixOptions(f), '--', drv] }),
+  // The server remembers path infos for its lifetime unless told not to: a path found invalid
+  // (negative TTL) or valid before a garbage collection (positive TTL) would stay so.
+  serve: {
+    command: 'nix-store',
+    args: ['--serve', '--write', '--option', 'narinfo-cache-negative-ttl', '0', '--option', 'narinfo-cache-positive-ttl', '0', ...OFFLINE]
+  },
   buildFailedCodes: [100, 101, 102, 104]
 }
 

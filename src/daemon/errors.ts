@@ -72,3 +72,16 @@ export class ImportUnsupportedError extends DaemonError {
 export class ImportStreamClosedError extends DaemonError {
   override name = 'ImportStreamClosedError'
 }
+
+/** The store connection (`nix-store --serve`) did not greet as expected or sent something malformed. */
+export class ServeProtocolError extends DaemonError {
+  override name = 'ServeProtocolError'
+}
+
+/** The store connection's process exited during a request (its stderr says why). */
+export class ServeClosedError extends DaemonError {
+  override name = 'ServeClosedError'
+  constructor (message: string, readonly stderr: string) {
+    super(message)
+  }
+}

@@ -22,7 +22,12 @@ export interface RunningProcess {
   readonly exited: Promise<Exit>
   /** Signal the process, or its whole group when started detached. */
   kill: (signal: NodeJS.Signals) => void
+  /** Whether the process (and its pipes) keep this one's event loop alive; default on. */
+  setRef?: (on: boolean) => void
 }
+
+/** What the child's pipes are at run time (net.Socket); typed as plain streams by spawn. */
+interface Refable { ref?: () => unknown, unref?: () => unknown }
 
 export interface ProcessRunner {
   start: (command: string, args: string[], opts?: StartOptions) => RunningProcess
@@ -74,6 +79,13 @@ export class NodeProcessRunner implements ProcessRunner {
           if (detached) process.kill(-child.pid, signal)
           else child.kill(signal)
         } catch { /* already gone */ }
+      },
+      setRef: (on) => {
+        on ? child.ref() : child.unref()
+        for (const s of [child.stdin, child.stdout, child.stderr] as Array<Refable | null>) {
+          if (on) s?.ref?.()
+          else s?.unref?.()
+        }
       }
     }
   }

@@ -24,13 +24,14 @@ import { NIX_COMMANDS, guixCommands, GUIX_SCRIPT, type Command, type CommandSet,
 import { parseDerivation, type Derivation } from './derivation.js'
 import {
   DaemonError, ImportStreamClosedError, ImportUnsupportedError, MissingReferencesError, NarHashMismatchError, NotAStorePathError, PathNotValidError,
-  StoreCommandError, UnexpectedOutputError
+  ServeClosedError, StoreCommandError, UnexpectedOutputError
 } from './errors.js'
 import { formatSha256, parseSha256 } from './hash.js'
 import { PathInfoCache } from './info-cache.js'
 import { defaultRunner, runToEnd, type Completed, type ProcessRunner } from './runner.js'
 import { Coalescer } from './coalesce.js'
 import { writeScriptFile } from './script-file.js'
+import { ServePool, u64, wireString, type ServePathInfo } from './serve.js'
 
 const log = logger('guix-swarm:daemon:store')
 
@@ -73,6 +74,8 @@ export interface StoreDaemon {
    * reference valid already or earlier in `items`). Returns how many were imported.
    */
   importPaths?: (items: ImportItem[]) => Promise<number>
+  /** Let go of long-lived store connections (the client may still be used: they reopen). */
+  close?: () => Promise<void>
 }
 
 export interface ImportItem { info: ImportInfo, nar: AsyncIterable<Uint8Array> }
@@ -110,6 +113,13 @@ export interface StoreComponents {
    * client this process starts); an empty store has no valid path to learn from. `false`: never.
    */
   trustLocalAbsence?: boolean | 'learn'
+  /**
+   * Ask validity, path infos and closures, and import, over long-lived store connections
+   * (`CommandSet.serve`: `nix-store --serve --write`, at most two) instead of a process per
+   * question; default true where the backend has one. When the first connection cannot be
+   * opened, the client says so in its debug log and starts processes as before.
+   */
+  serve?: boolean
 }
 
 /** Parse `nix-store --dump-db` registration info. */
@@ -161,16 +171,8 @@ export function closureOrder (infos: PathInfo[]): string[] {
 
 const lines = (b: Buffer): string[] => b.toString('utf8').split('\n').filter((l) => l !== '')
 
-function u64 (n: number): Buffer {
-  const b = Buffer.alloc(8)
-  b.writeBigUInt64LE(BigInt(n))
-  return b
-}
-
-function str (s: string): Buffer {
-  const body = Buffer.from(s, 'utf8')
-  const pad = (8 - body.length % 8) % 8
-  return Buffer.concat([u64(body.length), body, Buffer.alloc(pad)])
+function fromServe (i: ServePathInfo): PathInfo {
+  return { path: i.path, narHash: formatSha256(parseSha256(i.narHash)), narSize: i.narSize, references: [...i.references].sort(), ...(i.deriver !== '' ? { deriver: i.deriver } : {}) }
 }
 
 const EXPORT_MAGIC = 0x4558494e // "NIXE"
@@ -178,8 +180,8 @@ const EXPORT_MAGIC = 0x4558494e // "NIXE"
 /** What follows one path's NAR in an export stream: its name, references, deriver, no signature. */
 function exportEntryTrailer (info: ImportInfo): Buffer {
   return Buffer.concat([
-    u64(EXPORT_MAGIC), str(info.storePath), u64(info.references.length), ...info.references.map(str),
-    str(info.deriver ?? ''), u64(0)
+    u64(EXPORT_MAGIC), wireString(info.storePath), u64(info.references.length), ...info.references.map(wireString),
+    wireString(info.deriver ?? ''), u64(0)
   ])
 }
 
@@ -222,14 +224,27 @@ export class CliStore implements StoreDaemon {
     this.knownValid.add(path)
   }
 
-  /** Validity checks made together: one process (true: valid). */
+  /** Long-lived store connections; undefined: a process per question. */
+  private readonly pool: ServePool | undefined
+
+  /** Validity checks made together: one request or process (true: valid). */
   private readonly validity = new Coalescer<boolean>(async (paths) => {
+    const served = await this.pool?.use(async (c) => await c.queryValidPaths(paths))
+    if (served !== undefined) return new Map(paths.map((p) => [p, served.value.has(p)]))
     const invalid = new Set(lines((await this.run(this.commands.printInvalid(paths), 'checking validity')).stdout))
     return new Map(paths.map((p) => [p, !invalid.has(p)]))
   })
 
   /** Path-info queries made together: one process; a path left out of the answer is not valid. */
   private readonly pathInfos = new Coalescer<PathInfo>(async (paths) => {
+    const served = await this.pool?.use(async (c) => await c.queryPathInfos(paths))
+    if (served !== undefined) {
+      // the server leaves invalid paths out of its answer
+      const infos = served.value.map(fromServe)
+      for (const i of infos) this.infos.set(i)
+      if (this.localViewTrusted === undefined) await this.learnLocalView(infos.map((i) => i.path))
+      return new Map(infos.map((i) => [i.path, i]))
+    }
     const dump = async (ps: string[]): Promise<PathInfo[]> => parseRegInfo((await this.run(this.commands.dumpInfo(ps), `querying ${ps.length === 1 ? ps[0] : `${ps.length} paths`}`)).stdout.toString('utf8'))
     let infos: PathInfo[]
     try {
@@ -257,6 +272,14 @@ export class CliStore implements StoreDaemon {
     this.infos = new PathInfoCache(c.infoCacheSize)
     this.packInProcess = c.packInProcess ?? true
     this.localViewTrusted = c.trustLocalAbsence === 'learn' || c.trustLocalAbsence === undefined ? undefined : c.trustLocalAbsence
+    this.pool = c.serve !== false && c.commands.serve !== undefined ? new ServePool(this.runner, c.commands.serve, this.env) : undefined
+  }
+
+  /** Store connections opened so far (0 when questions go to processes). */
+  get connectionsOpened (): number { return this.pool?.opened ?? 0 }
+
+  async close (): Promise<void> {
+    await this.pool?.close()
   }
 
   /**
@@ -364,7 +387,8 @@ export class CliStore implements StoreDaemon {
     await this.queryPathInfos(paths)
     const known = this.infos.closure(paths)
     if (known !== undefined) return closureOrder(known)
-    const closure = lines((await this.run(this.commands.requisites(paths), `closure of ${paths.join(' ')}`)).stdout)
+    const served = await this.pool?.use(async (c) => await c.queryClosure(paths))
+    const closure = served?.value ?? lines((await this.run(this.commands.requisites(paths), `closure of ${paths.join(' ')}`)).stdout)
     return closureOrder(await this.queryPathInfos(closure))
   }
 
@@ -512,7 +536,50 @@ export class CliStore implements StoreDaemon {
       before.add(info.storePath)
     }
     const wants = todo.map((i) => parseSha256(i.info.narHash))
+    const what = todo.length === 1 ? todo[0].info.storePath : `${todo.length} paths (${todo[0].info.storePath}, …)`
+    /** The export stream, each NAR checked before the trailer that names its path. */
+    const stream = async (put: (b: Uint8Array) => Promise<void>): Promise<void> => {
+      for (const [k, { info, nar }] of todo.entries()) {
+        const hash = createHash('sha256')
+        let size = 0
+        await put(u64(1))
+        for await (const chunk of nar) {
+          size += chunk.length
+          if (size > info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is longer than its narSize ${info.narSize}`)
+          hash.update(chunk)
+          await put(chunk)
+        }
+        if (size !== info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is ${size} bytes, expected narSize ${info.narSize}`)
+        const got = hash.digest()
+        if (!got.equals(wants[k])) throw new NarHashMismatchError(`NAR for ${info.storePath} hashes to ${formatSha256(got)}, expected ${formatSha256(wants[k])}`)
+        // Only now does the daemon learn the path name: nothing was registered for it before this.
+        await put(exportEntryTrailer(info))
+      }
+      await put(u64(0))
+    }
 
+    let served: { value: void } | undefined
+    try {
+      served = await this.pool?.use(async (c) => { await c.importPaths(stream) })
+    } catch (e) {
+      // the server refused (a reference not valid, store locked, disk full…): its words
+      if (e instanceof ServeClosedError) throw new StoreCommandError(`importing ${what}: ${e.message}`, cmd.command, null, e.stderr)
+      throw e
+    }
+    if (served === undefined) await this.importProcess(cmd, what, stream)
+    // what the store registered: the NARs we hashed, the references and derivers we sent
+    for (const [k, { info }] of todo.entries()) {
+      this.infos.set({ path: info.storePath, narHash: formatSha256(wants[k]), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
+    }
+    log('imported %s', what)
+    // a builder's store starts empty and learns of paths by importing them: without this it
+    // never finds a valid path to ask about, and every absent path costs a store process
+    if (this.localViewTrusted === undefined) await this.learnLocalView(todo.map((i) => i.info.storePath))
+    return todo.length
+  }
+
+  /** One `nix-store --import` process reading what `stream` writes. */
+  private async importProcess (cmd: Command, what: string, stream: (put: (b: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
     const p = this.runner.start(cmd.command, cmd.args, { env: this.env, stdin: true })
     const stdin = p.stdin
     if (stdin === null) throw new DaemonError('import process has no stdin')
@@ -520,25 +587,8 @@ export class CliStore implements StoreDaemon {
     const err: Buffer[] = []
     p.stderr.on('data', (b: Buffer) => err.push(b))
     p.stdout.resume()
-    const what = todo.length === 1 ? todo[0].info.storePath : `${todo.length} paths (${todo[0].info.storePath}, …)`
     try {
-      for (const [k, { info, nar }] of todo.entries()) {
-        const hash = createHash('sha256')
-        let size = 0
-        await write(stdin, u64(1))
-        for await (const chunk of nar) {
-          size += chunk.length
-          if (size > info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is longer than its narSize ${info.narSize}`)
-          hash.update(chunk)
-          await write(stdin, chunk)
-        }
-        if (size !== info.narSize) throw new NarHashMismatchError(`NAR for ${info.storePath} is ${size} bytes, expected narSize ${info.narSize}`)
-        const got = hash.digest()
-        if (!got.equals(wants[k])) throw new NarHashMismatchError(`NAR for ${info.storePath} hashes to ${formatSha256(got)}, expected ${formatSha256(wants[k])}`)
-        // Only now does the daemon learn the path name: nothing was registered for it before this.
-        await write(stdin, exportEntryTrailer(info))
-      }
-      await write(stdin, u64(0))
+      await stream(async (b) => { await write(stdin, b) })
       stdin.end()
     } catch (e) {
       p.kill('SIGKILL')
@@ -553,15 +603,6 @@ export class CliStore implements StoreDaemon {
       const stderr = Buffer.concat(err).toString('utf8').trim()
       throw new StoreCommandError(`importing ${what}: ${cmd.command} exited with ${code ?? signal}: ${stderr}`, cmd.command, code, stderr)
     }
-    // what the store registered: the NARs we hashed, the references and derivers we sent
-    for (const [k, { info }] of todo.entries()) {
-      this.infos.set({ path: info.storePath, narHash: formatSha256(wants[k]), narSize: info.narSize, references: [...info.references].sort(), ...(info.deriver !== undefined && info.deriver !== '' ? { deriver: info.deriver } : {}) })
-    }
-    log('imported %s', what)
-    // a builder's store starts empty and learns of paths by importing them: without this it
-    // never finds a valid path to ask about, and every absent path costs a store process
-    if (this.localViewTrusted === undefined) await this.learnLocalView(todo.map((i) => i.info.storePath))
-    return todo.length
   }
 }
 

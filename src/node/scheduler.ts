@@ -458,6 +458,8 @@ export class SchedulerNodeService implements NodeService {
     this.components.http.unroute('/api/builds/:id/log')
     await this.components.libp2p.unhandle(this.protocol).catch(() => {})
     await this.scheduler?.stop()
+    // the store's long-lived connection (nix-store --serve) ends with the node
+    await this.store?.close?.()
   }
 
   status (): Record<string, unknown> {

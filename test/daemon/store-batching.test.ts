@@ -22,11 +22,15 @@ after(async () => { await ns?.destroy() })
 
 const nonce = (): string => randomBytes(6).toString('hex')
 
-/** A store client that records the argv of every process it starts. */
+/**
+ * A store client that records the argv of every process it starts. One process per question is
+ * what these tests count, so the long-lived connection stays off (test/daemon/serve.test.ts
+ * covers it); processes remain the fallback and Guix's way.
+ */
 function counted (opts: { realStoreDir?: string, packInProcess?: boolean, trustLocalAbsence?: boolean | 'learn' } = {}): { store: CliStore, calls: string[][] } {
   const calls: string[][] = []
   const runner: ProcessRunner = { start: (c, a, o) => { calls.push([c, ...a]); return ns.runner.start(c, a, o) } }
-  return { store: nixStore({ runner, env: ns.env, realStoreDir: opts.realStoreDir ?? ns.realStoreDir, packInProcess: opts.packInProcess, trustLocalAbsence: opts.trustLocalAbsence }), calls }
+  return { store: nixStore({ runner, env: ns.env, realStoreDir: opts.realStoreDir ?? ns.realStoreDir, packInProcess: opts.packInProcess, trustLocalAbsence: opts.trustLocalAbsence, serve: false }), calls }
 }
 
 const verb = (call: string[]): string => call[1]
@@ -139,7 +143,7 @@ test('importPath remembers what it registered: the info a fresh client reads fro
     const { store: from } = counted()
     const calls: string[][] = []
     const runner: ProcessRunner = { start: (c, a, o) => { calls.push([c, ...a]); return to.runner.start(c, a, o) } }
-    const dest = nixStore({ runner, env: to.env, realStoreDir: to.realStoreDir })
+    const dest = nixStore({ runner, env: to.env, realStoreDir: to.realStoreDir, serve: false })
     for (const p of [bottom, mid, top]) {
       const { info, nar } = await from.exportPath(p)
       await dest.importPath({ storePath: p, ...info }, nar)
