@@ -115,8 +115,8 @@ export interface StoreComponents {
   trustLocalAbsence?: boolean | 'learn'
   /**
    * Ask validity, path infos and closures, and import, over long-lived store connections
-   * (`CommandSet.serve`: `nix-store --serve --write`, at most two) instead of a process per
-   * question; default true where the backend has one. When the first connection cannot be
+   * (`CommandSet.serve`: `nix-store --serve --write`, at most two for questions and two for
+   * imports) instead of a process per question; default true where the backend has one. When the first connection cannot be
    * opened, the client says so in its debug log and starts processes as before.
    */
   serve?: boolean
@@ -224,8 +224,12 @@ export class CliStore implements StoreDaemon {
     this.knownValid.add(path)
   }
 
-  /** Long-lived store connections; undefined: a process per question. */
+  /**
+   * Long-lived store connections, queries apart from imports so that a large import never
+   * holds up a question; undefined: a process per question.
+   */
   private readonly pool: ServePool | undefined
+  private readonly importPool: ServePool | undefined
 
   /** Validity checks made together: one request or process (true: valid). */
   private readonly validity = new Coalescer<boolean>(async (paths) => {
@@ -272,14 +276,16 @@ export class CliStore implements StoreDaemon {
     this.infos = new PathInfoCache(c.infoCacheSize)
     this.packInProcess = c.packInProcess ?? true
     this.localViewTrusted = c.trustLocalAbsence === 'learn' || c.trustLocalAbsence === undefined ? undefined : c.trustLocalAbsence
-    this.pool = c.serve !== false && c.commands.serve !== undefined ? new ServePool(this.runner, c.commands.serve, this.env) : undefined
+    const serve = c.serve !== false ? c.commands.serve : undefined
+    this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env) : undefined
+    this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env) : undefined
   }
 
   /** Store connections opened so far (0 when questions go to processes). */
-  get connectionsOpened (): number { return this.pool?.opened ?? 0 }
+  get connectionsOpened (): number { return (this.pool?.opened ?? 0) + (this.importPool?.opened ?? 0) }
 
   async close (): Promise<void> {
-    await this.pool?.close()
+    await Promise.all([this.pool?.close(), this.importPool?.close()])
   }
 
   /**
@@ -560,7 +566,7 @@ export class CliStore implements StoreDaemon {
 
     let served: { value: void } | undefined
     try {
-      served = await this.pool?.use(async (c) => { await c.importPaths(stream) })
+      served = await this.importPool?.use(async (c) => { await c.importPaths(stream) })
     } catch (e) {
       // the server refused (a reference not valid, store locked, disk full…): its words
       if (e instanceof ServeClosedError) throw new StoreCommandError(`importing ${what}: ${e.message}`, cmd.command, null, e.stderr)
