@@ -5,7 +5,7 @@
 //     hooks: { programs: { 'build-success': '/usr/local/bin/notify' }, timeoutMs: 10_000 },
 //     config: { maxBuilds: 2, systems: ['x86_64-linux'], tags: ['big-memory'], leaseMs: 60_000 } })
 //   await s.start(); …; s.status(); await s.readLog(buildId); await s.stop()
-export { SchedulerService, BUSY_GRACE_MS } from './scheduler.js'
+export { SchedulerService, BUSY_GRACE_MS, SETUP_STRIKES } from './scheduler.js'
 export type {
   SchedulerComponents, SchedulerQueue, SchedulerStatus, RunningBuild, RunPhase, Decision, DecisionAction, StopOptions
 } from './scheduler.js'

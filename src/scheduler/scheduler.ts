@@ -77,7 +77,20 @@ export interface SchedulerStatus {
   hookFailures: number
   /** Batches handed to the builder so far, the builds in them, and the batch size the next claim pass aims for. */
   batching: { batches: number, builds: number, size: number }
+  /**
+   * Present while the daemon keeps failing to start builds: hand-overs in a row that ended only
+   * in setup failures, the last message, and (from SETUP_STRIKES on) until when this node
+   * claims nothing (epoch ms).
+   */
+  setupFailures?: { inARow: number, last: string, pausedUntil?: number }
 }
+
+/**
+ * Hand-overs in a row that end only in setup failures before the node stops claiming for a
+ * while: a broken daemon would otherwise claim, fail and release build after build, holding
+ * every other node back by a settle window and a lease each time.
+ */
+export const SETUP_STRIKES = 3
 
 export interface StopOptions {
   /** Release held claims so others take over at once (default). false: vanish as a crash would. */
@@ -123,6 +136,8 @@ export class SchedulerService {
   private readonly decisions: Decision[] = []
   /** Last skip reason per build, so a repeated scan does not flood the decision log. */
   private readonly skipReasons = new Map<string, string>()
+  /** Hand-overs to the builder in a row that ended only in setup failures (see SETUP_STRIKES). */
+  private readonly setupTrouble = { inARow: 0, last: '', pausedUntil: 0 }
   /** Builds this node must not claim before a local time (its own setup failures, unavailable .drv). */
   private readonly localBackoff = new Map<string, { until: number, count: number }>()
   /** Derivations read from the local store (each read once: every store query is a process). */
@@ -191,13 +206,17 @@ export class SchedulerService {
       builder: this.builder?.kind ?? 'none',
       maxBuilds: this.claiming ? this.config.maxBuilds : 0,
       slotsUsed: used,
-      slotsFree: this.claiming ? Math.max(0, this.config.maxBuilds - used) : 0,
+      // a node paused by setup failures takes nothing: peers and `guix-swarm peers` should see that
+      slotsFree: this.claiming && this.now() >= this.setupTrouble.pausedUntil ? Math.max(0, this.config.maxBuilds - used) : 0,
       systems: [...this.config.systems],
       tags: [...this.config.tags],
       running: [...this.runs.values()].map(({ id, attempt, derivation, phase, since }) => ({ id, attempt, derivation, phase, since })),
       decisions: [...this.decisions],
       hookFailures: this.hooks.failures.length,
-      batching: { ...this.batchCount, size: this.batchSize() }
+      batching: { ...this.batchCount, size: this.batchSize() },
+      ...(this.setupTrouble.inARow > 0
+        ? { setupFailures: { inARow: this.setupTrouble.inARow, last: this.setupTrouble.last, ...(this.setupTrouble.pausedUntil > this.now() ? { pausedUntil: this.setupTrouble.pausedUntil } : {}) } }
+        : {})
     }
   }
 
@@ -340,6 +359,7 @@ export class SchedulerService {
   }
 
   private async fill (): Promise<void> {
+    if (this.now() < this.setupTrouble.pausedUntil) return // the poll timer comes back
     let free = this.config.maxBuilds - this.slotsUsed
     const candidates = this.queue.claimable(this.config.systems, this.config.scanLimit)
     const peers = this.activeBuilders()
@@ -708,6 +728,7 @@ export class SchedulerService {
       // each output starts no store process of its own
       const outputs = parts.flatMap(p => { const o = outcomeOf(p); return o.kind === 'success' ? Object.values(o.outputs) : [] })
       if (outputs.length > 1) await this.store.queryPathInfos(outputs).catch((e: unknown) => { log('path infos of a batch: %s', (e as Error).message) })
+      this.noteHandOver(parts.map(outcomeOf))
       for (const p of parts) settle(p, outcomeOf(p))
       return
     }
@@ -716,6 +737,7 @@ export class SchedulerService {
       const signal = p.run.controller.signal
       this.enter(p.run, 'building')
       const outcome = signal.aborted ? { kind: 'canceled' as const } : await builder.build(p.run.derivation, { signal, onLog: p.writer.write, ...(p.root !== undefined ? { gcRoot: p.root } : {}) })
+      this.noteHandOver([outcome])
       settle(p, outcome)
     }
   }
@@ -774,6 +796,28 @@ export class SchedulerService {
     if (lost !== undefined) { this.final(run, 'lost', lost); return }
     await this.op('result', async () => await this.queue.result(run.id, run.attempt, result))
     this.final(run, action, reason)
+  }
+
+  /**
+   * Whether the daemon works, from what one hand-over to it gave: any build it ran (even one
+   * that failed) clears the count; one that only failed setup adds to it, and from
+   * SETUP_STRIKES in a row on the node claims nothing for a backoff that grows with each.
+   */
+  private noteHandOver (outcomes: BuildOutcome[]): void {
+    const t = this.setupTrouble
+    if (outcomes.some(o => o.kind === 'success' || o.kind === 'failed' || o.kind === 'missing-inputs')) {
+      if (t.inARow >= SETUP_STRIKES) log.error('builder works again after %d hand-overs that failed setup: claiming', t.inARow)
+      t.inARow = 0; t.last = ''; t.pausedUntil = 0
+      return
+    }
+    const failed = outcomes.find(o => o.kind === 'setup-failed')
+    if (failed === undefined || failed.kind !== 'setup-failed') return // canceled: says nothing about the daemon
+    t.inARow++
+    t.last = failed.message
+    if (t.inARow < SETUP_STRIKES) return
+    const pause = backoffMs(this.config, t.inARow - SETUP_STRIKES + 1)
+    t.pausedUntil = this.now() + pause
+    log.error('builder failed setup %d times in a row (last: %s): claiming nothing for %d s', t.inARow, failed.message, Math.round(pause / 1000))
   }
 
   private backoffLocally (id: string): void {

@@ -3,15 +3,17 @@
 // claims, no builder, hooks that hang.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PathNotValidError, type BatchItem, type Builder, type BuildManyOptions, type BuildOptions, type BuildOutcome, type Derivation, type StoreDaemon } from '../../src/daemon/index.js'
 import {
-  SchedulerService, BUSY_GRACE_MS, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
+  SchedulerService, BUSY_GRACE_MS, SETUP_STRIKES, HookRunner, BadLogNameError, SchedulerConfigError, backoffMs, resolveConfig, tagsMet,
   type SchedulerComponents
 } from '../../src/scheduler/index.js'
 import type { NodeService } from '../../src/node/index.js'
 import { startQueueNode, tempDir, waitFor, mesh, type QueueNode } from './harness.js'
+import { setupTroubleLines } from '../../src/cli/commands/node.js'
 
 const SYS = 'x86_64-linux'
 let n = 0
@@ -137,6 +139,48 @@ test('setup failure: released, not counted, retried after a local backoff; missi
     assert.match((await r.scheduler.readLog(ia, 1))!.log.toString(), /building/)
     assert.equal(await r.scheduler.readLog('nosuchbuild'), undefined)
     await assert.rejects(r.scheduler.readLogByName('../../etc/passwd'), BadLogNameError)
+  } finally {
+    await done(r)
+  }
+})
+
+test('a daemon that keeps failing setup: after SETUP_STRIKES hand-overs in a row the node claims nothing until a backoff passes, says so in its status, and resumes', async () => {
+  let clock = Date.now()
+  let broken = true
+  const r = await rig({
+    config: { maxBuilds: 1, maxBatch: 1 },
+    components: { now: () => clock },
+    builder: (s) => {
+      const b = new FakeBuilder(s)
+      const build = b.build.bind(b)
+      b.build = async (drv, opts) => broken ? (b.calls.push(drv), { kind: 'setup-failed', message: 'cannot connect to the daemon' }) : await build(drv, opts)
+      return b
+    }
+  })
+  try {
+    const drvs = Array.from({ length: 6 }, (_, i) => r.store.add(drvPath(`broken${i}`)))
+    await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await r.scheduler.start()
+    await waitFor('the pause', () => r.scheduler.status().setupFailures?.pausedUntil !== undefined)
+    const t = r.scheduler.status().setupFailures
+    assert.equal(t?.inARow, SETUP_STRIKES)
+    assert.equal(t?.last, 'cannot connect to the daemon')
+    assert.equal(t?.pausedUntil, clock + 100, 'paused for the first backoff step')
+    assert.equal(r.scheduler.status().slotsFree, 0, 'a paused node offers no free slot')
+    assert.deepEqual(setupTroubleLines(t, clock), [`  PAUSED: ${SETUP_STRIKES} hand-over(s) in a row failed setup; claiming again in 1s`, '  last: cannot connect to the daemon'])
+    // the clock stands still: three builds are still claimable, yet none is claimed (a few polls)
+    await sleep(600)
+    assert.equal(r.builder.calls.length, SETUP_STRIKES, 'no claim while paused')
+    // the pause passes: one more strike, a longer pause
+    clock += 150
+    await waitFor('the fourth hand-over', () => r.scheduler.status().setupFailures?.inARow === SETUP_STRIKES + 1)
+    assert.equal(r.scheduler.status().setupFailures?.pausedUntil, clock + 200)
+    // the daemon is fixed: the next hand-over builds, and the count is gone
+    broken = false
+    clock += 1000
+    await waitFor('every build to succeed', () => drvs.every(d => r.q.queue.byDerivation(d).some(b => b.phase === 'succeeded')))
+    assert.equal(r.scheduler.status().setupFailures, undefined, 'a working hand-over clears the count')
+    assert.deepEqual(setupTroubleLines(undefined), [])
   } finally {
     await done(r)
   }

@@ -7,6 +7,7 @@ import { addClientOptions, apiClient } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
 import { queueStatusLines } from './queue.js'
 import type { QueueStatus } from '../../crdt/index.js'
+import type { SchedulerStatus } from '../../scheduler/index.js'
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
 
@@ -204,6 +205,16 @@ function nodeCommand (program: Command, name: string, description: string, mirro
     .action(async (flags: JoinFlags, cmd: Command) => { await join(mirror ? { ...flags, mirror: true } : flags, cmd) })
 }
 
+/** The builder's setup failures in a row, when there are any: the first thing to fix on a node that builds nothing. */
+export function setupTroubleLines (t: SchedulerStatus['setupFailures'], now = Date.now()): string[] {
+  if (t === undefined) return []
+  const paused = t.pausedUntil !== undefined && t.pausedUntil > now
+  return [
+    `  ${paused ? 'PAUSED: ' : ''}${t.inARow} hand-over(s) in a row failed setup${paused ? `; claiming again in ${fmtSeconds(Math.ceil(((t.pausedUntil ?? now) - now) / 1000))}` : ''}`,
+    `  last: ${t.last}`
+  ]
+}
+
 export function register (program: Command): void {
   nodeCommand(program, 'join', 'start a swarm node (identity, keys and database in the data dir, created on first start)', false)
   // A mirror is a node whose substitutes service follows the queue's successful builds.
@@ -225,6 +236,7 @@ export function register (program: Command): void {
         `version    ${s.version}`,
         `uptime     ${fmtSeconds(s.uptime)}`,
         `builder    ${s.builder}${s.systems.length > 0 ? ` (${s.systems.join(', ')})` : ''}, ${s.maxBuilds} slot(s)`,
+        ...setupTroubleLines((s.scheduler as Partial<SchedulerStatus> | undefined)?.setupFailures),
         `store      ${s.storeDir}`,
         `http       ${s.http}`,
         `peers      ${s.peers}`,
