@@ -12,7 +12,7 @@ import { buffer } from 'node:stream/consumers'
 import { CliStore, NIX_COMMANDS, nixStore, type ProcessRunner } from '../../src/daemon/index.js'
 import { ServePool } from '../../src/daemon/serve.js'
 import { nixSkip } from '../helpers/nix.js'
-import { instantiate, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
+import { builtChain as builtChainIn, instantiate, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
 const skip = nixSkip()
 let ns: NixNamespace
@@ -32,19 +32,7 @@ async function * chunks (b: Buffer): AsyncGenerator<Buffer> { yield b }
 const drvExpr = (name: string, script: string): string =>
   `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`
 
-/** A built chain c ← b ← a in `ns`; the outputs, top first. */
-async function builtChain (): Promise<string[]> {
-  const n = nonce()
-  const [drv] = await instantiate(ns, `let
-    c = ${drvExpr(`c-${n}`, '/bin/mkdir $out; echo c > $out/c; /bin/ln -s c $out/link')};
-    b = ${drvExpr(`b-${n}`, '/bin/mkdir $out; echo ${c} > $out/ref')};
-  in ${drvExpr(`a-${n}`, 'echo ${b} > $out')}`)
-  const r = await ns.exec('nix-store', ['--realise', '--option', 'substituters', '', drv])
-  assert.equal(r.code, 0, r.stderr.toString())
-  const top = r.stdout.toString().trim()
-  const q = await ns.exec('nix-store', ['--query', '--requisites', top])
-  return q.stdout.toString().trim().split('\n').filter((p) => !p.endsWith('.drv')).reverse()
-}
+const builtChain = async (): Promise<string[]> => await builtChainIn(ns)
 
 test('one connection answers validity, path infos and closures as the per-question processes do', { skip }, async () => {
   const [top, mid, bottom] = await builtChain()

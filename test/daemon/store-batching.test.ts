@@ -12,7 +12,7 @@ import { buffer } from 'node:stream/consumers'
 import { nixStore, type CliStore, type ProcessRunner } from '../../src/daemon/index.js'
 import { BinaryCache } from '../../src/cache/index.js'
 import { nixSkip } from '../helpers/nix.js'
-import { instantiate as instantiateIn, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
+import { builtChain as builtChainIn, instantiate as instantiateIn, nixNamespace, type NixNamespace } from '../helpers/nix-ns.js'
 
 const skip = nixSkip()
 let ns: NixNamespace
@@ -40,19 +40,7 @@ const instantiate = async (expr: string): Promise<string[]> => await instantiate
 const drvExpr = (name: string, script: string): string =>
   `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`
 
-/** A built chain c ← b ← a (a references b, b references c); returns the outputs, top first. */
-async function builtChain (): Promise<string[]> {
-  const n = nonce()
-  const [drv] = await instantiate(`let
-    c = ${drvExpr(`c-${n}`, '/bin/mkdir $out; echo c > $out/c; /bin/ln -s c $out/link; echo "#!/bin/sh" > $out/run; /bin/chmod +x $out/run')};
-    b = ${drvExpr(`b-${n}`, '/bin/mkdir $out; echo ${c} > $out/ref')};
-  in ${drvExpr(`a-${n}`, 'echo ${b} > $out')}`)
-  const r = await ns.exec('nix-store', ['--realise', '--option', 'substituters', '', drv])
-  assert.equal(r.code, 0, r.stderr.toString())
-  const top = r.stdout.toString().trim()
-  const q = await ns.exec('nix-store', ['--query', '--requisites', top])
-  return q.stdout.toString().trim().split('\n').filter((p) => !p.endsWith('.drv')).reverse()
-}
+const builtChain = async (): Promise<string[]> => await builtChainIn(ns)
 
 async function nixDump (path: string): Promise<Buffer> {
   const r = await ns.exec('nix-store', ['--dump', path])

@@ -78,3 +78,23 @@ export async function instantiate (ns: NixNamespace, expr: string): Promise<stri
   if (r.code !== 0) throw new Error(`nix-instantiate failed: ${r.stderr.toString()}`)
   return r.stdout.toString().trim().split('\n')
 }
+
+const shDrv = (name: string, script: string): string =>
+  `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`
+
+/**
+ * Build a chain c ← b ← a in `ns` (a references b, b references c; c holds a plain file, a
+ * symlink and an executable); the outputs, top first.
+ */
+export async function builtChain (ns: NixNamespace): Promise<string[]> {
+  const n = randomBytes(6).toString('hex')
+  const [drv] = await instantiate(ns, `let
+    c = ${shDrv(`c-${n}`, '/bin/mkdir $out; echo c > $out/c; /bin/ln -s c $out/link; echo "#!/bin/sh" > $out/run; /bin/chmod +x $out/run')};
+    b = ${shDrv(`b-${n}`, '/bin/mkdir $out; echo ${c} > $out/ref')};
+  in ${shDrv(`a-${n}`, 'echo ${b} > $out')}`)
+  const r = await ns.exec('nix-store', ['--realise', '--option', 'substituters', '', drv])
+  if (r.code !== 0) throw new Error(`building the chain failed: ${r.stderr.toString()}`)
+  const top = r.stdout.toString().trim()
+  const q = await ns.exec('nix-store', ['--query', '--requisites', top])
+  return q.stdout.toString().trim().split('\n').filter((p) => !p.endsWith('.drv')).reverse()
+}
