@@ -116,8 +116,9 @@ export interface StoreComponents {
   /**
    * Ask validity, path infos and closures, and import, over long-lived store connections
    * (`CommandSet.serve`: `nix-store --serve --write`, at most two for questions and two for
-   * imports) instead of a process per question; default true where the backend has one. When the first connection cannot be
-   * opened, the client says so in its debug log and starts processes as before.
+   * imports) instead of a process per question; default true where the backend has one. When
+   * the first connection cannot be opened, the client says so in its debug log and starts
+   * processes as before.
    */
   serve?: boolean
 }
@@ -239,7 +240,7 @@ export class CliStore implements StoreDaemon {
     return new Map(paths.map((p) => [p, !invalid.has(p)]))
   })
 
-  /** Path-info queries made together: one process; a path left out of the answer is not valid. */
+  /** Path-info queries made together: one request or process; a path left out of the answer is not valid. */
   private readonly pathInfos = new Coalescer<PathInfo>(async (paths) => {
     const served = await this.pool?.use(async (c) => await c.queryPathInfos(paths))
     if (served !== undefined) {
