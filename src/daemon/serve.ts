@@ -301,8 +301,11 @@ export class ServePool {
 
   private async acquire (): Promise<ServeConnection | undefined> {
     if (!this.available) return undefined
-    const idle = this.idle.pop()
-    if (idle !== undefined) return idle
+    // a connection whose server died while idle (killed, out of memory) is dropped, not used
+    for (let c = this.idle.pop(); c !== undefined; c = this.idle.pop()) {
+      if (c.alive) return c
+      this.open--
+    }
     if (this.open >= this.max) return await new Promise((resolve) => this.waiting.push(resolve))
     this.open++
     try {

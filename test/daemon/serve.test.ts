@@ -27,6 +27,15 @@ function counting (inner: ProcessRunner): { runner: ProcessRunner, calls: string
   return { runner: { start: (c, a, o) => { calls.push([c, ...a]); return inner.start(c, a, o) } }, calls }
 }
 
+/** Wait until process `pid` no longer exists (and its parent saw it go). */
+async function waitUntilGone (pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try { process.kill(pid, 0) } catch { await new Promise((resolve) => setTimeout(resolve, 100)); return }
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  assert.fail(`process ${pid} still runs`)
+}
+
 async function * chunks (b: Buffer): AsyncGenerator<Buffer> { yield b }
 
 const drvExpr = (name: string, script: string): string =>
@@ -114,6 +123,23 @@ test('a request the server fails (closure of an invalid path) is a PathNotValidE
     assert.equal(calls.length, 2, 'a second connection')
   } finally {
     await pool.close()
+  }
+})
+
+test('a connection whose server died while idle is replaced, and the question still answered', { skip }, async () => {
+  const [top] = await builtChain()
+  const pids: number[] = []
+  const runner: ProcessRunner = { start: (c, a, o) => { const p = ns.runner.start(c, a, o); if (p.pid !== undefined) pids.push(p.pid); return p } }
+  const store = nixStore({ runner, env: ns.env, realStoreDir: ns.realStoreDir, trustLocalAbsence: false })
+  try {
+    assert.deepEqual(await store.filterInvalid([top]), [])
+    // the server goes away between questions (OOM killer, an operator's kill)
+    process.kill(pids[0], 'SIGKILL')
+    await waitUntilGone(pids[0])
+    assert.equal((await store.queryPathInfo(top)).path, top, 'answered on a new connection')
+    assert.equal(store.connectionsOpened, 2)
+  } finally {
+    await store.close()
   }
 })
 
