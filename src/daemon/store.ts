@@ -115,7 +115,7 @@ export interface StoreComponents {
   trustLocalAbsence?: boolean | 'learn'
   /**
    * Ask validity, path infos and closures, and import, over long-lived store connections
-   * (`CommandSet.serve`: `nix-store --serve --write`, at most two for questions and two for
+   * (`CommandSet.serve`: `nix-store --serve --write`, one for questions and at most two for
    * imports) instead of a process per question; default true where the backend has one. When
    * the first connection cannot be opened, the client says so in its debug log and starts
    * processes as before.
@@ -278,8 +278,10 @@ export class CliStore implements StoreDaemon {
     this.packInProcess = c.packInProcess ?? true
     this.localViewTrusted = c.trustLocalAbsence === 'learn' || c.trustLocalAbsence === undefined ? undefined : c.trustLocalAbsence
     const serve = c.serve !== false ? c.commands.serve : undefined
-    this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env) : undefined
-    this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env) : undefined
+    // questions take a millisecond and are merged while one is asked (Coalescer): one server
+    // answers them all; imports (whole NARs) get two, so one large import does not stall the rest
+    this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env, 1) : undefined
+    this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env, 2) : undefined
   }
 
   /** Store connections opened so far (0 when questions go to processes). */
