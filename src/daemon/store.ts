@@ -76,6 +76,15 @@ export interface StoreDaemon {
   importPaths?: (items: ImportItem[]) => Promise<number>
   /** Let go of long-lived store connections (the client may still be used: they reopen). */
   close?: () => Promise<void>
+  /** How questions reach the store: a long-lived connection, or a process each. */
+  connection?: () => StoreConnectionStatus
+}
+
+export interface StoreConnectionStatus {
+  /** `serve`: over `nix-store --serve`; `processes`: one store process per question. */
+  mode: 'serve' | 'processes'
+  /** Connections opened so far (a new one after each that failed or went idle too long). */
+  opened: number
 }
 
 export interface ImportItem { info: ImportInfo, nar: AsyncIterable<Uint8Array> }
@@ -289,6 +298,10 @@ export class CliStore implements StoreDaemon {
 
   async close (): Promise<void> {
     await Promise.all([this.pool?.close(), this.importPool?.close()])
+  }
+
+  connection (): StoreConnectionStatus {
+    return { mode: this.pool?.available === true ? 'serve' : 'processes', opened: this.connectionsOpened }
   }
 
   /**

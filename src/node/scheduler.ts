@@ -463,7 +463,8 @@ export class SchedulerNodeService implements NodeService {
   }
 
   status (): Record<string, unknown> {
-    return this.scheduler === undefined ? {} : { ...this.scheduler.status() }
+    const store = this.store?.connection?.()
+    return this.scheduler === undefined ? {} : { ...this.scheduler.status(), ...(store !== undefined ? { store } : {}) }
   }
 
   /** What the HTTP front's /log/<drv> serves: the latest build of that derivation. */

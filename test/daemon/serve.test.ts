@@ -55,7 +55,7 @@ test('one connection answers validity, path infos and closures as the per-questi
     assert.deepEqual(await served.filterInvalid([top, absent]), [absent])
     await assert.rejects(served.queryPathInfo(absent), { name: 'PathNotValidError' })
     assert.deepEqual(calls.map((c) => c[1]), ['--serve'], 'every question went to one long-lived process')
-    assert.equal(served.connectionsOpened, 1)
+    assert.deepEqual(served.connection(), { mode: 'serve', opened: 1 })
   } finally {
     await served.close()
   }
@@ -150,6 +150,7 @@ test('a nix-store that cannot serve: one process per question, as before', { ski
   assert.deepEqual(await store.filterInvalid([top]), [])
   assert.equal((await store.queryPathInfo(top)).path, top)
   assert.equal(store.connectionsOpened, 0)
+  assert.deepEqual(store.connection(), { mode: 'processes', opened: 0 })
   assert.deepEqual(calls.map((c) => c[1]), ['--no-such-operation', '--check-validity', '--dump-db'], 'tried once, then processes')
 })
 

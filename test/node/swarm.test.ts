@@ -98,7 +98,7 @@ test('status reports the node; a second node on the same data dir or HTTP port i
 
     const s = await runCli(['status', '--json', '--api', a.url])
     assert.equal(s.code, 0, s.stderr)
-    const st = JSON.parse(s.stdout) as { peerId: string, addresses: string[], builder: string, uptime: number, version: string, systems: string[], capabilities: { protocol: string } }
+    const st = JSON.parse(s.stdout) as { peerId: string, addresses: string[], builder: string, uptime: number, version: string, systems: string[], storeDir: string, capabilities: { protocol: string }, scheduler: { store?: { mode: string, opened: number } } }
     assert.equal(st.peerId, a.peerId)
     assert.deepEqual(st.addresses, a.addrs)
     assert.equal(st.builder, builder)
@@ -106,10 +106,13 @@ test('status reports the node; a second node on the same data dir or HTTP port i
     assert.ok(Number.isInteger(st.uptime), `status uptime is an integer, got ${st.uptime}`)
     assert.match(st.version, /^\d+\.\d+\.\d+/)
     assert.match(st.capabilities.protocol, /^\/guix-swarm\/.+\/caps\/1\.0\.0$/)
+    // a Nix store (this machine's) is asked over nix-store --serve
+    if (st.storeDir === '/nix/store') assert.equal(st.scheduler.store?.mode, 'serve')
 
     const human = await runCli(['status'], { env: { ...process.env, GUIX_SWARM_API: a.url } })
     assert.equal(human.code, 0, human.stderr)
     assert.match(human.stdout, new RegExp(`peer id\\s+${a.peerId}`))
+    if (st.storeDir === '/nix/store') assert.match(human.stdout, /^store +\/nix\/store \(asked over nix-store --serve; \d+ connection\(s\) opened so far\)$/m)
 
     const same = await runCli(['join', '--data-dir', a.dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', '--http', '127.0.0.1:0', '--builder', 'none', '--no-mdns'], { timeoutMs: 30_000 })
     assert.equal(same.code, 1, same.stderr)

@@ -8,6 +8,7 @@ import { CliError, EXIT } from '../errors.js'
 import { queueStatusLines } from './queue.js'
 import type { QueueStatus } from '../../crdt/index.js'
 import type { SchedulerStatus } from '../../scheduler/index.js'
+import type { StoreConnectionStatus } from '../../daemon/index.js'
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
 
@@ -205,6 +206,12 @@ function nodeCommand (program: Command, name: string, description: string, mirro
     .action(async (flags: JoinFlags, cmd: Command) => { await join(mirror ? { ...flags, mirror: true } : flags, cmd) })
 }
 
+/** How the node asks its store, after the store dir. */
+export function storeConnectionText (c: StoreConnectionStatus | undefined): string {
+  if (c === undefined) return ''
+  return c.mode === 'serve' ? ` (asked over nix-store --serve; ${c.opened} connection(s) opened so far)` : ' (a store process per question)'
+}
+
 /** The builder's setup failures in a row, when there are any: the first thing to fix on a node that builds nothing. */
 export function setupTroubleLines (t: SchedulerStatus['setupFailures'], now = Date.now()): string[] {
   if (t === undefined) return []
@@ -237,7 +244,7 @@ export function register (program: Command): void {
         `uptime     ${fmtSeconds(s.uptime)}`,
         `builder    ${s.builder}${s.systems.length > 0 ? ` (${s.systems.join(', ')})` : ''}, ${s.maxBuilds} slot(s)`,
         ...setupTroubleLines((s.scheduler as Partial<SchedulerStatus> | undefined)?.setupFailures),
-        `store      ${s.storeDir}`,
+        `store      ${s.storeDir}${storeConnectionText((s.scheduler as { store?: StoreConnectionStatus } | undefined)?.store)}`,
         `http       ${s.http}`,
         `peers      ${s.peers}`,
         ...(s.queue != null ? queueStatusLines(s.queue as QueueStatus) : []),
