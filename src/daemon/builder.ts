@@ -1,6 +1,6 @@
 // Builders: run `nix-store --realise` / `guix build` on a .drv, stream the log, and say how it ended.
 import { logger } from '@libp2p/logger'
-import type { BuildFlags, CommandSet, StoreKind } from './commands.js'
+import type { BuildFlags, Command, CommandSet, StoreKind } from './commands.js'
 import { derivationOutputPaths } from './derivation.js'
 import type { Derivation } from './derivation.js'
 import { DaemonError, PathNotValidError } from './errors.js'
@@ -8,6 +8,7 @@ import { isAlive, processTree, signalTree } from './proctree.js'
 import { InternalJsonLogRouter } from './internal-json.js'
 import { defaultRunner, runToEnd, type Exit, type ProcessRunner, type RunningProcess } from './runner.js'
 import type { StoreDaemon } from './store.js'
+import { ServePool, type ServeBuildSettings } from './serve.js'
 
 const log = logger('guix-swarm:daemon:builder')
 
@@ -60,6 +61,8 @@ export interface Builder {
    * Undefined when the backend cannot tell the builds' logs apart (Guix).
    */
   buildMany?: (items: BatchItem[], opts: BuildManyOptions) => Promise<Map<string, BuildOutcome>>
+  /** Let go of long-lived build connections (they reopen when building again). */
+  close?: () => Promise<void>
 }
 
 export interface BuilderComponents {
@@ -81,7 +84,23 @@ export interface BuilderOptions extends Partial<BuildFlags> {
   inputs?: 'build' | 'require'
   /** How long a canceled build gets to clean up after SIGTERM before SIGKILL. */
   killGraceMs?: number
+  /**
+   * Build over long-lived connections (`CommandSet.serveBuild`: `nix-store --serve --write`)
+   * instead of a `nix-store --realise` per batch; default true where the backend has them and
+   * no substituter is set (the serve protocol turns substitution off). See serveBuilds in
+   * src/daemon/README.md for what differs.
+   */
+  serveBuilds?: boolean
 }
+
+/**
+ * Build connections: a request each, so as many as builds run at once; each is closed after
+ * BUILD_CONNECTION_USES batches or BUILD_CONNECTION_IDLE_MS idle, which lets go of the
+ * temporary GC roots Nix keeps for everything a process built.
+ */
+const BUILD_CONNECTIONS = 16
+const BUILD_CONNECTION_USES = 50
+const BUILD_CONNECTION_IDLE_MS = 30_000
 
 /** Dry-run output (Nix and Guix alike): section headers, then indented store paths. */
 export function parseDryRun (text: string): { toBuild: string[], toFetch: string[] } {
@@ -151,6 +170,9 @@ export class CliBuilder implements Builder {
   private readonly inputs: 'build' | 'require'
   private readonly killGraceMs: number
   readonly buildMany?: (items: BatchItem[], opts: BuildManyOptions) => Promise<Map<string, BuildOutcome>>
+  /** Long-lived build connections; undefined: a client process per batch. */
+  private readonly buildPool: ServePool | undefined
+  private limits: Promise<ServeBuildSettings> | undefined
 
   constructor (c: BuilderComponents, opts: BuilderOptions = {}) {
     this.commands = c.commands
@@ -169,6 +191,16 @@ export class CliBuilder implements Builder {
     this.killGraceMs = opts.killGraceMs ?? 3000
     // only where the log can be told apart per build (not Guix)
     if (c.commands.buildMany !== undefined) this.buildMany = async (items, o) => await this.runMany(items, o)
+    const serve = c.commands.serveBuild !== undefined && c.commands.buildMany !== undefined && opts.serveBuilds !== false && this.flags.substituters.length === 0
+      ? c.commands.serveBuild(this.flags)
+      : undefined
+    this.buildPool = serve !== undefined
+      ? new ServePool(this.runner, serve, this.env, { max: BUILD_CONNECTIONS, detached: true, maxUses: BUILD_CONNECTION_USES, idleMs: BUILD_CONNECTION_IDLE_MS })
+      : undefined
+  }
+
+  async close (): Promise<void> {
+    await this.buildPool?.close()
   }
 
   async build (drvPath: string, opts: BuildOptions): Promise<BuildOutcome> {
@@ -181,6 +213,12 @@ export class CliBuilder implements Builder {
     }
     if (pre.kind !== 'ready') return pre.outcome
     if (opts.signal.aborted) return { kind: 'canceled' }
+    if (this.buildPool?.available === true) {
+      // a batch of one over the build connection (or, if that turns out unusable, its client)
+      const items = new Map([[drvPath, { drvPath, onLog: opts.onLog, ...(opts.gcRoot !== undefined ? { gcRoot: opts.gcRoot } : {}) }]])
+      const many = await this.runMany([...items.values()], { signal: opts.signal })
+      return many.get(drvPath) ?? { kind: 'setup-failed', message: `no outcome for ${drvPath}` }
+    }
     return await this.runOne(drvPath, pre.outputs, opts)
   }
 
@@ -265,7 +303,7 @@ export class CliBuilder implements Builder {
       for (const drv of ready.keys()) settle(drv, { kind: 'canceled' })
       return out
     }
-    if (ready.size === 1) {
+    if (ready.size === 1 && this.buildPool?.available !== true) {
       // nothing to share: the plain client, which also roots the outputs as it builds
       const [[drv, outputs]] = [...ready]
       const item = byDrv.get(drv) as BatchItem
@@ -273,11 +311,13 @@ export class CliBuilder implements Builder {
       settle(drv, await this.runOne(drv, outputs, { signal: opts.signal, onLog: item.onLog, ...(gcRoot !== undefined ? { gcRoot } : {}) }))
       return out
     }
-    if (ready.size > 1) {
-      const outcomes = await this.runBatch(ready, byDrv, opts)
+    if (ready.size > 0) {
+      const { outcomes, served } = await this.runBatch(ready, byDrv, opts)
       const base = opts.gcRootBase
-      // the client rooted everything only if everything succeeded (Nix roots nothing once a build failed)
-      const rooted = base !== undefined && [...outcomes.values()].every((o) => o.kind === 'success')
+      // the client rooted everything only if everything succeeded (Nix roots nothing once a build
+      // failed); a build connection roots nothing, but keeps everything it built as temporary
+      // roots until it closes (BUILD_CONNECTION_IDLE_MS after its last build at the latest)
+      const rooted = served || (base !== undefined && [...outcomes.values()].every((o) => o.kind === 'success'))
       const drvs = [...ready.keys()]
       await forEachLimit([...outcomes], ROOT_CONCURRENCY, async ([drv, o]) => {
         const k = drvs.indexOf(drv) + 1
@@ -291,12 +331,11 @@ export class CliBuilder implements Builder {
   }
 
   /** One client for all of `ready`: `--keep-going`, the log told apart per build. */
-  private async runBatch (ready: Map<string, Record<string, string>>, byDrv: Map<string, BatchItem>, opts: BuildManyOptions): Promise<Map<string, BuildOutcome>> {
+  private async runBatch (ready: Map<string, Record<string, string>>, byDrv: Map<string, BatchItem>, opts: BuildManyOptions): Promise<{ outcomes: Map<string, BuildOutcome>, served: boolean }> {
     const drvs = [...ready.keys()]
     const many = this.commands.buildMany
     if (many === undefined) throw new DaemonError(`the ${this.kind} builder cannot build a batch`)
     const cmd = many(drvs, this.flags, opts.maxJobs ?? 1, opts.gcRootBase)
-    log('building %d derivations in one client: %s %o', drvs.length, cmd.command, cmd.args.slice(0, 8))
     const outcomes = new Map<string, BuildOutcome>()
     const tails = new Map(drvs.map((d) => [d, '']))
     let otherTail = ''
@@ -310,39 +349,22 @@ export class CliBuilder implements Builder {
         for (const d of drvs) byDrv.get(d)?.onLog(Buffer.from(text))
       }
     })
-    let p: RunningProcess
-    try {
-      p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
-    } catch (e) {
-      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
-      return outcomes
+    const run = await this.runClient(drvs, cmd, router, opts)
+    if (run.kind === 'failed-to-run') {
+      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: run.message })
+      return { outcomes, served: run.served }
     }
-    p.stdout.resume() // output paths; we know them from the derivations
-    p.stderr.on('data', (b: Buffer) => router.push(b))
-    let killing: Promise<void> | undefined
-    const onAbort = (): void => { killing = this.killBuild(p) }
-    opts.signal.addEventListener('abort', onAbort, { once: true })
-    let exit: Exit
-    try {
-      exit = await p.exited
-    } catch (e) {
-      for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
-      return outcomes
-    } finally {
-      opts.signal.removeEventListener('abort', onAbort)
-      router.end()
-    }
-    if (killing !== undefined) {
-      await killing
+    if (run.kind === 'canceled') {
       for (const d of drvs) outcomes.set(d, { kind: 'canceled' })
-      return outcomes
+      return { outcomes, served: run.served }
     }
+    const exit = run.exit
     let invalid: Set<string>
     try {
       invalid = new Set(await this.invalidOutputs([...ready.values()].flatMap((o) => Object.values(o))))
     } catch (e) {
       for (const d of drvs) outcomes.set(d, { kind: 'setup-failed', message: (e as Error).message })
-      return outcomes
+      return { outcomes, served: run.served }
     }
     const lastError = (text: string): string | undefined => text.split('\n').reverse().find((l) => /error:/.test(l))?.trim()
     for (const [drv, outputs] of ready) {
@@ -358,7 +380,97 @@ export class CliBuilder implements Builder {
         outcomes.set(drv, { kind: 'setup-failed', message: lastError(otherTail) ?? `${cmd.command} exited with ${exit.code ?? exit.signal}; outputs not valid: ${absent.join(' ')}` })
       }
     }
-    return outcomes
+    return { outcomes, served: run.served }
+  }
+
+  /**
+   * Run one build client for `drvs`, its log into `router`: a request on a long-lived build
+   * connection when there is one (no process start, and Nix's build hook started once per
+   * connection instead of once per client), else the process `cmd`.
+   */
+  private async runClient (drvs: string[], cmd: Command, router: InternalJsonLogRouter, opts: BuildManyOptions): Promise<
+    | { kind: 'exited', exit: Exit, served: boolean }
+    | { kind: 'canceled', served: boolean }
+    | { kind: 'failed-to-run', message: string, served: boolean }
+  > {
+    if (this.buildPool !== undefined && (opts.maxJobs ?? 1) === 1) {
+      let killing: Promise<void> | undefined
+      try {
+        const limits = await this.serveLimits()
+        const r = await this.buildPool.use(async (c) => {
+          const onAbort = (): void => { killing = this.killBuild(c.process) }
+          opts.signal.addEventListener('abort', onAbort, { once: true })
+          try {
+            log('building %d derivation(s) over the build connection', drvs.length)
+            return await c.buildPaths(drvs, limits, (b) => router.push(b))
+          } finally {
+            opts.signal.removeEventListener('abort', onAbort)
+          }
+        })
+        if (r !== undefined) {
+          // the failure Nix answers with names the derivation (or says which ones failed)
+          if (r.value.status !== 0) router.push(Buffer.from(`@nix ${JSON.stringify({ action: 'msg', level: 0, msg: r.value.message })}\n`))
+          router.end()
+          return { kind: 'exited', exit: { code: r.value.status, signal: null }, served: true }
+        }
+      } catch (e) {
+        router.end()
+        if (killing !== undefined) {
+          await killing // report canceled only once nothing of the build is left running
+          return { kind: 'canceled', served: true }
+        }
+        return { kind: 'failed-to-run', message: `${(e as Error).name}: ${(e as Error).message}`, served: true }
+      }
+    }
+    log('building %d derivations in one client: %s %o', drvs.length, cmd.command, cmd.args.slice(0, 8))
+    let p: RunningProcess
+    try {
+      p = this.runner.start(cmd.command, cmd.args, { env: this.env, detached: true })
+    } catch (e) {
+      router.end()
+      return { kind: 'failed-to-run', message: (e as Error).message, served: false }
+    }
+    p.stdout.resume() // output paths; we know them from the derivations
+    p.stderr.on('data', (b: Buffer) => router.push(b))
+    let killing: Promise<void> | undefined
+    const onAbort = (): void => { killing = this.killBuild(p) }
+    opts.signal.addEventListener('abort', onAbort, { once: true })
+    let exit: Exit
+    try {
+      exit = await p.exited
+    } catch (e) {
+      return { kind: 'failed-to-run', message: (e as Error).message, served: false }
+    } finally {
+      opts.signal.removeEventListener('abort', onAbort)
+      router.end()
+    }
+    if (killing !== undefined) {
+      await killing
+      return { kind: 'canceled', served: false }
+    }
+    return { kind: 'exited', exit, served: false }
+  }
+
+  /**
+   * The build connection's per-request limits: this node's, else the ones Nix is configured
+   * with (`nix show-config`), since the request's values replace nix.conf's for its builds.
+   */
+  private async serveLimits (): Promise<ServeBuildSettings> {
+    this.limits ??= (async () => {
+      let conf: { maxSilentTime: number, timeout: number } = { maxSilentTime: 0, timeout: 0 }
+      if (this.flags.maxSilentTime === undefined || this.flags.timeout === undefined) {
+        const r = await runToEnd(this.runner, 'nix', ['--extra-experimental-features', 'nix-command', 'show-config', '--json'], { env: this.env }).catch(() => undefined)
+        try {
+          const j = JSON.parse(r?.stdout.toString('utf8') ?? '') as Record<string, { value?: unknown } | undefined>
+          const num = (v: unknown): number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0
+          conf = { maxSilentTime: num(j['max-silent-time']?.value), timeout: num(j.timeout?.value) }
+        } catch {
+          log.error('could not read max-silent-time and timeout from nix show-config: builds over the connection have no such limit')
+        }
+      }
+      return { maxSilentTime: this.flags.maxSilentTime ?? conf.maxSilentTime, timeout: this.flags.timeout ?? conf.timeout }
+    })()
+    return await this.limits
   }
 
   /** Register the (valid) outputs of `drvPath` as GC roots named like a single build's. */

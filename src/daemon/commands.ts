@@ -48,6 +48,11 @@ export interface CommandSet {
    * imports without a process each); undefined when the tool has none.
    */
   serve?: Command
+  /**
+   * The same server, set up to build: the log as `buildMany`'s (one line per event, told apart
+   * per build), going on past failures, one build at a time; undefined when the tool has none.
+   */
+  serveBuild?: (flags: BuildFlags) => Command
   /** Exit codes that mean "a builder ran and failed" (Nix: 100 generic, 101 timeout, 102 hash mismatch, 104 not deterministic). */
   buildFailedCodes: number[]
 }
@@ -93,6 +98,10 @@ export const NIX_COMMANDS: CommandSet = {
     command: 'nix-store',
     args: ['--serve', '--write', '--option', 'narinfo-cache-negative-ttl', '0', '--option', 'narinfo-cache-positive-ttl', '0', ...OFFLINE]
   },
+  serveBuild: (f) => ({
+    command: 'nix-store',
+    args: ['--serve', '--write', '--log-format', 'internal-json', '--option', 'keep-going', 'true', '--option', 'max-jobs', '1', ...nixOptions(f)]
+  }),
   buildFailedCodes: [100, 101, 102, 104]
 }
 

@@ -22,6 +22,7 @@ const CLIENT_VERSION = 0x205
 const CMD_QUERY_VALID_PATHS = 1
 const CMD_QUERY_PATH_INFOS = 2
 const CMD_IMPORT_PATHS = 4
+const CMD_BUILD_PATHS = 6
 const CMD_QUERY_CLOSURE = 7
 
 /** Longest string we accept from the server (a store path, a hash, a signature). */
@@ -30,6 +31,23 @@ const MAX_STRING = 1 << 20
 const MAX_COUNT = 10_000_000
 /** Bytes of the server's stderr kept for error messages. */
 const STDERR_KEEP = 8192
+
+/** Per-request build settings of the serve protocol (seconds; 0: no limit). */
+export interface ServeBuildSettings { maxSilentTime: number, timeout: number }
+
+export interface ServeStartOptions {
+  /** Own process group, so a build's whole tree can be killed (see CliBuilder.killBuild). */
+  detached?: boolean
+}
+
+export interface ServePoolOptions extends ServeStartOptions {
+  /** Connections open at once (default 2); a request waits for a free one. */
+  max?: number
+  /** Close a connection after this many requests (default: never). */
+  maxUses?: number
+  /** Close a connection idle this long (default: never). */
+  idleMs?: number
+}
 
 export interface ServePathInfo {
   path: string
@@ -127,12 +145,17 @@ class WireReader {
 export class ServeConnection {
   private readonly reader = new WireReader()
   private stderr = ''
+  /** Where the current request's stderr goes as well (a build's log). */
+  private stderrSink: ((b: Buffer) => void) | undefined
   private closed = false
   private readonly exited: Promise<void>
 
   private constructor (private readonly proc: RunningProcess, private readonly command: string) {
     proc.stdout.on('data', (b: Buffer) => this.reader.push(b))
-    proc.stderr.on('data', (b: Buffer) => { this.stderr = (this.stderr + b.toString('utf8')).slice(-STDERR_KEEP) })
+    proc.stderr.on('data', (b: Buffer) => {
+      this.stderr = (this.stderr + b.toString('utf8')).slice(-STDERR_KEEP)
+      this.stderrSink?.(b)
+    })
     proc.stdin?.on('error', () => {}) // EPIPE once the server died: its stderr says why
     this.exited = proc.exited.then((e) => {
       this.closed = true
@@ -144,8 +167,8 @@ export class ServeConnection {
   }
 
   /** Start the server and greet it; throws ServeProtocolError when it does not speak the protocol. */
-  static async open (runner: ProcessRunner, cmd: Command, env: NodeJS.ProcessEnv): Promise<ServeConnection> {
-    const proc = runner.start(cmd.command, cmd.args, { env, stdin: true })
+  static async open (runner: ProcessRunner, cmd: Command, env: NodeJS.ProcessEnv, opts: ServeStartOptions = {}): Promise<ServeConnection> {
+    const proc = runner.start(cmd.command, cmd.args, { env, stdin: true, detached: opts.detached === true })
     const c = new ServeConnection(proc, cmd.command)
     try {
       c.write(Buffer.concat([u64(SERVE_MAGIC_1), u64(CLIENT_VERSION)]))
@@ -163,6 +186,9 @@ export class ServeConnection {
   }
 
   get alive (): boolean { return !this.closed }
+
+  /** The server process (to kill a build's whole tree). */
+  get process (): RunningProcess { return this.proc }
 
   /** Keep (or stop keeping) this process's event loop alive for the connection. */
   setRef (on: boolean): void { this.proc.setRef?.(on) }
@@ -236,6 +262,30 @@ export class ServeConnection {
   }
 
   /**
+   * Build `paths` (.drv files: all their outputs) with the settings the server was started with
+   * (keep-going, max-jobs, build hook…) plus these. The server's stderr meanwhile (its log, in
+   * the format it was started with) goes to `onStderr`. Status 0 is success; otherwise Nix's
+   * exit status for the failure (100 build failed, 101 timed out…) and its message.
+   */
+  async buildPaths (paths: readonly string[], s: ServeBuildSettings, onStderr: (b: Buffer) => void): Promise<{ status: number, message: string }> {
+    this.begin()
+    this.stderrSink = onStderr
+    try {
+      // protocol 2.5: max-silent-time, timeout, max-log-size (0: none), repeat, enforce-determinism
+      this.write(Buffer.concat([u64(CMD_BUILD_PATHS), wireStrings(paths), u64(s.maxSilentTime), u64(s.timeout), u64(0), u64(0), u64(0)]))
+      const status = await this.reader.u64()
+      const message = status === 0 ? '' : await this.reader.string()
+      // Nix wrote the log before the answer, but the two pipes are read independently: let
+      // the last stderr chunk arrive before the log is closed
+      await new Promise((resolve) => setImmediate(resolve))
+      await new Promise((resolve) => setTimeout(resolve, 0))
+      return { status, message }
+    } finally {
+      this.stderrSink = undefined
+    }
+  }
+
+  /**
    * Import an export stream (`1, NAR, NIXE, path, refs, deriver, 0` … `0`) that `body` writes.
    * The server reads each NAR whole before the entry's trailer names the path, so a body that
    * throws part-way (a NAR that does not match) registers nothing of that entry: the caller must
@@ -280,7 +330,12 @@ export class ServePool {
   /** Connections opened so far (for status and tests). */
   opened = 0
 
-  constructor (private readonly runner: ProcessRunner, private readonly cmd: Command, private readonly env: NodeJS.ProcessEnv, private readonly max = 2) {}
+  private readonly max: number
+  private readonly uses = new WeakMap<ServeConnection, number>()
+
+  constructor (private readonly runner: ProcessRunner, private readonly cmd: Command, private readonly env: NodeJS.ProcessEnv, private readonly opts: ServePoolOptions = {}) {
+    this.max = opts.max ?? 2
+  }
 
   get available (): boolean { return !this.unavailable }
 
@@ -309,7 +364,7 @@ export class ServePool {
     if (this.open >= this.max) return await new Promise((resolve) => this.waiting.push(resolve))
     this.open++
     try {
-      const c = await ServeConnection.open(this.runner, this.cmd, this.env)
+      const c = await ServeConnection.open(this.runner, this.cmd, this.env, this.opts)
       this.born.set(c, this.generation)
       this.everOpened = true
       this.opened++
@@ -325,7 +380,9 @@ export class ServePool {
   }
 
   private release (c: ServeConnection, ok: boolean): void {
-    if (!ok || !c.alive || this.born.get(c) !== this.generation) {
+    const uses = (this.uses.get(c) ?? 0) + 1
+    this.uses.set(c, uses)
+    if (!ok || !c.alive || this.born.get(c) !== this.generation || uses >= (this.opts.maxUses ?? Infinity)) {
       // a request that failed part-way leaves the protocol out of step: never reuse it
       if (ok && c.alive) void c.close()
       else c.kill()
@@ -338,6 +395,15 @@ export class ServePool {
     if (w !== undefined) { w(c); return }
     c.setRef(false)
     this.idle.push(c)
+    if (this.opts.idleMs !== undefined) {
+      setTimeout(() => {
+        const i = this.idle.indexOf(c)
+        if (i < 0 || (this.uses.get(c) ?? 0) !== uses) return // in use since, or gone
+        this.idle.splice(i, 1)
+        this.open--
+        void c.close()
+      }, this.opts.idleMs).unref()
+    }
   }
 
   /** Close the connections (those in use once released); later requests open new ones. */

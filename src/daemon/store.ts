@@ -289,8 +289,8 @@ export class CliStore implements StoreDaemon {
     const serve = c.serve !== false ? c.commands.serve : undefined
     // questions take a millisecond and are merged while one is asked (Coalescer): one server
     // answers them all; imports (whole NARs) get two, so one large import does not stall the rest
-    this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env, 1) : undefined
-    this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env, 2) : undefined
+    this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env, { max: 1 }) : undefined
+    this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env, { max: 2 }) : undefined
   }
 
   /** Store connections opened so far (0 when questions go to processes). */

@@ -389,6 +389,7 @@ export class SchedulerNodeService implements NodeService {
   readonly name = 'scheduler'
   scheduler?: SchedulerService
   private store?: StoreDaemon
+  private builderClient?: Backend['builder']
   get storeClient (): StoreDaemon | undefined { return this.store }
   private removeSubmitHook?: () => void
   private readonly protocol: string
@@ -419,6 +420,7 @@ export class SchedulerNodeService implements NodeService {
       inputs: 'require'
     })
     this.store = backend.store
+    this.builderClient = backend.builder
     const hookSpecs = c.config.hooks ?? []
     this.scheduler = new SchedulerService({
       queue,
@@ -458,8 +460,8 @@ export class SchedulerNodeService implements NodeService {
     this.components.http.unroute('/api/builds/:id/log')
     await this.components.libp2p.unhandle(this.protocol).catch(() => {})
     await this.scheduler?.stop()
-    // the store's long-lived connection (nix-store --serve) ends with the node
-    await this.store?.close?.()
+    // the store's and the builder's long-lived connections (nix-store --serve) end with the node
+    await Promise.all([this.store?.close?.(), this.builderClient?.close?.()])
   }
 
   status (): Record<string, unknown> {

@@ -29,11 +29,12 @@ after(async () => {
 
 const nonce = (): string => randomBytes(6).toString('hex')
 
+/** A builder over one `nix-store --realise` client per batch (builds over a connection: serve-build.test.ts). */
 function rig (inputs: 'build' | 'require' = 'build', buildHook?: string): { builder: CliBuilder, calls: string[][] } {
   const calls: string[][] = []
   const runner: ProcessRunner = { start: (c, a, o) => { calls.push([c, ...a]); return ns.runner.start(c, a, o) } }
   const store = nixStore({ runner, env: ns.env, realStoreDir: ns.realStoreDir })
-  return { builder: new CliBuilder({ commands: NIX_COMMANDS, store, runner, env: ns.env }, { inputs, killGraceMs: 2000, ...(buildHook !== undefined ? { buildHook } : {}) }), calls }
+  return { builder: new CliBuilder({ commands: NIX_COMMANDS, store, runner, env: ns.env }, { inputs, killGraceMs: 2000, serveBuilds: false, ...(buildHook !== undefined ? { buildHook } : {}) }), calls }
 }
 
 const instantiate = async (expr: string): Promise<string[]> => await instantiateIn(ns, expr)

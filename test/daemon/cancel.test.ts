@@ -35,6 +35,7 @@ test('cancel: SIGTERM ignored, builder in its own session: both are gone when bu
   const builder = `30.2${tag}` // the "builder", setsid'd like Nix does
   const commands: CommandSet = {
     ...NIX_COMMANDS,
+    serveBuild: undefined, // the client process under test (builds over a connection: serve-build.test.ts)
     build: () => ({ command: '/bin/sh', args: ['-c', `trap '' TERM; /usr/bin/setsid /bin/sleep ${builder} & echo started; /bin/sleep ${client}; wait`] })
   }
   const b = new CliBuilder({ commands, store }, { killGraceMs: 500 })
