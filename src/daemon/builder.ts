@@ -407,6 +407,12 @@ export class CliBuilder implements Builder {
             opts.signal.removeEventListener('abort', onAbort)
           }
         })
+        if (r !== undefined && killing !== undefined) {
+          // canceled as the build ended: as with a client, canceled once nothing is left running
+          router.end()
+          await killing
+          return { kind: 'canceled', served: true }
+        }
         if (r !== undefined) {
           // the failure Nix answers with names the derivation (or says which ones failed)
           if (r.value.status !== 0) router.push(Buffer.from(`@nix ${JSON.stringify({ action: 'msg', level: 0, msg: r.value.message })}\n`))
