@@ -9,6 +9,7 @@ import { InternalJsonLogRouter } from './internal-json.js'
 import { defaultRunner, runToEnd, type Exit, type ProcessRunner, type RunningProcess } from './runner.js'
 import type { StoreDaemon } from './store.js'
 import { ServePool, type ServeBuildSettings } from './serve.js'
+import { NIX_CMD, nixConfigValue } from './detect.js'
 
 const log = logger('guix-swarm:daemon:builder')
 
@@ -213,13 +214,10 @@ export class CliBuilder implements Builder {
     }
     if (pre.kind !== 'ready') return pre.outcome
     if (opts.signal.aborted) return { kind: 'canceled' }
-    if (this.buildPool?.available === true) {
-      // a batch of one over the build connection (or, if that turns out unusable, its client)
-      const items = new Map([[drvPath, { drvPath, onLog: opts.onLog, ...(opts.gcRoot !== undefined ? { gcRoot: opts.gcRoot } : {}) }]])
-      const many = await this.runMany([...items.values()], { signal: opts.signal })
-      return many.get(drvPath) ?? { kind: 'setup-failed', message: `no outcome for ${drvPath}` }
-    }
-    return await this.runOne(drvPath, pre.outputs, opts)
+    let outcome: BuildOutcome = { kind: 'setup-failed', message: `no outcome for ${drvPath}` }
+    const item: BatchItem = { drvPath, onLog: opts.onLog, ...(opts.gcRoot !== undefined ? { gcRoot: opts.gcRoot } : {}) }
+    await this.buildReady(new Map([[drvPath, pre.outputs]]), new Map([[drvPath, item]]), { signal: opts.signal }, (_, o) => { outcome = o })
+    return outcome
   }
 
   /** One build client for one derivation whose inputs are in place. */
@@ -303,13 +301,20 @@ export class CliBuilder implements Builder {
       for (const drv of ready.keys()) settle(drv, { kind: 'canceled' })
       return out
     }
+    await this.buildReady(ready, byDrv, opts, settle)
+    for (const drv of byDrv.keys()) if (!out.has(drv)) settle(drv, { kind: 'setup-failed', message: `no outcome for ${drv}` })
+    return out
+  }
+
+  /** Build prechecked derivations (`ready`: their outputs) and root what the client did not; `settle` gets each outcome. */
+  private async buildReady (ready: Map<string, Record<string, string>>, byDrv: Map<string, BatchItem>, opts: BuildManyOptions, settle: (drv: string, o: BuildOutcome) => void): Promise<void> {
     if (ready.size === 1 && this.buildPool?.available !== true) {
       // nothing to share: the plain client, which also roots the outputs as it builds
       const [[drv, outputs]] = [...ready]
       const item = byDrv.get(drv) as BatchItem
       const gcRoot = opts.gcRootBase ?? item.gcRoot
       settle(drv, await this.runOne(drv, outputs, { signal: opts.signal, onLog: item.onLog, ...(gcRoot !== undefined ? { gcRoot } : {}) }))
-      return out
+      return
     }
     if (ready.size > 0) {
       const { outcomes, served } = await this.runBatch(ready, byDrv, opts)
@@ -326,8 +331,6 @@ export class CliBuilder implements Builder {
         settle(drv, o)
       })
     }
-    for (const drv of byDrv.keys()) if (!out.has(drv)) settle(drv, { kind: 'setup-failed', message: `no outcome for ${drv}` })
-    return out
   }
 
   /** One client for all of `ready`: `--keep-going`, the log told apart per build. */
@@ -463,21 +466,21 @@ export class CliBuilder implements Builder {
    */
   private async serveLimits (): Promise<ServeBuildSettings> {
     this.limits ??= (async () => {
-      let conf: { maxSilentTime: number, timeout: number } = { maxSilentTime: 0, timeout: 0 }
+      let config = ''
       if (this.flags.maxSilentTime === undefined || this.flags.timeout === undefined) {
-        const r = await runToEnd(this.runner, 'nix', ['--extra-experimental-features', 'nix-command', 'show-config', '--json'], { env: this.env }).catch(() => undefined)
-        try {
-          const j = JSON.parse(r?.stdout.toString('utf8') ?? '') as Record<string, { value?: unknown } | undefined>
-          const num = (v: unknown): number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0
-          conf = { maxSilentTime: num(j['max-silent-time']?.value), timeout: num(j.timeout?.value) }
-        } catch {
-          log.error('could not read max-silent-time and timeout from nix show-config: builds over the connection have no such limit')
-        }
+        const r = await runToEnd(this.runner, 'nix', [...NIX_CMD, 'show-config'], { env: this.env }).catch(() => undefined)
+        if (r?.code === 0) config = r.stdout.toString('utf8')
+        else log.error('could not read max-silent-time and timeout from nix show-config: builds over the connection have no such limit')
       }
-      return { maxSilentTime: this.flags.maxSilentTime ?? conf.maxSilentTime, timeout: this.flags.timeout ?? conf.timeout }
+      const seconds = (key: string): number => {
+        const v = Number(nixConfigValue(config, key) ?? 0)
+        return Number.isSafeInteger(v) && v >= 0 ? v : 0
+      }
+      return { maxSilentTime: this.flags.maxSilentTime ?? seconds('max-silent-time'), timeout: this.flags.timeout ?? seconds('timeout') }
     })()
     return await this.limits
   }
+
 
   /** Register the (valid) outputs of `drvPath` as GC roots named like a single build's. */
   private async addRoot (drvPath: string, gcRoot: string): Promise<void> {

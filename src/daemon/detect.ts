@@ -34,7 +34,8 @@ export interface DetectOptions {
   fresh?: boolean
 }
 
-const NIX_CMD = ['--extra-experimental-features', 'nix-command']
+/** The new `nix` CLI needs this on Nix 2.8. */
+export const NIX_CMD = ['--extra-experimental-features', 'nix-command']
 
 export interface NixProbe { systems: string[], idleBuildHook: boolean, localStore: boolean }
 
@@ -60,14 +61,15 @@ export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): 
   }
 }
 
-function configValue (config: string, key: string): string | undefined {
+/** One setting's value from `nix show-config` output (`key = value` lines). */
+export function nixConfigValue (config: string, key: string): string | undefined {
   const line = config.split('\n').find((l) => l.startsWith(`${key} = `))
   return line?.slice(key.length + 3).trim()
 }
 
 /** `system` first, then `extra-platforms`, from `nix show-config` output. */
 export function parseNixSystems (config: string): string[] {
-  const get = (key: string): string[] => (configValue(config, key) ?? '').split(/\s+/).filter((s) => s !== '')
+  const get = (key: string): string[] => (nixConfigValue(config, key) ?? '').split(/\s+/).filter((s) => s !== '')
   return [...new Set([...get('system'), ...get('extra-platforms')])]
 }
 
@@ -88,7 +90,7 @@ export function storeUrl (ping: string): string | undefined {
  * `readFile` gives a file's text, or undefined when it cannot be read.
  */
 export function nixBuildHookIdle (config: string, readFile: (path: string) => string | undefined = readText): boolean {
-  const hook = (configValue(config, 'build-hook') ?? '').split(/\s+/)
+  const hook = (nixConfigValue(config, 'build-hook') ?? '').split(/\s+/)
   if (!(hook[0]?.endsWith('/build-remote') === true || hook.includes('__build-remote'))) return false
   const machines = (spec: string, depth: number): boolean => spec.split(/[;\n]/).some((entry) => {
     const e = entry.replace(/#.*/, '').trim()
@@ -100,7 +102,7 @@ export function nixBuildHookIdle (config: string, readFile: (path: string) => st
     const text = readFile(e.slice(1))
     return text !== undefined && machines(text, depth + 1)
   })
-  return !machines(configValue(config, 'builders') ?? '', 0)
+  return !machines(nixConfigValue(config, 'builders') ?? '', 0)
 }
 
 function readText (path: string): string | undefined {
