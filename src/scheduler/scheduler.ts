@@ -728,8 +728,9 @@ export class SchedulerService {
       // each output starts no store process of its own
       const outputs = parts.flatMap(p => { const o = outcomeOf(p); return o.kind === 'success' ? Object.values(o.outputs) : [] })
       if (outputs.length > 1) await this.store.queryPathInfos(outputs).catch((e: unknown) => { log('path infos of a batch: %s', (e as Error).message) })
-      this.noteHandOver(parts.map(outcomeOf))
-      for (const p of parts) settle(p, outcomeOf(p))
+      const settled = parts.map(outcomeOf)
+      this.noteHandOver(settled)
+      parts.forEach((p, i) => settle(p, settled[i]))
       return
     }
     for (const p of parts.slice(1)) this.enter(p.run, 'queued')
@@ -810,8 +811,8 @@ export class SchedulerService {
       t.inARow = 0; t.last = ''; t.pausedUntil = 0
       return
     }
-    const failed = outcomes.find(o => o.kind === 'setup-failed')
-    if (failed === undefined || failed.kind !== 'setup-failed') return // canceled: says nothing about the daemon
+    const failed = outcomes.find((o): o is Extract<BuildOutcome, { kind: 'setup-failed' }> => o.kind === 'setup-failed')
+    if (failed === undefined) return // canceled: says nothing about the daemon
     t.inARow++
     t.last = failed.message
     if (t.inARow < SETUP_STRIKES) return
