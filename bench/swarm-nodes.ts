@@ -10,11 +10,11 @@
 // submit, as runs before 2026-11-28 02:15 did; by default the submit publishes them, as
 // `guix-swarm submit` does, and that is timed), SWARM_NODES_THREE=1 (see THREE).
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BinaryCache, SMALL_NAR_BYTES } from '../src/cache/index.js'
-import { nixStore } from '../src/daemon/index.js'
+import { nixStore, processTree } from '../src/daemon/index.js'
 import type { BuildView } from '../src/crdt/index.js'
 import { nixNamespace } from '../test/helpers/nix-ns.js'
 import { waitFor, waitForFullMesh } from '../test/helpers/swarm.js'
@@ -40,42 +40,17 @@ async function machineCpu (): Promise<{ busy: number, total: number }> {
   return { busy: (total - idle) / 100, total: total / 100 }
 }
 
-/** utime+stime and cutime+cstime of a process, in seconds (/proc/<pid>/stat); undefined once gone. */
-async function statCpu (pid: number): Promise<{ self: number, reaped: number, ppid: number } | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
-  if (stat === '') return undefined
-  // fields after the ")" that ends the command name: ppid is the 4th field overall, utime the 14th
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number)
-  return { self: (f[11] + f[12]) / 100, reaped: (f[13] + f[14]) / 100, ppid: f[1] }
-}
-
 /**
  * CPU seconds of a process itself and of its children (build and store processes): the reaped
  * ones (its cutime) plus the ones still running, such as the long-lived `nix-store --serve`
- * connections, which are only reaped when the node stops.
+ * connections, which are only reaped when the node stops; each live descendant counts with its
+ * own CPU and its reaped children's.
  */
 async function processCpu (pid: number | undefined): Promise<{ own: number, children: number }> {
   if (pid === undefined) return { own: 0, children: 0 }
-  const top = await statCpu(pid)
+  const [top, ...descendants] = await processTree(pid)
   if (top === undefined) return { own: 0, children: 0 }
-  const all = new Map<number, { self: number, reaped: number, ppid: number }>()
-  for (const n of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(n)) continue
-    const st = await statCpu(Number(n))
-    if (st !== undefined) all.set(Number(n), st)
-  }
-  // the live descendants: each counts with its own CPU and its reaped children's
-  let children = top.reaped
-  const queue = [pid]
-  while (queue.length > 0) {
-    const parent = queue.shift() as number
-    for (const [p, st] of all) {
-      if (st.ppid !== parent) continue
-      children += st.self + st.reaped
-      queue.push(p)
-    }
-  }
-  return { own: top.self, children }
+  return { own: top.cpu, children: descendants.reduce((sum, d) => sum + d.cpu + d.reapedCpu, top.reapedCpu) }
 }
 
 /** Resident memory of a process now, MiB (/proc/<pid>/status): a spawn's fork copies the page tables of all of it. */

@@ -14,6 +14,8 @@ export { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nix
 export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from './detect.js'
 export * from './errors.js'
 export { NodeProcessRunner, defaultRunner, runToEnd } from './runner.js'
+export { processTree } from './proctree.js'
+export type { Stat as ProcessStat } from './proctree.js'
 export type { ProcessRunner, RunningProcess, StartOptions, Exit, Completed } from './runner.js'
 export { parseDerivation, printDerivation, derivationOutputPaths } from './derivation.js'
 export type { Derivation, DerivationOutput } from './derivation.js'

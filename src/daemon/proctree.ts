@@ -2,13 +2,24 @@
 // killing nix-store's process group alone would leave the builder running.
 import { readdir, readFile } from 'node:fs/promises'
 
-interface Stat { pid: number, ppid: number, pgrp: number }
+export interface Stat {
+  pid: number
+  ppid: number
+  pgrp: number
+  /** CPU seconds of the process itself (utime + stime) and of its children it reaped (cutime + cstime). */
+  cpu: number
+  reapedCpu: number
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux). */
+const TICKS = 100
 
 async function readStat (pid: number): Promise<Stat | undefined> {
   try {
     const s = await readFile(`/proc/${pid}/stat`, 'utf8')
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ') // after "pid (comm) "
-    return { pid, ppid: Number(rest[1]), pgrp: Number(rest[2]) }
+    // utime, stime, cutime, cstime are fields 14–17 of the line, 12–15 after the command name
+    return { pid, ppid: Number(rest[1]), pgrp: Number(rest[2]), cpu: (Number(rest[11]) + Number(rest[12])) / TICKS, reapedCpu: (Number(rest[13]) + Number(rest[14])) / TICKS }
   } catch {
     return undefined // gone, or no /proc
   }
