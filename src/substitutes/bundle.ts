@@ -20,7 +20,7 @@ import type { AbortOptions, Connection, PeerId, Stream } from '@libp2p/interface
 import { cheapestToUnpack, verifyBytes, type BinaryCache, type CacheEntry } from '../cache/index.js'
 import { parseCompression } from '../nar/index.js'
 import { parseNarinfo, verifyNarinfo, type Narinfo, type PublicKey } from '../narinfo/index.js'
-import { encodeJsonFrame, isStorePathHashPart, MAX_NARINFO_SIZE, ProtocolError, readFrameJson, sendWithBackpressure, StreamReader } from '../transfer/index.js'
+import { CoalescingSender, encodeJsonFrame, isStorePathHashPart, MAX_NARINFO_SIZE, ProtocolError, readFrameJson, sendWithBackpressure, StreamReader } from '../transfer/index.js'
 import { BundleProtocolError, BundleVerifyError } from './errors.js'
 
 const log = logger('guix-swarm:substitutes:bundle')
@@ -175,6 +175,8 @@ export class ClosureBundles {
     const missing: string[] = []
     let entries = 0
     let budget = request.maxBytes
+    // most entries are a few hundred bytes: gathered into frames of up to 64 KiB
+    const out = new CoalescingSender(stream)
     // depth-first, references first; an explicit stack keeps a deep chain off the call stack
     const emit = async (root: string): Promise<boolean> => {
       const stack: Array<{ hashPart: string, entry?: CacheEntry, refs?: string[] }> = [{ hashPart: root }]
@@ -199,7 +201,7 @@ export class ClosureBundles {
         if (sent.has(top.hashPart) || top.entry === undefined) continue
         sent.add(top.hashPart)
         if (++entries > MAX_BUNDLE_ENTRIES) return true
-        budget -= await this.sendEntry(stream, top.entry, Math.min(request.maxFileBytes, budget))
+        budget -= await this.sendEntry(out, top.entry, Math.min(request.maxFileBytes, budget))
       }
       return true
     }
@@ -208,7 +210,8 @@ export class ClosureBundles {
       if (!await emit(h)) missing.push(h)
       if (entries > MAX_BUNDLE_ENTRIES) break
     }
-    await sendWithBackpressure(stream, encodeJsonFrame({ end: true, missing }))
+    await out.write(encodeJsonFrame({ end: true, missing }))
+    await out.flush()
     await stream.close()
     this.served++
     log('sent %d path(s) to %p for %d requested (%d missing)', sent.size, connection.remotePeer, request.hashParts.length, missing.length)
@@ -228,7 +231,7 @@ export class ClosureBundles {
   }
 
   /** One entry with its cheapest file, or a `skipped` frame when that is over `maxFileBytes`. Returns the file bytes sent. */
-  private async sendEntry (stream: Stream, entry: CacheEntry, maxFileBytes: number): Promise<number> {
+  private async sendEntry (out: CoalescingSender, entry: CacheEntry, maxFileBytes: number): Promise<number> {
     const { cache } = this.components
     const f = cheapestToUnpack(entry.files)
     // most of a bundle is files of a few KiB: read at once (the rest streams)
@@ -236,14 +239,14 @@ export class ClosureBundles {
     const whole = f !== undefined && f.fileSize <= inline ? cache.readSmallFile(f.url, inline) : undefined
     const size = whole?.length ?? (f === undefined ? undefined : await cache.statFile(f.url))
     if (f === undefined || size === undefined || size > maxFileBytes) {
-      await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, skipped: true }))
+      await out.write(encodeJsonFrame({ hashPart: entry.hashPart, skipped: true }))
       return 0
     }
     const narinfo = Buffer.from(entry.narinfo, 'utf8')
-    await sendWithBackpressure(stream, encodeJsonFrame({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
-    await sendWithBackpressure(stream, narinfo)
+    await out.write(encodeJsonFrame({ hashPart: entry.hashPart, narinfo: narinfo.length, files: [{ compression: f.compression, size }] }))
+    await out.write(narinfo)
     if (whole !== undefined) {
-      if (whole.length > 0) await sendWithBackpressure(stream, whole)
+      await out.write(whole)
       return size
     }
     let left = size
@@ -251,7 +254,7 @@ export class ClosureBundles {
       const b = chunk as Buffer
       const take = b.subarray(0, Math.min(b.length, left))
       left -= take.length
-      if (take.length > 0) await sendWithBackpressure(stream, take)
+      await out.write(take)
       if (left === 0) break
     }
     if (left !== 0) throw new BundleProtocolError(`${f.url} ended ${left} bytes short of its size`)

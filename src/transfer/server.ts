@@ -129,8 +129,8 @@ export class NarTransferServer {
       await this.refuse(stream, { status: 'error', code: 'internal', message: `narinfo for ${hashPart} is larger than ${MAX_NARINFO_SIZE} bytes` })
       return
     }
-    await sendWithBackpressure(stream, encodeFrame({ status: 'ok', size: bytes.length }))
-    await sendWithBackpressure(stream, bytes)
+    // header and narinfo in one frame (see CoalescingSender)
+    await sendWithBackpressure(stream, Buffer.concat([encodeFrame({ status: 'ok', size: bytes.length }), bytes]))
     this.metrics.bytesServed += bytes.length
     await stream.close()
   }
