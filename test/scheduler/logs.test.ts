@@ -6,12 +6,15 @@ import { readdir, rm } from 'node:fs/promises'
 import { gunzipSync } from 'node:zlib'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { LogStore, MEMORY_LOG_BYTES, MEMORY_LOG_MS, BadLogNameError } from '../../src/scheduler/index.js'
+import { LogStore, MEMORY_LOG_BYTES, BadLogNameError } from '../../src/scheduler/index.js'
 import { tempDir, waitFor } from './harness.js'
+
+/** The memory clock of these stores (MEMORY_LOG_MS, 5 s, in a node). */
+const MEMORY_MS = 300
 
 async function withStore (fn: (logs: LogStore, dir: string) => Promise<void>): Promise<void> {
   const dir = await tempDir('guix-swarm-logs-')
-  const logs = new LogStore(join(dir, 'logs'))
+  const logs = new LogStore(join(dir, 'logs'), MEMORY_MS)
   await logs.init()
   try {
     await fn(logs, logs.dir)
@@ -52,16 +55,29 @@ test('a log past MEMORY_LOG_BYTES goes to a file at once and ends compressed', a
   })
 })
 
-test('a build running past MEMORY_LOG_MS has its log on disk, so a crash keeps it', async () => {
+test('a build whose output began more than the memory clock ago has its log on disk, so a crash keeps it', async () => {
   await withStore(async (logs, dir) => {
     const w = logs.open('b3', 1)
     w.write(Buffer.from('early\n'))
-    await new Promise((resolve) => setTimeout(resolve, MEMORY_LOG_MS + 200))
+    await new Promise((resolve) => setTimeout(resolve, MEMORY_MS + 200))
     w.write(Buffer.from('late\n'))
     await new Promise((resolve) => setTimeout(resolve, 50)) // let the stream write
     assert.equal(readFileSync(join(dir, 'b3.1.log'), 'utf8'), 'early\nlate\n', 'the live file holds the log so far')
     await w.close()
     assert.equal((await logs.read('b3.1'))?.toString(), 'early\nlate\n', 'compressed at the end')
+  })
+})
+
+test('the clock starts at the first output: a log opened long before its build began stays in memory', async () => {
+  await withStore(async (logs, dir) => {
+    const w = logs.open('b4', 1) // as a batch opens the logs of its later builds
+    await new Promise((resolve) => setTimeout(resolve, MEMORY_MS + 200))
+    w.write(Buffer.from('building\n'))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    assert.deepEqual(await readdir(dir), [], 'no live file: its output is younger than the memory clock')
+    await w.close()
+    assert.deepEqual(await readdir(dir), ['b4.1.log.gz'], 'one compressed write at the end')
+    assert.equal((await logs.read('b4.1'))?.toString(), 'building\n', 'the whole log')
   })
 })
 
