@@ -346,6 +346,9 @@ export class QueueState {
 
   private count = 0
   get size (): number { return this.count }
+  /** Bumped whenever a record is replaced: stateHash() is recomputed only after a change. */
+  private version = 0
+  private hashed?: { version: number, hash: string }
 
   /** Add one op (already validated). Returns the affected build id. */
   apply (op: Op, seenAt: number): string {
@@ -369,6 +372,7 @@ export class QueueState {
     const prev = e.record
     const next = computeRecord(id, { op: e.submit, seenAt: 0 }, e.ops)
     e.record = next
+    this.version++
     if (prev !== undefined && prev.digest === next.digest && prev.attempts.at(-1)?.leaseSeenAt === next.attempts.at(-1)?.leaseSeenAt) return
     this.reindex(prev, next)
     this.listener?.(next, prev)
@@ -457,15 +461,20 @@ export class QueueState {
       const drop = s.op.type === 'renew' || (s.op.type === 'claim' && !winners.has(s.op.id))
       if (drop) dropped.push(s.op); else keep.push(s)
     }
-    if (dropped.length > 0) { e.ops = keep; e.record = computeRecord(id, { op: e.submit!, seenAt: 0 }, keep) }
+    if (dropped.length > 0) { e.ops = keep; e.record = computeRecord(id, { op: e.submit!, seenAt: 0 }, keep); this.version++ }
     return dropped
   }
 
-  /** sha-256 over the canonical form of every build, sorted by id. */
+  /**
+   * sha-256 over the canonical form of every build, sorted by id. Kept until the next change:
+   * every status answer shows it, and at 100k builds it takes 0.14 s.
+   */
   stateHash (): string {
+    if (this.hashed?.version === this.version) return this.hashed.hash
     const h = createHash('sha256')
     const recs = [...this.records()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
     for (const r of recs) h.update(r.id).update(r.digest, 'latin1')
-    return h.digest('hex')
+    this.hashed = { version: this.version, hash: h.digest('hex') }
+    return this.hashed.hash
   }
 }

@@ -248,3 +248,27 @@ test('a submit may list its input derivations: the record holds them until the b
     s.tip = tip
   }
 })
+
+test('stateHash, kept between changes, follows every op and compaction as a fresh replica computes it', async () => {
+  const [s, a] = await Promise.all([makeAuthor(), makeAuthor()])
+  const sub = next(s, [T0, 0], submit(3))
+  const id = buildIdOf(sub)
+  const claim = next(a, [T0 + 10, 0], { type: 'claim', payload: { build: id, attempt: 1, leaseMs: 60_000 } })
+  const renew = next(a, [T0 + 20, 0], { type: 'renew', payload: { build: id, attempt: 1, leaseMs: 60_000 } })
+  const result = next(a, [T0 + 30, 0], { type: 'result', payload: { build: id, attempt: 1, outcome: 'success', outputs: { out: { path: '/gnu/store/o', narHash: 'sha256:1', narSize: 3 } } } })
+  const ops = [sub, claim, renew, result]
+  const r = new QueueReplica(() => T0 + 40)
+  const seen = new Set<string>()
+  for (const [i, op] of ops.entries()) {
+    r.ingest(op.bytes)
+    const fresh = new QueueReplica(() => T0 + 40)
+    for (const o of ops.slice(0, i + 1)) fresh.ingest(o.bytes)
+    assert.equal(r.state.stateHash(), fresh.state.stateHash(), `after op ${i + 1} the kept hash is the fresh one`)
+    assert.equal(r.state.stateHash(), r.state.stateHash(), 'asked twice, the same')
+    seen.add(r.state.stateHash())
+  }
+  assert.equal(seen.size, ops.length, 'each op changed the hash')
+  const before = r.state.stateHash()
+  assert.ok(r.state.compactBuild(id).length > 0, 'the renew is compacted away')
+  assert.equal(r.state.stateHash(), before, 'compaction leaves the hash as it was')
+})
