@@ -625,8 +625,12 @@ export class SchedulerService {
     }
     await Promise.all(releases)
     if (starting.length === 0) return
-    // the first renew marks the attempt as building for everyone; the build need not wait for it
-    for (const r of starting) void this.op('renew', async () => await this.queue.renew(r.id, r.attempt, leaseMs))
+    // The first renew marks the attempt as building for everyone; the build need not wait for
+    // it. Only a lone build gets one now: batches form only of short builds, which the daemon
+    // builds one by one, so "building" for all of them at once said little, and those renews
+    // were a third of a builder's ops and gossip messages. A batch's builds show as claimed
+    // until their results, or until the renews below (every third of the lease).
+    if (starting.length === 1) void this.op('renew', async () => await this.queue.renew(starting[0].id, starting[0].attempt, leaseMs))
     for (const run of starting) {
       const signal = run.controller.signal
       run.renewTimer = setInterval(() => {

@@ -466,6 +466,24 @@ test('short builds are claimed in batches and handed to buildMany together: one 
   }
 })
 
+test('a lone build is marked building at once; a batch\'s builds get no renew before a third of the lease', async () => {
+  const r = await batchRig({ leaseMs: 60_000 })
+  try {
+    const drvs = Array.from({ length: 5 }, (_, i) => r.store.add(drvPath(`marked${i}`)))
+    const ids = await r.q.queue.submit(drvs.map(drv => ({ drv, system: SYS })))
+    await r.scheduler.start()
+    await waitFor('all five built once', () => ids.every(id => succeededOnce(r.q, id)) && r.scheduler.status().running.length === 0)
+    const renews = (drv: string): number => r.q.queue.replica.state.opsOf(ids[drvs.indexOf(drv)]).filter(s => s.op.type === 'renew').length
+    assert.deepEqual(r.batcher.calls, [drvs[0]], 'the first build went alone')
+    assert.equal(renews(drvs[0]), 1, 'the lone build was marked building by one renew')
+    const batched = r.batcher.batches.flat()
+    assert.ok(batched.length >= 2, `some builds were batched: ${JSON.stringify(r.batcher.batches)}`)
+    for (const drv of batched) assert.equal(renews(drv), 0, `no renew for the batched ${drv}`)
+  } finally {
+    await done(r)
+  }
+})
+
 test('a batch is rooted under one base name while it publishes; the roots are gone once every build is recorded', async () => {
   const dir = await tempDir()
   const roots = join(dir, 'gcroots')
