@@ -9,7 +9,7 @@ import { InternalJsonLogRouter } from './internal-json.js'
 import { defaultRunner, runToEnd, type Exit, type ProcessRunner, type RunningProcess } from './runner.js'
 import type { StoreDaemon } from './store.js'
 import { ServePool, type ServeBuildSettings } from './serve.js'
-import { NIX_CMD, nixConfigValue } from './detect.js'
+import { NIX_CMD, nixBuildLimits } from './detect.js'
 
 const log = logger('guix-swarm:daemon:builder')
 
@@ -466,21 +466,16 @@ export class CliBuilder implements Builder {
    */
   private async serveLimits (): Promise<ServeBuildSettings> {
     this.limits ??= (async () => {
-      let config = ''
+      let configured = { maxSilentTime: 0, timeout: 0 }
       if (this.flags.maxSilentTime === undefined || this.flags.timeout === undefined) {
         const r = await runToEnd(this.runner, 'nix', [...NIX_CMD, 'show-config'], { env: this.env }).catch(() => undefined)
-        if (r?.code === 0) config = r.stdout.toString('utf8')
+        if (r?.code === 0) configured = nixBuildLimits(r.stdout.toString('utf8'))
         else log.error('could not read max-silent-time and timeout from nix show-config: builds over the connection have no such limit')
       }
-      const seconds = (key: string): number => {
-        const v = Number(nixConfigValue(config, key) ?? 0)
-        return Number.isSafeInteger(v) && v >= 0 ? v : 0
-      }
-      return { maxSilentTime: this.flags.maxSilentTime ?? seconds('max-silent-time'), timeout: this.flags.timeout ?? seconds('timeout') }
+      return { maxSilentTime: this.flags.maxSilentTime ?? configured.maxSilentTime, timeout: this.flags.timeout ?? configured.timeout }
     })()
     return await this.limits
   }
-
 
   /** Register the (valid) outputs of `drvPath` as GC roots named like a single build's. */
   private async addRoot (drvPath: string, gcRoot: string): Promise<void> {

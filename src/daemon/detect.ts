@@ -25,7 +25,15 @@ export interface DetectedBuilder {
    * not valid (CliStore's trustLocalAbsence from the start, not after the first valid path).
    */
   localStore?: boolean
+  /**
+   * Nix only: `max-silent-time` and `timeout` as configured (seconds, 0 for none). A build request
+   * over a `--serve` connection carries its own and they replace nix.conf's, so the builder sends
+   * these (read here once, not by a second `nix show-config` at the first build).
+   */
+  buildLimits?: BuildLimits
 }
+
+export interface BuildLimits { maxSilentTime: number, timeout: number }
 
 export interface DetectOptions {
   runner?: ProcessRunner
@@ -37,7 +45,7 @@ export interface DetectOptions {
 /** The new `nix` CLI needs this on Nix 2.8. */
 export const NIX_CMD = ['--extra-experimental-features', 'nix-command']
 
-export interface NixProbe { systems: string[], idleBuildHook: boolean, localStore: boolean }
+export interface NixProbe { systems: string[], idleBuildHook: boolean, localStore: boolean, buildLimits?: BuildLimits }
 
 /** Nix works when its store answers (`nix store ping` opens it, local or daemon); systems from the config. */
 export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): Promise<NixProbe | string> {
@@ -50,11 +58,12 @@ export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): 
     const idleBuildHook = cfg.code === 0 && isLocalStore(pinged) && nixBuildHookIdle(config)
     const localStore = storeUrl(pinged) === 'local'
     const systems = parseNixSystems(config)
-    if (systems.length > 0) return { systems, idleBuildHook, localStore }
+    const limits = cfg.code === 0 ? { buildLimits: nixBuildLimits(config) } : {}
+    if (systems.length > 0) return { systems, idleBuildHook, localStore, ...limits }
     // Older or restricted configs: ask the evaluator for at least the native system.
     const ev = await runToEnd(runner, 'nix-instantiate', ['--eval', '-E', 'builtins.currentSystem'], { env })
     const m = /^"([^"]+)"/.exec(ev.stdout.toString().trim())
-    if (ev.code === 0 && m !== null) return { systems: [m[1]], idleBuildHook, localStore }
+    if (ev.code === 0 && m !== null) return { systems: [m[1]], idleBuildHook, localStore, ...limits }
     return `cannot find the Nix system: ${ev.stderr.toString().trim()}`
   } catch (err) {
     return (err as Error).message
@@ -65,6 +74,15 @@ export async function probeNix (runner: ProcessRunner, env: NodeJS.ProcessEnv): 
 export function nixConfigValue (config: string, key: string): string | undefined {
   const line = config.split('\n').find((l) => l.startsWith(`${key} = `))
   return line?.slice(key.length + 3).trim()
+}
+
+/** `max-silent-time` and `timeout` from `nix show-config` output; 0 (no limit) when unset or unreadable. */
+export function nixBuildLimits (config: string): BuildLimits {
+  const seconds = (key: string): number => {
+    const v = Number(nixConfigValue(config, key) ?? 0)
+    return Number.isSafeInteger(v) && v >= 0 ? v : 0
+  }
+  return { maxSilentTime: seconds('max-silent-time'), timeout: seconds('timeout') }
 }
 
 /** `system` first, then `extra-platforms`, from `nix show-config` output. */
@@ -187,7 +205,7 @@ async function detect (pref: BuilderPref, runner: ProcessRunner, env: NodeJS.Pro
   }
   const n = await probeNix(runner, env)
   log('nix probe: %o', n)
-  if (typeof n !== 'string') return { kind: 'nix', systems: n.systems, ...(n.idleBuildHook ? { idleBuildHook: true } : {}), ...(n.localStore ? { localStore: true } : {}) }
+  if (typeof n !== 'string') return { kind: 'nix', systems: n.systems, ...(n.idleBuildHook ? { idleBuildHook: true } : {}), ...(n.localStore ? { localStore: true } : {}), ...(n.buildLimits !== undefined ? { buildLimits: n.buildLimits } : {}) }
   if (pref === 'nix') throw new BuilderUnavailableError(`builder nix is not available: ${n}`)
   return { kind: 'none', systems: [] }
 }

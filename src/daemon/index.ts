@@ -10,8 +10,8 @@
 //   }
 // CliStore remembers path infos (immutable while valid), packs NARs in-process from the store's
 // files when it can read them, and answers "invalid" for paths not on disk without a process.
-export { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nixBuildHookIdle } from './detect.js'
-export type { BuilderPref, BuilderKind, DetectedBuilder, DetectOptions } from './detect.js'
+export { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nixBuildHookIdle, nixBuildLimits } from './detect.js'
+export type { BuilderPref, BuilderKind, BuildLimits, DetectedBuilder, DetectOptions } from './detect.js'
 export * from './errors.js'
 export { NodeProcessRunner, defaultRunner, runToEnd } from './runner.js'
 export { processTree } from './proctree.js'

@@ -7,6 +7,7 @@ import type { Level } from 'level'
 import type { Registry } from 'prom-client'
 import type { HttpRouter } from '../http/index.js'
 import type { NodeKeys } from '../narinfo/index.js'
+import type { BuildLimits } from '../daemon/index.js'
 import type { NodeConfig } from './config.js'
 
 export interface SwarmServices {
@@ -31,6 +32,8 @@ export interface NodeBuilder {
   idleBuildHook?: boolean
   /** Nix with a plain local store: absent files mean invalid paths from the start (src/daemon/detect.ts). */
   localStore?: boolean
+  /** Nix: max-silent-time and timeout as configured, for builds over a --serve connection (src/daemon/detect.ts). */
+  buildLimits?: BuildLimits
 }
 
 /** Everything a service may use; passed to each ServiceFactory. */

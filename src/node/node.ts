@@ -103,7 +103,8 @@ export class SwarmNode {
         kind: detected.kind,
         systems: config.systems.length > 0 ? [...config.systems] : [...detected.systems],
         ...(detected.idleBuildHook === true ? { idleBuildHook: true } : {}),
-        ...(detected.localStore === true ? { localStore: true } : {})
+        ...(detected.localStore === true ? { localStore: true } : {}),
+        ...(detected.buildLimits !== undefined ? { buildLimits: detected.buildLimits } : {})
       }
 
       const db: NodeDb = new Level<string, string>(join(dataDir, 'db'))

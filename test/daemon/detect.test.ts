@@ -1,12 +1,19 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nixBuildHookIdle, BuilderUnavailableError } from '../../src/daemon/index.js'
+import { detectBuilder, parseNixSystems, guixSocket, isLocalStore, storeUrl, nixBuildHookIdle, nixBuildLimits, BuilderUnavailableError } from '../../src/daemon/index.js'
 import { nixSkip } from '../helpers/nix.js'
 
 test('parseNixSystems: system first, then extra-platforms, no duplicates', () => {
   const cfg = 'substituters = https://x\nextra-platforms = i686-linux x86_64-linux\nsystem = x86_64-linux\n'
   assert.deepEqual(parseNixSystems(cfg), ['x86_64-linux', 'i686-linux'])
   assert.deepEqual(parseNixSystems('foo = bar\n'), [])
+})
+
+test('nixBuildLimits: max-silent-time and timeout in seconds, 0 when unset or not a whole number', () => {
+  assert.deepEqual(nixBuildLimits('max-silent-time = 600\ntimeout = 7200\nsystem = x86_64-linux\n'), { maxSilentTime: 600, timeout: 7200 })
+  assert.deepEqual(nixBuildLimits('system = x86_64-linux\n'), { maxSilentTime: 0, timeout: 0 }, 'unset: no limit, as Nix')
+  assert.deepEqual(nixBuildLimits('max-silent-time = -3\ntimeout = soon\n'), { maxSilentTime: 0, timeout: 0 }, 'nonsense is no limit, never a negative or NaN on the wire')
+  assert.deepEqual(nixBuildLimits('build-timeout = 5\n'), { maxSilentTime: 0, timeout: 0 }, 'only the exact key')
 })
 
 test('isLocalStore: only a store the client opens itself', () => {
@@ -50,6 +57,8 @@ test('detectBuilder finds nix and its native system', { skip: nixSkip() }, async
   // here: a local store (root, no daemon) and no /etc/nix/machines
   assert.equal(nix.idleBuildHook, true, 'the local store with no remote builders is seen')
   assert.equal(nix.localStore, true, 'root without a daemon opens the plain local store')
+  const config = execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'show-config']).toString()
+  assert.deepEqual(nix.buildLimits, nixBuildLimits(config), 'the build limits as configured, read at detection')
   // Cached: the same object comes back.
   assert.equal(await detectBuilder('nix'), nix)
 })
