@@ -40,6 +40,13 @@ export interface QueueConfig extends ReplicaConfig {
    * when a batch has many runs to check (hash chains make it one signature per run).
    */
   verifyWorkers: number
+  /**
+   * Local ops authored within this long of the first one not yet gossiped share one message
+   * (0: those of the same tick). A batch's results come one by one as its builds publish:
+   * with 0, a builder sent about twice as many messages, each a signature check, a disk write
+   * and a round of frames on every node.
+   */
+  gossipGatherMs: number
 }
 
 export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
@@ -58,7 +65,8 @@ export const DEFAULT_QUEUE_CONFIG: QueueConfig = {
   banMs: 10 * 60_000,
   defaultMaxAttempts: 3,
   defaultMaxAbandoned: DEFAULT_MAX_ABANDONED,
-  verifyWorkers: Math.min(4, availableParallelism())
+  verifyWorkers: Math.min(4, availableParallelism()),
+  gossipGatherMs: 50
 }
 
 /** The libp2p surface the queue uses (a full Libp2p satisfies it). */
@@ -153,9 +161,10 @@ export class QueueService extends EventTarget {
   private pool?: VerifyPool
   private started = false
   private counters = { syncs: 0, syncFailures: 0, droppedPeers: 0, compacted: 0, gossipPublished: 0, gossipMessages: 0 }
-  /** Local ops waiting for the next gossip message, and the promise that sends it (see publish). */
+  /** Local ops waiting for the next gossip message, the promise that sends it, and what sends it now (see publish). */
   private gossipPending: Op[] = []
   private gossipSend?: Promise<void>
+  private gossipNow?: () => void
   /** Serialises disk writes so ops land in the order they were applied. */
   private writeChain: Promise<void> = Promise.resolve()
   /** Ops waiting for the write after the running one, and that write (see groupWrite). */
@@ -198,6 +207,8 @@ export class QueueService extends EventTarget {
 
   async stop (): Promise<void> {
     if (!this.started) return
+    await this.writeChain
+    await this.flushGossip()
     this.started = false
     for (const t of this.timers) clearInterval(t)
     this.timers = []
@@ -248,9 +259,10 @@ export class QueueService extends EventTarget {
       failed = err // the ops made before it are applied: they still go to disk and out
     }
     const seenAt = this.now()
+    // durable before anyone hears of them; gossiped within gossipGatherMs (their bytes are
+    // dropped from memory once sent), without holding up the caller
     await this.persist(ops.map((op) => ({ op, seenAt })), false)
-    await this.publish(ops)
-    for (const op of ops) shedBytes(op)
+    this.publish(ops)
     if (failed !== undefined) throw failed
     return ops
   }
@@ -316,10 +328,27 @@ export class QueueService extends EventTarget {
    * batch's claims or renews, results finishing together) leave as one message: the caller
    * resumes once the message carrying its ops went out.
    */
-  private async publish (ops: Op[]): Promise<void> {
-    if (!this.started || ops.length === 0) return
+  private publish (ops: Op[]): void {
+    if (ops.length === 0) return
+    if (!this.started) {
+      for (const op of ops) shedBytes(op) // anti-entropy delivers them once we run
+      return
+    }
     for (const op of ops) this.gossipPending.push(op)
-    this.gossipSend ??= new Promise<void>((resolve) => { setImmediate(resolve) }).then(async () => { await this.sendGossip() })
+    this.gossipSend ??= new Promise<void>((resolve) => {
+      if (this.config.gossipGatherMs > 0) {
+        const t = setTimeout(resolve, this.config.gossipGatherMs)
+        this.gossipNow = () => { clearTimeout(t); resolve() }
+      } else {
+        const t = setImmediate(resolve)
+        this.gossipNow = () => { clearImmediate(t); resolve() }
+      }
+    }).then(async () => { await this.sendGossip() })
+  }
+
+  /** Send what waits for the gathering window now (before stopping: a release must not wait for the lease). */
+  private async flushGossip (): Promise<void> {
+    this.gossipNow?.()
     await this.gossipSend
   }
 
@@ -327,7 +356,10 @@ export class QueueService extends EventTarget {
     const ops = this.gossipPending
     this.gossipPending = []
     this.gossipSend = undefined // ops authored from here on go in the next message
-    for (const message of encodeGossip(ops.map((op) => op.bytes), DEFAULT_GOSSIP_LIMITS)) {
+    this.gossipNow = undefined
+    const messages = encodeGossip(ops.map((op) => op.bytes), DEFAULT_GOSSIP_LIMITS)
+    for (const op of ops) shedBytes(op) // durable: the store serves them from here on
+    for (const message of messages) {
       try {
         await this.components.pubsub.publish(this.config.topic, message)
         this.counters.gossipMessages++

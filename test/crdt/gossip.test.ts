@@ -66,6 +66,29 @@ test('ops authored together cross the network as one gossip message and are all 
   assert.equal(b.queue.stateHash(), a.queue.stateHash(), 'A and B agree')
 })
 
+test('ops authored apart within gossipGatherMs share one message; a stop sends what waits at once', async (t) => {
+  const a = await startNode({ config: { syncIntervalMs: 0, gossipGatherMs: 300 } })
+  const b = await startNode({ config: { syncIntervalMs: 0 } })
+  t.after(async () => { await b.stop(); await removeDir(a.dir); await removeDir(b.dir) })
+  await connect(a, b)
+  await waitFor('A and B see each other subscribed', () => a.libp2p.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(b.libp2p.peerId)) &&
+    b.libp2p.services.pubsub.getSubscribers(TOPIC).some(p => p.equals(a.libp2p.peerId)))
+  const ids = await a.queue.submit(Array.from({ length: 3 }, (_, i) => ({ drv: drv(100 + i), system: SYS })))
+  await waitFor('3 builds on B', () => ids.every((id) => b.queue.get(id) !== undefined))
+  const s = a.queue.stats()
+  // three claims in three turns, 20 ms apart, as a batch's results come while its builds publish
+  for (const id of ids) {
+    await a.queue.claim(id, 1, 60_000)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  await waitFor('claims on B', () => ids.every((id) => b.queue.view(id).state === 'claimed'))
+  assert.equal(a.queue.stats().gossipMessages - s.gossipMessages, 1, 'one message for claims authored 20 ms apart')
+  // an op authored just before stopping leaves with the stop, not after the window (nor never)
+  await a.queue.release(ids[0], 1)
+  await a.stop() // A's libp2p is gone after this: only the flushed message can carry it
+  await waitFor('the release on B', () => b.queue.view(ids[0]).state === 'queued')
+})
+
 test('a gossip batch with one bad op is refused whole, counted, and not relayed', async (t) => {
   const { a, b, rogue, stopAll } = await rogueBesideTwo({ syncIntervalMs: 0, garbageLimit: 100 })
   t.after(stopAll)
