@@ -324,9 +324,9 @@ export class QueueService extends EventTarget {
   }
 
   /**
-   * Gossip local ops. Ops authored in the same turn of the event loop (a submit of many, a
-   * batch's claims or renews, results finishing together) leave as one message: the caller
-   * resumes once the message carrying its ops went out.
+   * Gossip local ops (already on disk). Ops authored within gossipGatherMs of the first one
+   * waiting (a submit of many, a batch's claims, its results as its builds publish) leave as one
+   * message; the caller does not wait for it (stop() sends what waits at once).
    */
   private publish (ops: Op[]): void {
     if (ops.length === 0) return
