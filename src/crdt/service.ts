@@ -165,6 +165,8 @@ export class QueueService extends EventTarget {
   private gossipPending: Op[] = []
   private gossipSend?: Promise<void>
   private gossipNow?: () => void
+  /** Local ops on their way to disk, gossiped once written: stop() waits for them. */
+  private readonly appending = new Set<Promise<void>>()
   /** Serialises disk writes so ops land in the order they were applied. */
   private writeChain: Promise<void> = Promise.resolve()
   /** Ops waiting for the write after the running one, and that write (see groupWrite). */
@@ -207,7 +209,8 @@ export class QueueService extends EventTarget {
 
   async stop (): Promise<void> {
     if (!this.started) return
-    await this.writeChain
+    // ops being written go out with the last message (a release on shutdown must reach the swarm)
+    await Promise.allSettled([...this.appending])
     await this.flushGossip()
     this.started = false
     for (const t of this.timers) clearInterval(t)
@@ -261,8 +264,13 @@ export class QueueService extends EventTarget {
     const seenAt = this.now()
     // durable before anyone hears of them; gossiped within gossipGatherMs (their bytes are
     // dropped from memory once sent), without holding up the caller
-    await this.persist(ops.map((op) => ({ op, seenAt })), false)
-    this.publish(ops)
+    const written = this.persist(ops.map((op) => ({ op, seenAt })), false).then(() => { this.publish(ops) })
+    this.appending.add(written)
+    try {
+      await written
+    } finally {
+      this.appending.delete(written)
+    }
     if (failed !== undefined) throw failed
     return ops
   }

@@ -83,9 +83,11 @@ test('ops authored apart within gossipGatherMs share one message; a stop sends w
   }
   await waitFor('claims on B', () => ids.every((id) => b.queue.view(id).state === 'claimed'))
   assert.equal(a.queue.stats().gossipMessages - s.gossipMessages, 1, 'one message for claims authored 20 ms apart')
-  // an op authored just before stopping leaves with the stop, not after the window (nor never)
-  await a.queue.release(ids[0], 1)
+  // an op authored as the node stops (still on its way to disk) leaves with the stop, not
+  // after the window (nor never)
+  const releasing = a.queue.release(ids[0], 1)
   await a.stop() // A's libp2p is gone after this: only the flushed message can carry it
+  await releasing
   await waitFor('the release on B', () => b.queue.view(ids[0]).state === 'queued')
 })
 
