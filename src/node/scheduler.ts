@@ -413,7 +413,7 @@ export class SchedulerNodeService implements NodeService {
       ...(buildHook !== undefined ? { buildHook } : {}),
       ...(localHere ? { trustLocalAbsence: true } : {}),
       // as configured, read at detection: a build over a --serve connection must send them
-      ...(kind === 'nix' && c.builder.buildLimits !== undefined ? c.builder.buildLimits : {}),
+      ...(c.builder.buildLimits ?? {}),
       storeDir: c.storeDir,
       // Inputs reach the store through swarmInputs (verified NAR import), so the daemon needs no
       // substituter and must never build an input itself: missing ones are reported and retried.

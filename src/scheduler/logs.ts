@@ -33,8 +33,9 @@ export interface LogWriter {
  * tenth of a builder's file work for 200 trivial builds. The clock starts at the first output, not
  * at open, and runs 5 s: a batch opens every build's log when it starts, builds them one by one
  * and learns their outcomes when the last one ends, so with a 1 s clock from open the logs of a
- * batch's earlier builds went through a file (about one in five of a builder's in bench:swarm). A crash loses at most the last 5 s of a log, and with it
- * the build's result: the build runs again.
+ * batch's earlier builds went through a file (about one in five of a builder's in bench:swarm).
+ * A crash loses at most the last 5 s of a log, and with it the build's result: the build runs
+ * again.
  */
 export const MEMORY_LOG_BYTES = 64 * 1024
 export const MEMORY_LOG_MS = 5000

@@ -22,13 +22,13 @@ export class CoalescingSender {
   private parts: Uint8Array[] = []
   private size = 0
 
-  constructor (private readonly stream: Stream, private readonly limit = 64 * 1024, private readonly signal?: AbortSignal) {}
+  constructor (private readonly stream: Stream, private readonly limit = 64 * 1024) {}
 
   async write (data: Uint8Array): Promise<void> {
     if (data.length === 0) return
     if (this.size + data.length > this.limit) await this.flush()
     if (data.length >= this.limit) {
-      await sendWithBackpressure(this.stream, data, this.signal)
+      await sendWithBackpressure(this.stream, data)
       return
     }
     this.parts.push(data)
@@ -40,7 +40,7 @@ export class CoalescingSender {
     const data = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.size)
     this.parts = []
     this.size = 0
-    await sendWithBackpressure(this.stream, data, this.signal)
+    await sendWithBackpressure(this.stream, data)
   }
 }
 
