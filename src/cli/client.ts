@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Command } from 'commander'
+import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import { API_FILE, resolveDataDir } from '../node/config.js'
 import { CliError, EXIT } from './errors.js'
 
@@ -71,6 +72,80 @@ export class ApiClient {
       throw new CliError(`${method} ${path}: ${msg}`, res.status >= 400 && res.status < 500 && res.status !== 404 ? EXIT.USAGE : EXIT.FAILED)
     }
     return json as T
+  }
+}
+
+/** One server-sent event from the node (`event:` name and `data:` text). */
+export interface ServerEvent { event: string, data: string }
+
+/** An idle event stream says `: keepalive` every 15 s; this long without a byte, the node is gone. */
+const EVENTS_IDLE_MS = 45_000
+
+/**
+ * The node's build events (`/api/events`) for `ids`, or for every build: `ready`, then `build`
+ * per view (see src/node/events.ts). Undefined when the node has no such endpoint (an older
+ * node): the caller asks the old way. Ends when the node ends the stream; fails with exit 3 when
+ * it stops answering. Breaking out of the loop closes the stream; so does `signal`, which also
+ * ends a wait for the next event (the loop then throws its reason).
+ */
+export async function * nodeEvents (client: ApiClient, ids?: string[], signal?: AbortSignal): AsyncGenerator<ServerEvent, void, undefined> {
+  const ac = new AbortController()
+  const stop = (): void => { ac.abort(signal?.reason) }
+  signal?.addEventListener('abort', stop, { once: true })
+  let idle: NodeJS.Timeout | undefined
+  const touch = (): void => {
+    clearTimeout(idle)
+    idle = setTimeout(() => ac.abort(new CliError(`the node at ${client.baseUrl} sent nothing for ${EVENTS_IDLE_MS / 1000} s`, EXIT.UNAVAILABLE)), EVENTS_IDLE_MS)
+  }
+  touch()
+  try {
+    let res: Response
+    try {
+      // POST: a list of ids too long for a URL
+      res = await fetch(client.baseUrl + '/api/events', ids === undefined
+        ? { signal: ac.signal }
+        : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ids }), signal: ac.signal })
+    } catch (err) {
+      if (ac.signal.reason instanceof CliError) throw ac.signal.reason
+      throw new CliError(`no node answers at ${client.baseUrl} (${(err as Error).message}); is \`guix-swarm join\` running?`, EXIT.UNAVAILABLE)
+    }
+    if (!res.ok) {
+      const text = await res.text()
+      let name: string | undefined
+      let message = `HTTP ${res.status}`
+      try {
+        const e = (JSON.parse(text) as { error?: { name?: string, message?: string } }).error
+        name = e?.name
+        message = `${e?.name ?? 'Error'}: ${e?.message ?? ''}`
+      } catch {}
+      if (res.status === 404 && name === 'HttpNotFoundError') return // no such route: an older node
+      throw new CliError(`events: ${message}`, res.status >= 400 && res.status < 500 && res.status !== 404 ? EXIT.USAGE : EXIT.FAILED)
+    }
+    if (res.body === null) return
+    const pending: EventSourceMessage[] = []
+    const parser = createParser({ onEvent: (e) => { pending.push(e) } })
+    const decoder = new TextDecoder()
+    const reader = res.body.getReader()
+    try {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) break
+        touch()
+        parser.feed(decoder.decode(value, { stream: true }))
+        while (pending.length > 0) {
+          const e = pending.shift() as EventSourceMessage
+          yield { event: e.event ?? 'message', data: e.data }
+        }
+      }
+    } catch (err) {
+      if (ac.signal.reason instanceof CliError) throw ac.signal.reason
+      if (signal?.aborted === true) throw signal.reason
+      throw new CliError(`the event stream from ${client.baseUrl} broke: ${(err as Error).message}`, EXIT.UNAVAILABLE)
+    }
+  } finally {
+    clearTimeout(idle)
+    signal?.removeEventListener('abort', stop)
+    ac.abort()
   }
 }
 

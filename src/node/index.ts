@@ -22,3 +22,4 @@ export {
   QueueNodeService, queueService, queueOf, queueNodeOf, hostSystem, InvalidDerivationPathError, InvalidBuildRequestError,
   UnknownBuildStateError, BuildNotFoundError, BuildFinishedError, type QueueNodeOptions, type SubmitHook
 } from './queue.js'
+export { BuildEvents, TooManySubscribersError, InvalidSubscriptionError, type BuildEventsOptions } from './events.js'

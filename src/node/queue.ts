@@ -11,6 +11,7 @@ import {
 import { openBackend, storeKindOf, type Backend, type StoreDaemon } from '../daemon/index.js'
 import { HttpError, HttpBadRequestError, HttpNotFoundError, readJsonBody, sendJson, type RouteParams } from '../http/index.js'
 import type { NodeComponents, NodeService } from './components.js'
+import { BuildEvents, type BuildEventsOptions } from './events.js'
 
 const log = logger('guix-swarm:node:queue')
 
@@ -63,6 +64,8 @@ export interface QueueNodeOptions {
   readSystem?: (drv: string) => Promise<string | undefined>
   /** A store client this node already has open (the scheduler's), used before opening another. */
   sharedStore?: () => StoreDaemon | undefined
+  /** Settings of the event streams (/api/events); tests shorten them. */
+  events?: BuildEventsOptions
 }
 
 /**
@@ -91,6 +94,7 @@ export class QueueNodeService implements NodeService {
   readonly queue: QueueService
   private backend?: Promise<Backend | undefined>
   private readonly submitHooks = new Set<SubmitHook>()
+  private readonly events: BuildEvents
 
   constructor (private readonly components: NodeComponents, private readonly opts: QueueNodeOptions = {}) {
     this.queue = new QueueService({
@@ -102,6 +106,7 @@ export class QueueNodeService implements NodeService {
       // queue/3: a gossip message may carry a batch of ops (a queue/2 node would refuse it as malformed)
       config: { topic: components.topic('queue/3'), syncProtocol: components.protocolId('queue-sync', '1.0.0'), ...opts.config }
     })
+    this.events = new BuildEvents(this.queue, opts.events)
     queues.set(components, this.queue)
     queueNodes.set(components, this)
   }
@@ -114,17 +119,21 @@ export class QueueNodeService implements NodeService {
     http.route('GET', '/api/builds/:id', async (_req, res, p) => { sendJson(res, 200, this.view(p)) })
     http.route('POST', '/api/builds/:id/priority', async (req, res, p) => { await this.priority(req, res, p) })
     http.route('POST', '/api/builds/:id/cancel', async (_req, res, p) => { await this.cancel(res, p) })
+    http.route('GET', '/api/events', async (req, res, _p, url) => { await this.subscribe(req, res, url) })
+    http.route('POST', '/api/events', async (req, res, _p, url) => { await this.subscribe(req, res, url) })
+    this.events.start()
     this.registerMetrics()
   }
 
   async stop (): Promise<void> {
     const { http } = this.components
-    for (const p of ['/api/builds', '/api/builds/:id', '/api/builds/:id/priority', '/api/builds/:id/cancel']) http.unroute(p)
+    for (const p of ['/api/builds', '/api/builds/:id', '/api/builds/:id/priority', '/api/builds/:id/cancel', '/api/events']) http.unroute(p)
+    this.events.stop()
     await this.queue.stop()
   }
 
   status (): Record<string, unknown> {
-    return { ...this.queue.status() }
+    return { ...this.queue.status(), eventStreams: this.events.open }
   }
 
   /** Run `hook` before each submit is recorded; returns a function that removes it. */
@@ -214,6 +223,15 @@ export class QueueNodeService implements NodeService {
   private view (p: RouteParams): BuildView {
     try {
       return this.queue.view(p.id)
+    } catch (err) {
+      if (err instanceof UnknownBuildError) throw new BuildNotFoundError(err.message)
+      throw err
+    }
+  }
+
+  private async subscribe (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    try {
+      await this.events.handle(req, res, url)
     } catch (err) {
       if (err instanceof UnknownBuildError) throw new BuildNotFoundError(err.message)
       throw err

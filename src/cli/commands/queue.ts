@@ -2,7 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Command } from 'commander'
 import { BUILD_STATES, isDerivationPath, type AttemptView, type BuildView, type QueueStatus } from '../../crdt/index.js'
-import { addClientOptions, apiClient, type ApiClient, type ApiClientOptions } from '../client.js'
+import { addClientOptions, apiClient, nodeEvents, type ApiClient, type ApiClientOptions } from '../client.js'
 import { CliError, EXIT } from '../errors.js'
 
 interface SubmitFlags extends ApiClientOptions { priority?: number, tag?: string[], system?: string, json?: boolean, follow?: boolean }
@@ -10,7 +10,7 @@ interface ListFlags extends ApiClientOptions { state?: string, limit?: number, j
 interface ShowFlags extends ApiClientOptions { json?: boolean, follow?: boolean }
 interface LogFlags extends ApiClientOptions { attempt?: number }
 
-/** How often --follow asks the node (a local HTTP GET: cheap). */
+/** How often --follow asks a node that has no event stream (an older node). */
 const FOLLOW_POLL_MS = 500
 const ENDED = new Set(['succeeded', 'failed', 'canceled'])
 
@@ -160,21 +160,35 @@ export function progressLines (b: BuildView, before: BuildView | undefined): str
 
 /**
  * Print progress of the builds until every one has ended; throws exit 1 if any did not succeed.
- * A node that stops answering ends the wait with its own error (exit 3).
+ * The node pushes each change (`/api/events`); a node without that endpoint is asked every
+ * FOLLOW_POLL_MS instead. A node that stops answering ends the wait with its own error (exit 3).
  */
 export async function follow (client: ApiClient, ids: string[], write: (s: string) => void): Promise<void> {
   const last = new Map<string, BuildView>()
   const open = new Set(ids)
-  for (;;) {
-    for (const id of [...open]) {
-      const b = await call<BuildView>(client, 'GET', `/api/builds/${id}`)
-      const lines = progressLines(b, last.get(id))
-      if (lines.length > 0) write(lines.join('\n') + '\n')
-      last.set(id, b)
-      if (ENDED.has(b.state)) open.delete(id)
+  const seen = (b: BuildView): void => {
+    if (!open.has(b.id)) return
+    const lines = progressLines(b, last.get(b.id))
+    if (lines.length > 0) write(lines.join('\n') + '\n')
+    last.set(b.id, b)
+    if (ENDED.has(b.state)) open.delete(b.id)
+  }
+  let pushed = true
+  // a stream that overflowed (this process read too slowly) is opened again for what is still open
+  while (open.size > 0 && pushed) {
+    pushed = false
+    let ended = true
+    for await (const e of nodeEvents(client, [...open])) {
+      pushed = true
+      if (e.event === 'build') seen(JSON.parse(e.data) as BuildView)
+      if (e.event === 'overflow') { ended = false; break }
+      if (open.size === 0) break
     }
-    if (open.size === 0) break
-    await sleep(FOLLOW_POLL_MS)
+    if (pushed && ended && open.size > 0) throw new CliError(`the node at ${client.baseUrl} ended the event stream with ${open.size} build(s) still open; is it stopping?`, EXIT.UNAVAILABLE)
+  }
+  while (open.size > 0) {
+    for (const id of [...open]) seen(await call<BuildView>(client, 'GET', `/api/builds/${id}`))
+    if (open.size > 0) await sleep(FOLLOW_POLL_MS)
   }
   const bad = ids.filter((id) => last.get(id)?.state !== 'succeeded')
   if (bad.length > 0) throw new CliError(`${bad.length} of ${ids.length} build(s) did not succeed: ${bad.map((id) => `${id} ${last.get(id)?.state ?? '?'}`).join(', ')}`, EXIT.FAILED)
