@@ -37,6 +37,8 @@ const log = logger('guix-swarm:daemon:store')
 
 /** Valid paths remembered (about 100 bytes each). */
 const MAX_KNOWN_VALID = 100_000
+/** Imports this small (all NARs together) go over the connection questions use, not one of their own. */
+export const SHARED_IMPORT_BYTES = 1024 * 1024
 
 export interface PathInfo {
   path: string
@@ -124,12 +126,14 @@ export interface StoreComponents {
   trustLocalAbsence?: boolean | 'learn'
   /**
    * Ask validity, path infos and closures, and import, over long-lived store connections
-   * (`CommandSet.serve`: `nix-store --serve --write`, one for questions and at most two for
-   * imports) instead of a process per question; default true where the backend has one. When
-   * the first connection cannot be opened, the client says so in its debug log and starts
-   * processes as before.
+   * (`CommandSet.serve`: `nix-store --serve --write`, one for questions and small imports, at
+   * most two more for large imports) instead of a process per question; default true where the
+   * backend has one. When the first connection cannot be opened, the client says so in its
+   * debug log and starts processes as before.
    */
   serve?: boolean
+  /** Imports of at most this many bytes share the questions' connection (default SHARED_IMPORT_BYTES). */
+  sharedImportBytes?: number
 }
 
 /** Parse `nix-store --dump-db` registration info. */
@@ -235,11 +239,13 @@ export class CliStore implements StoreDaemon {
   }
 
   /**
-   * Long-lived store connections, queries apart from imports so that a large import never
-   * holds up a question; undefined: a process per question.
+   * Long-lived store connections, queries apart from large imports so that one never holds up a
+   * question (small imports share the questions' connection: a process start costs more than
+   * they do); undefined: a process per question.
    */
   private readonly pool: ServePool | undefined
   private readonly importPool: ServePool | undefined
+  private readonly sharedImportBytes: number
 
   /** Validity checks made together: one request or process (true: valid). */
   private readonly validity = new Coalescer<boolean>(async (paths) => {
@@ -287,8 +293,10 @@ export class CliStore implements StoreDaemon {
     this.packInProcess = c.packInProcess ?? true
     this.localViewTrusted = c.trustLocalAbsence === 'learn' || c.trustLocalAbsence === undefined ? undefined : c.trustLocalAbsence
     const serve = c.serve !== false ? c.commands.serve : undefined
+    this.sharedImportBytes = c.sharedImportBytes ?? SHARED_IMPORT_BYTES
     // questions take a millisecond and are merged while one is asked (Coalescer): one server
-    // answers them all; imports (whole NARs) get two, so one large import does not stall the rest
+    // answers them all, and small imports too; large imports get two more, so one of them does
+    // not stall the rest
     this.pool = serve !== undefined ? new ServePool(this.runner, serve, this.env, { max: 1 }) : undefined
     this.importPool = serve !== undefined ? new ServePool(this.runner, serve, this.env, { max: 2 }) : undefined
   }
@@ -560,8 +568,13 @@ export class CliStore implements StoreDaemon {
     const wants = todo.map((i) => parseSha256(i.info.narHash))
     const what = todo.length === 1 ? todo[0].info.storePath : `${todo.length} paths (${todo[0].info.storePath}, …)`
     /** The export stream, each NAR checked before the trailer that names its path. */
+    // a batch's .drv files are a few KiB: they share the questions' connection (a process start
+    // cost more than the import), read to the end first so a slow source never holds it
+    const shared = todo.reduce((sum, i) => sum + i.info.narSize, 0) <= this.sharedImportBytes
+    const sources = shared ? await Promise.all(todo.map(async (i) => await readUpTo(i.nar, i.info.narSize + 1))) : todo.map((i) => i.nar)
     const stream = async (put: (b: Uint8Array) => Promise<void>): Promise<void> => {
-      for (const [k, { info, nar }] of todo.entries()) {
+      for (const [k, { info }] of todo.entries()) {
+        const nar = sources[k]
         const hash = createHash('sha256')
         let size = 0
         await put(u64(1))
@@ -582,7 +595,7 @@ export class CliStore implements StoreDaemon {
 
     let served: { value: void } | undefined
     try {
-      served = await this.importPool?.use(async (c) => { await c.importPaths(stream) })
+      served = await (shared ? this.pool : this.importPool)?.use(async (c) => { await c.importPaths(stream) })
     } catch (e) {
       // the server refused (a reference not valid, store locked, disk full…): its words
       if (e instanceof ServeClosedError) throw new StoreCommandError(`importing ${what}: ${e.message}`, cmd.command, null, e.stderr)
@@ -645,4 +658,16 @@ export async function guixScriptPath (): Promise<string> {
 
 export async function guixStore (opts: Omit<StoreComponents, 'commands'> = {}): Promise<CliStore> {
   return new CliStore({ ...opts, commands: guixCommands(await guixScriptPath()) })
+}
+
+/** The chunks of `source`, stopping once more than `limit` bytes came (the caller's size check then fails). */
+async function readUpTo (source: AsyncIterable<Uint8Array>, limit: number): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of source) {
+    chunks.push(chunk)
+    size += chunk.length
+    if (size >= limit) break
+  }
+  return chunks
 }

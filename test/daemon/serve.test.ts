@@ -79,37 +79,45 @@ test('a path built by another client after the connection called it invalid is v
   }
 })
 
-test('imports over the connection: references first, registered as a fresh client reads them; a NAR that does not match registers nothing and costs only its connection', { skip }, async () => {
-  const [top, mid, bottom] = await builtChain()
-  const to = await nixNamespace()
-  const from = nixStore({ runner: ns.runner, env: ns.env, realStoreDir: ns.realStoreDir })
-  const { runner, calls } = counting(to.runner)
-  const dest = nixStore({ runner, env: to.env, realStoreDir: to.realStoreDir })
-  const check = nixStore({ runner: to.runner, env: to.env, realStoreDir: to.realStoreDir, serve: false, trustLocalAbsence: false })
-  try {
-    // the bottom path with a corrupted NAR: refused before its trailer names it
-    const b = await from.exportPath(bottom)
-    const bytes = await buffer(b.nar)
-    const bad = Buffer.from(bytes)
-    bad[bad.length - 20] ^= 1
-    await assert.rejects(dest.importPaths([{ info: { storePath: bottom, ...b.info }, nar: chunks(bad) }]), { name: 'NarHashMismatchError' })
-    assert.deepEqual(await check.filterInvalid([bottom]), [bottom], 'nothing registered')
+for (const [size, large] of [['small', false], ['large', true]] as const) {
+  test(`${size} imports over a connection: references first, registered as a fresh client reads them; a NAR that does not match registers nothing and costs only its connection`, { skip }, async () => {
+    const [top, mid, bottom] = await builtChain()
+    const to = await nixNamespace()
+    const from = nixStore({ runner: ns.runner, env: ns.env, realStoreDir: ns.realStoreDir })
+    const { runner, calls } = counting(to.runner)
+    // a chain's NARs are a few hundred bytes: "large" moves the bar below them
+    const dest = nixStore({ runner, env: to.env, realStoreDir: to.realStoreDir, ...(large ? { sharedImportBytes: 0 } : {}) })
+    const check = nixStore({ runner: to.runner, env: to.env, realStoreDir: to.realStoreDir, serve: false, trustLocalAbsence: false })
+    try {
+      // the bottom path with a corrupted NAR: refused before its trailer names it
+      const b = await from.exportPath(bottom)
+      const bytes = await buffer(b.nar)
+      const bad = Buffer.from(bytes)
+      bad[bad.length - 20] ^= 1
+      await assert.rejects(dest.importPaths([{ info: { storePath: bottom, ...b.info }, nar: chunks(bad) }]), { name: 'NarHashMismatchError' })
+      assert.deepEqual(await check.filterInvalid([bottom]), [bottom], 'nothing registered')
 
-    const items = []
-    for (const p of [bottom, mid, top]) {
-      const { info, nar } = await from.exportPath(p)
-      items.push({ info: { storePath: p, ...info }, nar: chunks(await buffer(nar)) })
+      const items = []
+      for (const p of [bottom, mid, top]) {
+        const { info, nar } = await from.exportPath(p)
+        items.push({ info: { storePath: p, ...info }, nar: chunks(await buffer(nar)) })
+      }
+      assert.equal(await dest.importPaths(items), 3)
+      assert.deepEqual(await check.queryPathInfos([bottom, mid, top]), await from.queryPathInfos([bottom, mid, top]), 'same infos in both stores')
+      if (large) {
+        // one connection for questions; large imports have their own, and the failed one was dropped
+        assert.deepEqual(calls.map((c) => c[1]), ['--serve', '--serve', '--serve'], 'questions, the failed import, the next import: no other process ran')
+      } else {
+        // small imports share the questions' connection: the failed one cost it, the next question opened another
+        assert.deepEqual(calls.map((c) => c[1]), ['--serve', '--serve'], 'questions and the failed import, then questions and the next import: no other process ran')
+      }
+      assert.equal(await dest.importPaths(items), 0, 'already valid: nothing to do')
+    } finally {
+      await Promise.all([from.close(), dest.close()])
+      await to.destroy()
     }
-    assert.equal(await dest.importPaths(items), 3)
-    assert.deepEqual(await check.queryPathInfos([bottom, mid, top]), await from.queryPathInfos([bottom, mid, top]), 'same infos in both stores')
-    // one connection for questions; imports have their own, and the failed one was dropped
-    assert.deepEqual(calls.map((c) => c[1]), ['--serve', '--serve', '--serve'], 'questions, the failed import, the next import: no other process ran')
-    assert.equal(await dest.importPaths(items), 0, 'already valid: nothing to do')
-  } finally {
-    await Promise.all([from.close(), dest.close()])
-    await to.destroy()
-  }
-})
+  })
+}
 
 test('a request the server fails (closure of an invalid path) is a PathNotValidError; the pool opens a new connection for the next', { skip }, async () => {
   const [top] = await builtChain()
