@@ -44,24 +44,43 @@ function kindOf (st: Stats): string {
   return 'file of unknown type'
 }
 
+/**
+ * The first chunk's size. A chunk grows by doubling up to NAR_CHUNK_SIZE, so a NAR of a few
+ * hundred bytes (a .drv, a trivial output) costs a few KiB, not 1 MiB: packing 200 small NARs
+ * with 1 MiB each put V8 under "external memory pressure" (a full collection every ~60 ms).
+ */
+const FIRST_CHUNK_SIZE = 8 * 1024
+
 /** Accumulates output into large chunks; `take()` hands over the filled part. */
 class ChunkBuffer {
-  buf: Buffer = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+  buf: Buffer = Buffer.allocUnsafe(FIRST_CHUNK_SIZE)
   pos = 0
   readonly ready: Buffer[] = []
-  /** With reuse, two chunks alternate: one being filled, one handed out (drained before the next flush). */
+  /** With reuse, two full chunks alternate: one being filled, one handed out (drained before the next flush). */
   private spare: Buffer | undefined
 
-  constructor (private readonly reuse: boolean) {
-    if (reuse) this.spare = Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+  constructor (private readonly reuse: boolean) {}
+
+  /** Room for `n` more bytes in this chunk: grown while it is under NAR_CHUNK_SIZE, else flushed. */
+  private room (n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    if (this.buf.length < NAR_CHUNK_SIZE) {
+      let size = this.buf.length * 2
+      while (size < this.pos + n && size < NAR_CHUNK_SIZE) size *= 2
+      const grown = Buffer.allocUnsafe(Math.min(size, NAR_CHUNK_SIZE))
+      this.buf.copy(grown, 0, 0, this.pos)
+      this.buf = grown
+      if (this.pos + n <= this.buf.length) return
+    }
+    this.flush()
   }
 
   private flush (): void {
     if (this.pos > 0) this.ready.push(this.buf.subarray(0, this.pos))
-    if (this.spare !== undefined) {
+    if (this.reuse) {
       // Fresh memory costs page faults on every chunk; recycling two chunks avoids them.
-      const next = this.spare
-      this.spare = this.buf
+      const next = this.spare ?? Buffer.allocUnsafe(NAR_CHUNK_SIZE)
+      this.spare = this.buf.length === NAR_CHUNK_SIZE ? this.buf : undefined
       this.buf = next
     } else {
       // Without reuse the consumer may keep the chunk, so never write into it again.
@@ -71,7 +90,7 @@ class ChunkBuffer {
   }
 
   put (b: Buffer): void {
-    if (this.pos + b.length > this.buf.length) this.flush()
+    this.room(b.length)
     if (b.length > this.buf.length) { this.ready.push(b); return }
     b.copy(this.buf, this.pos)
     this.pos += b.length
@@ -80,7 +99,7 @@ class ChunkBuffer {
   /** A framed string of raw bytes (names, symlink targets). */
   putString (b: Buffer): void {
     const total = 8 + b.length + ((8 - (b.length % 8)) % 8)
-    if (this.pos + total > this.buf.length) this.flush()
+    this.room(total)
     if (total > this.buf.length) { this.ready.push(Buffer.concat([lenField(b.length), b, Buffer.alloc(total - 8 - b.length)])); return }
     const p = this.pos
     this.buf.writeUInt32LE(b.length, p)
@@ -91,7 +110,7 @@ class ChunkBuffer {
   }
 
   putLength (n: number): void {
-    if (this.pos + 8 > this.buf.length) this.flush()
+    this.room(8)
     this.buf.writeUInt32LE(n % 0x100000000, this.pos)
     this.buf.writeUInt32LE(Math.floor(n / 0x100000000), this.pos + 4)
     this.pos += 8
@@ -100,7 +119,7 @@ class ChunkBuffer {
   /** Reads a file of at most one chunk, in place; starts a new chunk if it does not fit. */
   putSmallFile (fd: number, size: number, path: Buffer): void {
     const total = size + ((8 - (size % 8)) % 8)
-    if (this.pos + total > this.buf.length) this.flush()
+    this.room(total)
     let got = 0
     while (got < size) {
       const n = readSync(fd, this.buf, this.pos + got, size - got, null)
@@ -114,6 +133,7 @@ class ChunkBuffer {
   /** Reads exactly `size` bytes of `fd` straight into the chunk(s); yields full chunks via ready. */
   * putFile (fd: number, size: number, path: string): Generator<Buffer> {
     let left = size
+    this.room(Math.min(left, NAR_CHUNK_SIZE - this.pos)) // a large file: full chunks from here on
     while (left > 0) {
       if (this.pos === this.buf.length) {
         this.flush()
@@ -128,7 +148,7 @@ class ChunkBuffer {
     // A file that grew meanwhile is cut at the size stat gave: the NAR stays self-consistent.
     const pad = (8 - (size % 8)) % 8
     if (pad > 0) {
-      if (this.pos + pad > this.buf.length) this.flush()
+      this.room(pad)
       this.buf.fill(0, this.pos, this.pos + pad)
       this.pos += pad
     }
@@ -139,7 +159,9 @@ class ChunkBuffer {
   }
 
   * end (): Generator<Buffer> {
-    this.flush()
+    // the last chunk, without taking a fresh one nobody would fill
+    if (this.pos > 0) this.ready.push(this.buf.subarray(0, this.pos))
+    this.pos = 0
     yield * this.drain()
   }
 }

@@ -71,6 +71,18 @@ function makeTrees (root: string): Map<string, string | Buffer> {
   closeSync(fd)
   trees.set('large file (40 MiB + 18 bytes)', big)
 
+  // chunks start at 8 KiB and double up to 1 MiB: contents and framing across each step
+  const steps = join(root, 'steps')
+  mkdirSync(steps)
+  const sizes = [0, 1, 7, 8_150, 8_184, 8_185, 8_192, 16_377, 100_000, 524_288, 524_289, 1_048_569, 1_048_576, 1_048_577, 2_500_003]
+  for (const [i, size] of sizes.entries()) {
+    const bytes = Buffer.alloc(size)
+    for (let j = 0; j < size; j++) bytes[j] = (j * 31 + i) & 0xff
+    writeFileSync(join(steps, `f${String(i).padStart(2, '0')}-${size}`), bytes)
+  }
+  writeFileSync(join(steps, `${'n'.repeat(200)}`), 'a long name')
+  trees.set('file sizes around chunk steps', steps)
+
   symlinkSync('/nix/store/does-not-exist', join(root, 'symroot'))
   trees.set('symlink root', join(root, 'symroot'))
   return trees

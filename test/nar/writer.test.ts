@@ -49,3 +49,19 @@ test('writeNar streams into a sink through a NarHashTap; recycled chunks give th
     cleanup()
   }
 })
+
+test('a small NAR is held in small chunks: packing one costs KiBs, not a 1 MiB chunk', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const file = join(dir, 'small.drv')
+    writeFileSync(file, 'Derive([("out","/nix/store/x","","")],[],[],"x86_64-linux","/bin/sh",[],[])')
+    for (const reuseBuffers of [false, true]) {
+      const chunks = [...packNarSync(file, { reuseBuffers })]
+      assert.equal(chunks.length, 1)
+      // a 1 MiB chunk per small NAR (200 .drv files at a submit) kept V8 collecting all the time
+      assert.ok(chunks[0].buffer.byteLength <= 64 * 1024, `reuseBuffers ${String(reuseBuffers)}: the chunk holds ${chunks[0].buffer.byteLength} bytes for a ${chunks[0].length}-byte NAR`)
+    }
+  } finally {
+    cleanup()
+  }
+})
