@@ -8,7 +8,8 @@
 // SWARM_NODES_LOGS=DIR (each node's stderr into DIR/node-K.log; with DEBUG=guix-swarm:* for detail),
 // SWARM_NODES_PREPUBLISH=1 (publish the .drv files and await their DHT records before the timed
 // submit, as runs before 2026-11-28 02:15 did; by default the submit publishes them, as
-// `guix-swarm submit` does, and that is timed), SWARM_NODES_THREE=1 (see THREE).
+// `guix-swarm submit` does, and that is timed), SWARM_NODES_THREE=1 (see THREE),
+// SWARM_NODES_WARMUP=K (see WARMUP).
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -31,6 +32,11 @@ const PREPUBLISH = process.env.SWARM_NODES_PREPUBLISH === '1'
  * swarm" read literally). Default: a 4th node that only submits, as in the end-to-end tests.
  */
 const THREE = process.env.SWARM_NODES_THREE === '1'
+/**
+ * Builds the swarm makes before the timed ones (default 0: fresh nodes, the headline figure).
+ * A build farm's nodes run for days; this shows what their JIT warm-up costs the fresh run.
+ */
+const WARMUP = Number(process.env.SWARM_NODES_WARMUP ?? 0)
 
 /** Busy and total CPU time of the whole machine so far, in seconds (/proc/stat; Linux only). */
 async function machineCpu (): Promise<{ busy: number, total: number }> {
@@ -86,6 +92,26 @@ async function main (): Promise<void> {
     members.push(...others)
     const builders = THREE ? members : others
     await waitForFullMesh(members, 30_000)
+    if (WARMUP > 0) {
+      // a swarm that has been at work: its nodes' code is compiled and optimised, as a build
+      // farm's long-running nodes are; the timed builds below are others
+      const w = randomBytes(4).toString('hex')
+      const warm = await instantiate(prepared[0].ns, `[ ${Array.from({ length: WARMUP }, (_, i) => `(${drvExpr(`warmup-${i}-${w}`, `echo ${i} > $out/file`)})`).join(' ')} ]`)
+      const w0 = performance.now()
+      const { ids: warmIds } = await postJson<{ ids: string[] }>(submitter, '/api/builds', { derivations: warm })
+      await waitFor(async () => {
+        const v = await getJson<{ builds: BuildView[] }>(submitter, `/api/builds?state=succeeded&limit=${WARMUP + N}`)
+        return v.builds.filter((b) => warmIds.includes(b.id)).length >= WARMUP ? true : undefined
+      }, `${WARMUP} warm-up builds`, 30 * 60_000, 500)
+      await waitFor(async () => {
+        for (const b of others) {
+          const s = await getJson<{ substitutes?: { unannounced?: number } }>(b, '/api/status')
+          if ((s.substitutes?.unannounced ?? 0) > 0) return false
+        }
+        return true
+      }, 'warm-up outputs announced', 5 * 60_000, 250)
+      console.log(`  warm-up: ${WARMUP} other builds first, ${((performance.now() - w0) / 1000).toFixed(1)} s with their announcements`)
+    }
     const n = randomBytes(4).toString('hex')
     const expr = `[ ${Array.from({ length: N }, (_, i) => `(${drvExpr(`bench-${i}-${n}`, `echo ${i} > $out/file`)})`).join(' ')} ]`
     const drvs = await instantiate(prepared[0].ns, expr)
