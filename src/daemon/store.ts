@@ -567,11 +567,11 @@ export class CliStore implements StoreDaemon {
     }
     const wants = todo.map((i) => parseSha256(i.info.narHash))
     const what = todo.length === 1 ? todo[0].info.storePath : `${todo.length} paths (${todo[0].info.storePath}, …)`
-    /** The export stream, each NAR checked before the trailer that names its path. */
     // a batch's .drv files are a few KiB: they share the questions' connection (a process start
     // cost more than the import), read to the end first so a slow source never holds it
     const shared = todo.reduce((sum, i) => sum + i.info.narSize, 0) <= this.sharedImportBytes
     const sources = shared ? await Promise.all(todo.map(async (i) => await readUpTo(i.nar, i.info.narSize + 1))) : todo.map((i) => i.nar)
+    /** The export stream, each NAR checked before the trailer that names its path. */
     const stream = async (put: (b: Uint8Array) => Promise<void>): Promise<void> => {
       for (const [k, { info }] of todo.entries()) {
         const nar = sources[k]

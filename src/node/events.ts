@@ -10,7 +10,7 @@
 // reads too slowly gets `event: overflow` and the stream ends: it reconnects and reads afresh.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { logger } from '@libp2p/logger'
-import { type BuildChange, type BuildView, type QueueService } from '../crdt/index.js'
+import type { BuildChange, BuildView, QueueService } from '../crdt/index.js'
 import { HttpError, readJsonBody } from '../http/index.js'
 
 const log = logger('guix-swarm:node:events')
@@ -46,6 +46,8 @@ interface Subscriber {
   ids?: ReadonlySet<string>
   /** JSON of the view last sent per subscribed id (only for subscriptions to ids: bounded by them). */
   sent: Map<string, string>
+  /** Unsent bytes past which the stream overflows: maxBufferedBytes, more for a large first snapshot. */
+  limit: number
 }
 
 const MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -87,7 +89,9 @@ export class BuildEvents {
       'cache-control': 'no-store',
       'x-accel-buffering': 'no' // a proxy in front must not hold events back
     })
-    const sub: Subscriber = { res, ...(ids !== undefined ? { ids } : {}), sent: new Map() }
+    // the views of up to maxIds builds go out at once: never an overflow by themselves
+    const snapshot = initial.reduce((n, text) => n + text.length + 20, 0)
+    const sub: Subscriber = { res, ...(ids !== undefined ? { ids } : {}), sent: new Map(), limit: this.opts.maxBufferedBytes + 2 * snapshot }
     this.subscribers.add(sub)
     res.on('close', () => { this.subscribers.delete(sub); this.idle() })
     this.write(sub, 'ready', JSON.stringify({ builds: this.queue.replica.state.size }))
@@ -175,7 +179,7 @@ export class BuildEvents {
   }
 
   private write (sub: Subscriber, event: string, data: string): void {
-    if (sub.res.writableLength > this.opts.maxBufferedBytes) {
+    if (sub.res.writableLength > sub.limit) {
       log('event stream overflowed (%d bytes unsent): ended', sub.res.writableLength)
       sub.res.end('event: overflow\ndata: {}\n\n')
       this.subscribers.delete(sub)

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
-import { SwarmNode, mergeConfig, queueOf } from '../../src/node/index.js'
+import { BuildEvents, SwarmNode, mergeConfig, queueOf } from '../../src/node/index.js'
 import { QueueNodeService } from '../../src/node/queue.js'
 import { ApiClient, nodeEvents, type ServerEvent } from '../../src/cli/client.js'
 import { follow } from '../../src/cli/commands/queue.js'
@@ -150,6 +150,23 @@ test('build events on an in-process node', async (t) => {
       assert.match(text, new RegExp(`${a} canceled`))
       assert.match(text, new RegExp(`${b} succeeded`))
       assert.match(text, new RegExp(`${b} attempt 1 claimed`))
+    })
+
+    await t.test('a stream that falls behind ends with overflow, and is forgotten', async () => {
+      // the same queue behind a stream that may hold no unsent bytes at all
+      const strict = new BuildEvents(queue, { maxBufferedBytes: -1 })
+      strict.start()
+      const server = createServer((req, res) => { strict.handle(req, res, new URL(req.url ?? '/', 'http://localhost')).catch((e: Error) => { res.writeHead(500); res.end(e.message) }) })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      try {
+        const seen: string[] = []
+        for await (const e of nodeEvents(new ApiClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`))) seen.push(e.event)
+        assert.deepEqual(seen, ['overflow'], 'told why, then the end')
+        assert.equal(strict.open, 0)
+      } finally {
+        strict.stop()
+        server.close()
+      }
     })
 
     await t.test('a stream the node ends early is exit 3, not a hang', async () => {
