@@ -76,6 +76,17 @@ const pct = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))]
 }
 
+/** Until none of `nodes` has outputs left to announce in the DHT. */
+async function announced (nodes: SwarmMember[], what: string): Promise<void> {
+  await waitFor(async () => {
+    for (const b of nodes) {
+      const s = await getJson<{ substitutes?: { unannounced?: number } }>(b, '/api/status')
+      if ((s.substitutes?.unannounced ?? 0) > 0) return false
+    }
+    return true
+  }, what, 5 * 60_000, 100)
+}
+
 interface Decision { build: string, action: string, phases?: Record<string, number> }
 
 async function main (): Promise<void> {
@@ -103,13 +114,7 @@ async function main (): Promise<void> {
         const v = await getJson<{ builds: BuildView[] }>(submitter, `/api/builds?state=succeeded&limit=${WARMUP + N}`)
         return v.builds.filter((b) => warmIds.includes(b.id)).length >= WARMUP ? true : undefined
       }, `${WARMUP} warm-up builds`, 30 * 60_000, 500)
-      await waitFor(async () => {
-        for (const b of others) {
-          const s = await getJson<{ substitutes?: { unannounced?: number } }>(b, '/api/status')
-          if ((s.substitutes?.unannounced ?? 0) > 0) return false
-        }
-        return true
-      }, 'warm-up outputs announced', 5 * 60_000, 250)
+      await announced(others, 'warm-up outputs announced')
       console.log(`  warm-up: ${WARMUP} other builds first, ${((performance.now() - w0) / 1000).toFixed(1)} s with their announcements`)
     }
     const n = randomBytes(4).toString('hex')
@@ -172,13 +177,7 @@ async function main (): Promise<void> {
     // those walks, so the reference below does not share the machine with them.
     // Only the nodes that did not submit: the submitter's .drv files wait for its next re-provide
     // round, hours away, so a submitting builder's count never gets to 0.
-    await waitFor(async () => {
-      for (const b of others) {
-        const s = await getJson<{ substitutes?: { unannounced?: number } }>(b, '/api/status')
-        if ((s.substitutes?.unannounced ?? 0) > 0) return false
-      }
-      return true
-    }, 'outputs announced', 5 * 60_000, 100)
+    await announced(others, 'outputs announced')
     const t3 = performance.now()
     const cpu3 = await machineCpu()
 
