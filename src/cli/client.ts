@@ -66,13 +66,21 @@ export class ApiClient {
     } catch {
       throw new CliError(`${method} ${url}: the node answered ${res.status} with non-JSON: ${text.slice(0, 200)}`, EXIT.FAILED)
     }
-    if (!res.ok) {
-      const e = (json as { error?: { name?: string, message?: string } } | undefined)?.error
-      const msg = e != null ? `${e.name ?? 'Error'}: ${e.message ?? ''}` : `HTTP ${res.status}`
-      throw new CliError(`${method} ${path}: ${msg}`, res.status >= 400 && res.status < 500 && res.status !== 404 ? EXIT.USAGE : EXIT.FAILED)
-    }
+    if (!res.ok) throw answerError(`${method} ${path}`, res.status, json)
     return json as T
   }
+}
+
+/** The name in a node's `{error: {name, message}}` answer. */
+function errorName (body: unknown): string | undefined {
+  return (body as { error?: { name?: string } } | undefined)?.error?.name
+}
+
+/** A node's error answer as a CliError: exit 2 for the caller's mistakes (4xx but 404), else 1. */
+function answerError (what: string, status: number, body: unknown): CliError {
+  const e = (body as { error?: { name?: string, message?: string } } | undefined)?.error
+  const msg = e != null ? `${e.name ?? 'Error'}: ${e.message ?? ''}` : `HTTP ${status}`
+  return new CliError(`${what}: ${msg}`, status >= 400 && status < 500 && status !== 404 ? EXIT.USAGE : EXIT.FAILED)
 }
 
 /** One server-sent event from the node (`event:` name and `data:` text). */
@@ -110,16 +118,10 @@ export async function * nodeEvents (client: ApiClient, ids?: string[], signal?: 
       throw new CliError(`no node answers at ${client.baseUrl} (${(err as Error).message}); is \`guix-swarm join\` running?`, EXIT.UNAVAILABLE)
     }
     if (!res.ok) {
-      const text = await res.text()
-      let name: string | undefined
-      let message = `HTTP ${res.status}`
-      try {
-        const e = (JSON.parse(text) as { error?: { name?: string, message?: string } }).error
-        name = e?.name
-        message = `${e?.name ?? 'Error'}: ${e?.message ?? ''}`
-      } catch {}
-      if (res.status === 404 && name === 'HttpNotFoundError') return // no such route: an older node
-      throw new CliError(`events: ${message}`, res.status >= 400 && res.status < 500 && res.status !== 404 ? EXIT.USAGE : EXIT.FAILED)
+      let body: unknown
+      try { body = JSON.parse(await res.text()) } catch {}
+      if (res.status === 404 && errorName(body) === 'HttpNotFoundError') return // no such route: an older node
+      throw answerError('events', res.status, body)
     }
     if (res.body === null) return
     const pending: EventSourceMessage[] = []

@@ -138,25 +138,19 @@ export class BuildEvents {
   private flush (): void {
     const ids = [...this.changed]
     this.changed.clear()
-    const json = new Map<string, string | undefined>()
-    const viewOf = (id: string): string | undefined => {
-      if (!json.has(id)) json.set(id, this.viewJson(id))
-      return json.get(id)
-    }
-    for (const sub of [...this.subscribers]) {
-      for (const id of ids) {
-        if (sub.ids !== undefined && !sub.ids.has(id)) continue
-        const text = viewOf(id)
-        if (text !== undefined) this.send(sub, id, text)
-      }
-    }
+    this.sendViews((sub) => sub.ids === undefined ? ids : ids.filter((id) => sub.ids?.has(id) === true))
   }
 
   /** Subscribed builds again: a lease that lapsed changes a view with no op. */
   private recheckAll (): void {
+    this.sendViews((sub) => sub.ids ?? [])
+  }
+
+  /** The views of the builds `pick` names for each subscriber, each view made once. */
+  private sendViews (pick: (sub: Subscriber) => Iterable<string>): void {
     const json = new Map<string, string | undefined>()
     for (const sub of [...this.subscribers]) {
-      for (const id of sub.ids ?? []) {
+      for (const id of pick(sub)) {
         if (!json.has(id)) json.set(id, this.viewJson(id))
         const text = json.get(id)
         if (text !== undefined) this.send(sub, id, text)

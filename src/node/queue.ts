@@ -45,6 +45,11 @@ export class BuildNotFoundError extends HttpNotFoundError {
   override name = 'UnknownBuildError'
 }
 
+/** The queue's UnknownBuildError as the API's 404 of the same name; any other error as it is. */
+function notFound (err: unknown): unknown {
+  return err instanceof UnknownBuildError ? new BuildNotFoundError(err.message) : err
+}
+
 /** The build is finished: changing its priority or canceling it would mean nothing. */
 export class BuildFinishedError extends HttpError {
   override name = 'BuildFinishedError'
@@ -224,8 +229,7 @@ export class QueueNodeService implements NodeService {
     try {
       return this.queue.view(p.id)
     } catch (err) {
-      if (err instanceof UnknownBuildError) throw new BuildNotFoundError(err.message)
-      throw err
+      throw notFound(err)
     }
   }
 
@@ -233,8 +237,7 @@ export class QueueNodeService implements NodeService {
     try {
       await this.events.handle(req, res, url)
     } catch (err) {
-      if (err instanceof UnknownBuildError) throw new BuildNotFoundError(err.message)
-      throw err
+      throw notFound(err)
     }
   }
 
