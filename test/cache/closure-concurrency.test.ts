@@ -89,11 +89,15 @@ test('small paths go in several at once; paths to compress take one compressor s
     const small = await Promise.all(Array.from({ length: 6 }, async (_, i) => await store.add(`small-${i}`, { f: String(i) })))
     const running = { large: 0, small: 0 }
     const most = { large: 0, small: 0 }
+    // each export waits (at most a second) for as many of its kind as the assertions below look
+    // for: a fixed 30 ms let a loaded machine (two test files at once) start them one by one
+    const wanted = { large: 2, small: availableParallelism() + 1 }
     store.gate = async (p) => {
       const kind = large.includes(p) ? 'large' : 'small'
       running[kind]++
       most[kind] = Math.max(most[kind], running[kind])
-      await new Promise((resolve) => setTimeout(resolve, 30)) // overlap, if the cache lets them
+      const until = Date.now() + 1000
+      while (most[kind] < wanted[kind] && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10)) // overlap, if the cache lets them
       running[kind]--
     }
     const cache = new BinaryCache({ dir: join(tmp, 'cache'), storeDir: '/gnu/store', compressions: ['zstd'], uncompressedBelow: 2000 })
